@@ -1,0 +1,159 @@
+/*
+ * base: the few things every module uses.
+ *
+ * - Error codes: 0 is success, every failure is a negative EG_E* code from one table
+ *   (EG_ERRNO_MAP); eg_strerror() names it. Modules map errno, curl, SQLite and libpq
+ *   codes to these at their edge.
+ * - Memory: xmalloc & co. abort on out-of-memory, so callers never check for NULL.
+ * - struct buf: one growable byte buffer with a hard cap fixed at init (buf_init).
+ *   Appending past the cap fails with EG_ETOOBIG and leaves the buffer unchanged.
+ * - Slices (struct slice) point into someone else's memory and never own it.
+ * - Logging: one line per event on stderr, text or JSON (ENGRAM_LOG_FORMAT=json),
+ *   filtered by ENGRAM_LOG_LEVEL (debug|info|warn|error). Never log secrets.
+ * - Ids: 24 lowercase hex characters shaped like MongoDB ObjectIds
+ *   (4-byte big-endian seconds + 8 random bytes from the CSPRNG).
+ * - Clocks: monotonic milliseconds/nanoseconds and wall-clock milliseconds.
+ *
+ * Thread-safety: everything here may be called from any thread.
+ */
+#ifndef ENGRAM_BASE_H
+#define ENGRAM_BASE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define EG_WUR __attribute__((warn_unused_result))
+#define EG_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define EG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define EG_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define EG_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define EG_CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
+
+/* ---- errors ------------------------------------------------------------------------ */
+
+#define EG_ERRNO_MAP(X)                                                                    \
+  X(NOMEM, "out of memory")                                                                \
+  X(AGAIN, "need more input")                                                              \
+  X(PROTO, "protocol error")                                                               \
+  X(TOOBIG, "too large")                                                                   \
+  X(INVAL, "invalid argument")                                                             \
+  X(NOTFOUND, "not found")                                                                 \
+  X(EXISTS, "already exists")                                                              \
+  X(IO, "input/output error")                                                              \
+  X(TIMEOUT, "timed out")                                                                  \
+  X(CLOSED, "connection closed")                                                           \
+  X(DB, "database error")                                                                  \
+  X(AUTH, "authentication failed")                                                         \
+  X(FORBIDDEN, "forbidden")                                                                \
+  X(UPSTREAM, "upstream error")                                                            \
+  X(CANCELED, "canceled")                                                                  \
+  X(UTF8, "invalid UTF-8")                                                                 \
+  X(LIMIT, "rate limited")                                                                 \
+  X(UNSUPPORTED, "not supported")                                                          \
+  X(INTERNAL, "internal error")
+
+enum eg_err {
+  EG_OK = 0,
+  EG__ERR_FIRST = -1000,
+#define EG__ERR_ENUM(name, text) EG_E##name,
+  EG_ERRNO_MAP(EG__ERR_ENUM)
+#undef EG__ERR_ENUM
+};
+
+/* Returns a static description of an EG_E* code (or "unknown error"). */
+const char *eg_strerror(int code);
+/* Returns the short name of an EG_E* code ("TOOBIG"), or "UNKNOWN". */
+const char *eg_errname(int code);
+
+/* ---- memory ------------------------------------------------------------------------ */
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+void *xmemdup(const void *p, size_t n);
+
+/* ---- slices ------------------------------------------------------------------------ */
+
+struct slice {
+  const char *p;
+  size_t len;
+};
+
+#define SLICE_LIT(s) ((struct slice){(s), sizeof(s) - 1})
+struct slice slice_from_cstr(const char *s);
+bool slice_eq(struct slice a, struct slice b);
+bool slice_eq_cstr(struct slice a, const char *s);
+bool slice_case_eq_cstr(struct slice a, const char *s); /* ASCII case-insensitive */
+
+/* ---- capped byte buffer --------------------------------------------------------------- */
+
+struct buf {
+  uint8_t *data;
+  size_t len; /* bytes in use */
+  size_t cap; /* bytes allocated */
+  size_t max; /* hard cap on len */
+};
+
+void buf_init(struct buf *b, size_t max);
+void buf_free(struct buf *b);
+void buf_reset(struct buf *b); /* len = 0, keeps the allocation */
+/* Make room for n more bytes. EG_ETOOBIG if len + n would pass max. */
+EG_WUR int buf_reserve(struct buf *b, size_t n);
+EG_WUR int buf_append(struct buf *b, const void *p, size_t n);
+EG_WUR int buf_append_str(struct buf *b, const char *s);
+EG_WUR int buf_append_byte(struct buf *b, uint8_t c);
+EG_WUR int buf_printf(struct buf *b, const char *fmt, ...) EG_PRINTF(2, 3);
+EG_WUR int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* Drop the first n bytes (n <= len), moving the rest to the front. */
+void buf_consume(struct buf *b, size_t n);
+/* Hand the bytes to the caller (NUL-terminated, may be NULL when empty) and reset b. */
+char *buf_steal(struct buf *b, size_t *len);
+
+/* ---- logging ------------------------------------------------------------------------ */
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+void log_init_from_env(void);
+bool log_enabled(enum log_level lvl);
+void log_msg(enum log_level lvl, const char *fmt, ...) EG_PRINTF(2, 3);
+#define log_debug(...)                                                                      \
+  do {                                                                                      \
+    if (log_enabled(LOG_DEBUG))                                                             \
+      log_msg(LOG_DEBUG, __VA_ARGS__);                                                      \
+  } while (0)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+
+/* ---- ids ----------------------------------------------------------------------------- */
+
+#define ID_LEN 24
+/* Writes a new id and a terminating NUL into out[ID_LEN + 1]. */
+void id_new(char out[ID_LEN + 1]);
+/* Same, with a given creation time in seconds since the epoch (imports, tests). */
+void id_new_at(char out[ID_LEN + 1], uint32_t seconds);
+/* True when s[0..len) is 24 lowercase hex characters. */
+bool id_valid(const char *s, size_t len);
+
+/* ---- random -------------------------------------------------------------------------- */
+
+/* Cryptographically secure random bytes (libsodium). */
+void rand_bytes(void *out, size_t n);
+
+/* ---- clocks -------------------------------------------------------------------------- */
+
+uint64_t clock_mono_ns(void);
+uint64_t clock_mono_ms(void);
+int64_t clock_wall_ms(void);
+/* Formats a wall-clock time as ISO 8601 UTC with milliseconds ("2026-01-02T03:04:05.678Z"),
+   the form JavaScript's Date#toISOString gives. out needs 25 bytes. */
+void clock_iso8601(int64_t wall_ms, char out[25]);
+/* Parses the ISO 8601 forms above (also without milliseconds, and with +hh:mm offsets).
+   Returns 0 or EG_EINVAL. */
+EG_WUR int clock_parse_iso8601(const char *s, size_t len, int64_t *wall_ms);
+
+#endif

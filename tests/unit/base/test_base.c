@@ -1,0 +1,93 @@
+/* Unit tests for src/base: buffers, ids, clocks, error names. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "base/base.h"
+
+static void test_buf_cap(void **state) {
+  (void)state;
+  struct buf b;
+  buf_init(&b, 8);
+  assert_int_equal(buf_append(&b, "abcd", 4), 0);
+  assert_int_equal(buf_append(&b, "efgh", 4), 0);
+  assert_int_equal(buf_append(&b, "i", 1), EG_ETOOBIG);
+  assert_int_equal(b.len, 8);
+  assert_memory_equal(b.data, "abcdefgh", 8);
+  buf_consume(&b, 3);
+  assert_int_equal(b.len, 5);
+  assert_string_equal((char *)b.data, "defgh");
+  assert_int_equal(buf_printf(&b, "%d", 12), 0);
+  assert_string_equal((char *)b.data, "defgh12");
+  assert_int_equal(buf_printf(&b, "%s", "xyz"), EG_ETOOBIG);
+  size_t n;
+  char *s = buf_steal(&b, &n);
+  assert_int_equal(n, 7);
+  assert_string_equal(s, "defgh12");
+  free(s);
+  assert_null(b.data);
+  buf_free(&b);
+}
+
+static void test_ids(void **state) {
+  (void)state;
+  char a[ID_LEN + 1], b[ID_LEN + 1];
+  id_new_at(a, 0x5f000000u);
+  id_new(b);
+  assert_true(id_valid(a, strlen(a)));
+  assert_true(id_valid(b, strlen(b)));
+  assert_memory_equal(a, "5f000000", 8);
+  assert_true(strcmp(a, b) < 0); /* ids sort by creation time */
+  assert_false(id_valid("5F0000000000000000000000", 24));
+  assert_false(id_valid("5f00000000000000000000", 22));
+  assert_false(id_valid(NULL, 0));
+}
+
+static void test_iso8601(void **state) {
+  (void)state;
+  char out[25];
+  clock_iso8601(0, out);
+  assert_string_equal(out, "1970-01-01T00:00:00.000Z");
+  clock_iso8601(1700000000123, out);
+  assert_string_equal(out, "2023-11-14T22:13:20.123Z");
+  int64_t ms;
+  assert_int_equal(clock_parse_iso8601(out, strlen(out), &ms), 0);
+  assert_int_equal(ms, 1700000000123);
+  assert_int_equal(clock_parse_iso8601("2023-11-14T23:13:20+01:00", 25, &ms), 0);
+  assert_int_equal(ms, 1700000000000);
+  assert_int_equal(clock_parse_iso8601("2023-11-14", 10, &ms), 0);
+  assert_int_equal(ms, 1699920000000);
+  assert_int_equal(clock_parse_iso8601("2023-13-14", 10, &ms), EG_EINVAL);
+  assert_int_equal(clock_parse_iso8601("2023-11-14T22:13", 16, &ms), EG_EINVAL);
+  assert_int_equal(clock_parse_iso8601("2023-11-14T22:13:20.Z", 21, &ms), EG_EINVAL);
+}
+
+static void test_errors(void **state) {
+  (void)state;
+  assert_string_equal(eg_errname(EG_ETOOBIG), "TOOBIG");
+  assert_string_equal(eg_strerror(EG_ETOOBIG), "too large");
+  assert_string_equal(eg_strerror(12345), "unknown error");
+  assert_true(EG_ENOMEM < 0 && EG_EINTERNAL < 0);
+}
+
+static void test_slices(void **state) {
+  (void)state;
+  struct slice s = SLICE_LIT("Content-Type");
+  assert_true(slice_case_eq_cstr(s, "content-type"));
+  assert_false(slice_eq_cstr(s, "content-type"));
+  assert_true(slice_eq_cstr(s, "Content-Type"));
+  assert_false(slice_case_eq_cstr(s, "content-typ"));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_buf_cap),      cmocka_unit_test(test_ids),
+      cmocka_unit_test(test_iso8601),      cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_slices),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
