@@ -101,8 +101,8 @@ int config_load(struct config *c, int argc, char **argv, int first, char ***rest
     const char *v = NULL;
     if (eq)
       v = eq + 1;
-    else if (s->kind == KIND_BOOL && (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0))
-      v = "1";
+    else if (s->kind == KIND_BOOL)
+      v = "1"; /* a bare boolean flag turns it on; --flag=0 turns it off */
     else if (i + 1 < argc)
       v = argv[++i];
     if (v == NULL) {

@@ -102,7 +102,7 @@ struct config {
 };
 
 /* Fills c from the defaults, the environment and then argv[first..argc) flags of the form
-   `--flag value` or `--flag=value`. Unknown flags and bad values are reported on err and
+   `--flag value` or `--flag=value` (a boolean flag alone means true). Unknown flags and bad values are reported on err and
    return EG_EINVAL; remaining non-flag arguments are returned through rest/nrest (pointers
    into argv). Also resolves the derived defaults (db path, llm and vectors choice). */
 int config_load(struct config *c, int argc, char **argv, int first, char ***rest, int *nrest,
