@@ -1,0 +1,216 @@
+/*
+ * memory: long-term memory of a user. Embedders (text -> vector), the builtin per-user
+ * vector index (exact SIMD scan over int8 rows), and recall (fusion of vector and keyword
+ * candidates into the few memories that go into a prompt).
+ *
+ * Pieces and threads:
+ * - Embedders (struct mem_embedder) are asynchronous: mem_embed() starts a batch and the
+ *   callback runs later on the embedder's libuv loop thread, never inside mem_embed().
+ *   mem_embed() and mem_embedder_free() are called on that loop thread only. The `hash`
+ *   embedder also has a pure synchronous form, mem_hash_embed(), callable from any thread.
+ * - The vector index (struct mem_index) is thread-safe: any thread may search, insert and
+ *   delete. A mutex guards the table of users and the LRU list; each user's rows have a
+ *   rwlock (searches share it, inserts and deletes take it alone). Searches of large users
+ *   cost milliseconds, so the app calls them from the thread pool (uv_queue_work), never on
+ *   the loop thread.
+ * - Recall fusion (mem_recall_fuse) is a pure function over (vector candidates, keyword
+ *   candidates, options): no I/O, no globals, any thread.
+ *
+ * Models: every vector belongs to one embedding model (mem_embedder.model, e.g.
+ * "hash-v1/768"). A user's index holds the vectors of one model only; a search with a query
+ * from another model fails with EG_EINVAL instead of comparing unrelated vectors.
+ *
+ * Ownership: the caller owns every input; outputs are written into caller storage or are
+ * freed with the function named next to them.
+ */
+#ifndef ENGRAM_MEMORY_H
+#define ENGRAM_MEMORY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "base/base.h"
+
+/* The dimension of every built-in embedding (hash, gemini with outputDimensionality,
+   and what the builtin index is tuned for). Other dimensions work too. */
+#define MEM_DIM 768
+/* Largest text an embedder looks at; longer texts are embedded from their first bytes. */
+#define MEM_EMBED_MAX_TEXT (64 * 1024)
+/* Largest model id, including the NUL. */
+#define MEM_MODEL_MAX 64
+
+/* ---- embedders ------------------------------------------------------------------------ */
+
+/* What a text is embedded for: stored memories are documents, the user's new message is
+   the query (Gemini's RETRIEVAL_DOCUMENT / RETRIEVAL_QUERY; hash ignores it). */
+enum mem_task { MEM_TASK_DOCUMENT, MEM_TASK_QUERY };
+
+/* Called once per mem_embed() on the loop thread. On success (status 0) vecs holds
+   n * dim floats, L2-normalised, row i for text i; it is valid only during the call
+   (copy what you keep). On failure status is a negative EG_E* code and vecs is NULL:
+   EG_EUPSTREAM (provider error), EG_ETIMEOUT, EG_ELIMIT (429 after retries),
+   EG_ECANCELED (embedder freed first). */
+typedef void (*mem_embed_cb)(void *ud, int status, const float *vecs, size_t n, int dim);
+
+struct mem_embedder;
+
+struct mem_embedder_ops {
+  /* Start embedding texts[0..n) (lens[i] bytes each, UTF-8). Returns 0 (the callback will
+     run) or EG_EINVAL (n == 0 or a NULL text; the callback will not run). */
+  int (*embed)(struct mem_embedder *e, const char *const *texts, const size_t *lens, size_t n,
+               enum mem_task task, mem_embed_cb cb, void *ud);
+  /* Cancel what is pending (their callbacks run with EG_ECANCELED) and free. */
+  void (*destroy)(struct mem_embedder *e);
+};
+
+struct mem_embedder {
+  const struct mem_embedder_ops *ops;
+  uv_loop_t *loop;
+  char name[16];             /* "hash", "gemini", "openai" */
+  char model[MEM_MODEL_MAX]; /* model id recorded next to every vector, e.g. "hash-v1/768" */
+  int dim;
+};
+
+/* The offline default: 768-dim signed feature hashing of NFKC-casefolded, Snowball-stemmed
+   words and word pairs, sublinear tf, stopword down-weighting, L2-normalised. Deterministic
+   on every machine. Batches are computed on the libuv thread pool. */
+struct mem_embedder *mem_embedder_hash_new(uv_loop_t *loop);
+
+/* Convenience wrappers over e->ops. */
+EG_WUR int mem_embed(struct mem_embedder *e, const char *const *texts, const size_t *lens,
+                     size_t n, enum mem_task task, mem_embed_cb cb, void *ud);
+void mem_embedder_free(struct mem_embedder *e);
+
+/* The `hash` embedding of one text into out[MEM_DIM] (pure; any thread). A text with no
+   features (empty, only punctuation) gives the zero vector. */
+void mem_hash_embed(const char *text, size_t len, float out[MEM_DIM]);
+/* Model id of mem_hash_embed's vectors. */
+#define MEM_HASH_MODEL "hash-v1/768"
+
+/* ---- vector math (SIMD chosen at run time) ---------------------------------------------- */
+
+/* Dot product of two float vectors. */
+float mem_dot_f32(const float *a, const float *b, size_t n);
+/* Quantise v[0..n) to int8 with one scale: v[i] ~= q[i] * scale. Returns the scale. */
+float mem_quantize_i8(const float *v, size_t n, int8_t *q);
+/* Scalar and AVX2 kernels, exposed for the agreement tests and benchmarks. */
+float mem__dot_f32_scalar(const float *a, const float *b, size_t n);
+float mem__dot_f32_avx2(const float *a, const float *b, size_t n);
+int32_t mem__dot_i8_scalar(const int8_t *a, const int8_t *b, size_t n);
+int32_t mem__dot_i8_avx2(const int8_t *a, const int8_t *b, size_t n);
+float mem__dot_f32_i8_scalar(const float *a, const int8_t *b, size_t n);
+float mem__dot_f32_i8_avx2(const float *a, const int8_t *b, size_t n);
+/* True when the AVX2+FMA kernels are in use (CPU support and not disabled by
+   ENGRAM_NO_AVX2=1 in the environment). */
+bool mem_simd_avx2(void);
+
+/* ---- the builtin vector index ---------------------------------------------------------- */
+
+/* One memory as the index keeps it: the message id (24 hex chars), its creation time and
+   its vector (int8 with a per-row scale, 768 + 4 + 12 + 8 bytes of RAM per memory for 768
+   dimensions). */
+struct mem_row {
+  char id[ID_LEN + 1];
+  int64_t created_at; /* wall-clock ms */
+  const float *vec;   /* dim floats (input only) */
+};
+
+struct mem_hit {
+  char id[ID_LEN + 1];
+  int64_t created_at;
+  float score; /* cosine similarity for normalised vectors */
+};
+
+struct mem_index;
+
+/* A new, empty index for vectors of dim dimensions, holding at most budget_bytes of rows
+   (0 = unlimited). Users are loaded whole; when a load or insert passes the budget, the
+   least recently used other users are evicted whole (they reload on next use). */
+struct mem_index *mem_index_new(int dim, size_t budget_bytes);
+void mem_index_free(struct mem_index *ix);
+
+/* Replace the rows of user (model as recorded with the vectors) by rows[0..n). Rows with
+   an id that is not 24 hex chars are skipped. Returns 0 or EG_EINVAL (bad user/model). */
+EG_WUR int mem_index_load(struct mem_index *ix, const char *user, const char *model,
+                          const struct mem_row *rows, size_t n);
+/* True when user is loaded (and marks it recently used). */
+bool mem_index_loaded(struct mem_index *ix, const char *user);
+/* Add or replace one memory of a loaded user. Returns 0, EG_ENOTFOUND (user not loaded: the
+   row reaches the index with the next load from the store), EG_EINVAL (bad id, or model
+   differs from the user's: the caller reloads the user after re-embedding). */
+EG_WUR int mem_index_add(struct mem_index *ix, const char *user, const char *model,
+                         const struct mem_row *row);
+/* Remove one memory. Returns 0 or EG_ENOTFOUND (user not loaded or no such id). */
+int mem_index_remove(struct mem_index *ix, const char *user, const char *id);
+/* Forget a user entirely (forget-all, model change, cache invalidation from Redis). */
+void mem_index_drop(struct mem_index *ix, const char *user);
+
+/* Exact top-k search of one user's memories: an int8 scan (query quantised too) keeps the
+   best max(4k, 32) candidates in a heap, then re-scores them with the float query against
+   the int8 rows. Ids in exclude[0..n_exclude) never come back. Hits are written best first
+   into out[0..k); *n_out gets how many. Returns 0, EG_ENOTFOUND (user not loaded: load
+   from the store and retry), EG_EINVAL (model differs from the user's vectors, k < 1). */
+EG_WUR int mem_index_search(struct mem_index *ix, const char *user, const char *model,
+                            const float *query, size_t k, const char *const *exclude,
+                            size_t n_exclude, struct mem_hit *out, size_t *n_out);
+
+struct mem_index_stats {
+  size_t users;
+  size_t rows;
+  size_t bytes; /* RAM of the rows (vectors, scales, ids, times) */
+  size_t budget;
+  uint64_t evictions;
+};
+void mem_index_stats(struct mem_index *ix, struct mem_index_stats *st);
+
+/* ---- recall ---------------------------------------------------------------------------- */
+
+enum mem_role { MEM_ROLE_USER, MEM_ROLE_MODEL };
+
+/* One candidate from a search (vector side: cosine; keyword side: BM25, higher = better,
+   i.e. the negated SQLite bm25() value). Text pointers are borrowed. */
+struct mem_cand {
+  const char *id;      /* 24 hex chars, NUL-terminated */
+  const char *chat_id; /* may be NULL */
+  const char *text;    /* may be NULL */
+  enum mem_role role;
+  int64_t created_at; /* wall-clock ms */
+  float score;
+};
+
+/* A recalled memory: the borrowed pointers of the candidate it came from plus the fused
+   score (0..1, higher is better). */
+struct mem_recalled {
+  const char *id;
+  const char *chat_id;
+  const char *text;
+  enum mem_role role;
+  int64_t created_at;
+  float score;
+  float vec_score; /* the candidate's own scores (0 when absent from that side) */
+  float kw_score;
+};
+
+struct mem_recall_opts {
+  size_t k;                   /* how many memories (default 3) */
+  const char *const *exclude; /* ids never returned: the current message, the window */
+  size_t n_exclude;
+  float w_vec;     /* weight of the vector side (default mem_recall_defaults) */
+  float w_kw;      /* weight of the keyword side */
+  float min_score; /* fused scores below are dropped (0 = keep all) */
+};
+
+/* The measured defaults (bench/eval_recall.c; bench/README.md "Memory"). */
+void mem_recall_defaults(struct mem_recall_opts *o);
+
+/* Fuse: each side's scores are normalised by that side's best score, combined as
+   w_vec * v + w_kw * b, duplicates merged by id, excluded ids dropped, sorted by fused
+   score then by recency (newer first) then by id. Writes at most o->k results to out and
+   returns how many. Candidates with a NULL or malformed id are ignored. */
+size_t mem_recall_fuse(const struct mem_cand *vec, size_t n_vec, const struct mem_cand *kw,
+                       size_t n_kw, const struct mem_recall_opts *o, struct mem_recalled *out);
+
+#endif
