@@ -80,6 +80,7 @@ struct eio_payload_decoder {
   size_t packets;  /* packets returned so far */
   size_t consumed; /* bytes consumed so far */
   int err;         /* sticky */
+  bool after_sep;  /* private: the last packet ended in a separator */
 };
 
 void eio_payload_decoder_init(struct eio_payload_decoder *d, size_t max_packets,

@@ -129,7 +129,6 @@ struct ws_parser {
   bool fin;        /* current frame */
   bool masked;     /* current frame */
   bool in_message; /* a fragmented data message is open (expecting continuations) */
-  bool header_sent;
   uint8_t mask[4];
   uint64_t payload_len; /* current frame */
   uint64_t done;        /* payload bytes of the current frame already reported */
@@ -140,8 +139,10 @@ struct ws_parser {
 void ws_parser_init(struct ws_parser *p, enum ws_role role, uint64_t max_payload);
 
 /* Feeds b[0..n). Reads at most up to the next event and returns:
-     0          *ev is set, *used = bytes consumed from b (call again with b + *used);
-     EG_EAGAIN  all n bytes consumed (*used == n), no event yet: feed more when it comes;
+     0          *ev is set, *used = bytes consumed from b (call again with b + *used,
+                even when nothing is left: WS_EV_END consumes no bytes and may be due);
+     EG_EAGAIN  all n bytes consumed (*used == n), no event yet: feed more when it comes.
+                This is the only "done" signal: loop until EG_EAGAIN or an error;
      <0         sticky error (*used = bytes consumed before the error): send a close frame
                 with ws_err_close_code(err) and close.
    Payload bytes are unmasked IN PLACE in b (that is why b is not const); WS_EV_PAYLOAD's
@@ -173,6 +174,7 @@ struct ws_assembler {
   struct buf msg;     /* fragments collected so far (capped at max_message) */
   uint8_t msg_opcode; /* opcode of the message being collected (TEXT/BINARY), 0 if none */
   bool direct;        /* private: current frame is handed out in place */
+  const uint8_t *direct_data; /* private: its payload inside the fed buffer */
   struct ws_utf8 utf8;
   uint8_t ctl[WS_MAX_CONTROL_PAYLOAD]; /* a control frame's payload, when split */
   size_t ctl_len;
