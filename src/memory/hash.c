@@ -1,0 +1,309 @@
+/*
+ * The `hash` embedder: signed feature hashing of words and word pairs.
+ *
+ * Pipeline of mem_hash_embed (pure, deterministic, any thread):
+ *   1. Unicode: invalid UTF-8 sequences are dropped, then NFKC + case folding + removal of
+ *      default-ignorable code points (utf8proc).
+ *   2. Tokens: runs of letters, marks and digits. An apostrophe inside a word ends it and
+ *      the clitic after it is dropped ("sister's" -> "sister", "don't" -> "don"). Han and
+ *      kana characters are one token each (their pairs then act as words).
+ *   3. Terms: tokens with letters are stemmed with Snowball English (libstemmer); tokens
+ *      of digits are kept as they are. Stopwords get a small weight and do not form pairs.
+ *   4. Features: "w:<stem>" for each term (weight 1) and "p:<a> <b>" for each pair of
+ *      adjacent content terms (weight PAIR_W). Each feature's weight is multiplied by
+ *      1 + ln(tf) (sublinear term frequency). Pairs skip over stopwords.
+ *   5. Hashing: FNV-1a 64 with a fixed seed, finalised with the splitmix64 mixer; the low
+ *      bits pick one of the 768 dimensions, the top bit the sign.
+ *   6. The vector is L2-normalised (all zero when there were no features).
+ *
+ * Changing anything here changes every stored vector: bump MEM_HASH_MODEL so the app
+ * re-embeds, and update the pinned values in tests/unit/memory/test_hash.c.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libstemmer.h>
+#include <utf8proc.h>
+
+#include "memory/memory.h"
+
+#define SEED 0x9e3779b97f4a7c15ULL
+#define PAIR_W 0.5f
+#define STOP_W 0.1f
+#define MAX_TOKEN 64 /* bytes; longer tokens are cut */
+
+/* English stopwords (folded, unstemmed). Sorted for bsearch. */
+static const char *const stopwords[] = {
+    "a",      "about",   "above", "after", "again", "against", "all",   "am",     "an",
+    "and",    "any",     "are",   "as",    "at",    "be",      "been",  "before", "being",
+    "below",  "between", "both",  "but",   "by",    "can",     "could", "did",    "do",
+    "does",   "doing",   "don",   "down",  "during", "each",   "few",   "for",    "from",
+    "further", "had",    "has",   "have",  "having", "he",     "her",   "here",   "hers",
+    "herself", "him",    "himself", "his", "how",   "i",       "if",    "in",     "into",
+    "is",     "it",      "its",   "itself", "just", "me",      "more",  "most",   "my",
+    "myself", "no",      "nor",   "not",   "now",   "of",      "off",   "on",     "once",
+    "only",   "or",      "other", "our",   "ours",  "ourselves", "out", "over",   "own",
+    "s",      "same",    "she",   "should", "so",   "some",    "such",  "t",      "than",
+    "that",   "the",     "their", "theirs", "them", "themselves", "then", "there", "these",
+    "they",   "this",    "those", "through", "to",  "too",     "under", "until",  "up",
+    "very",   "was",     "we",    "were",  "what",  "when",    "where", "which",  "while",
+    "who",    "whom",    "why",   "will",  "with",  "would",   "you",   "your",   "yours",
+    "yourself", "yourselves",
+};
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static bool is_stopword(const char *w) {
+  return bsearch(&w, stopwords, EG_ARRAY_LEN(stopwords), sizeof(stopwords[0]), cmp_str) !=
+         NULL;
+}
+
+static uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+static uint64_t hash_bytes(uint64_t h, const void *p, size_t n) {
+  const uint8_t *s = p;
+  for (size_t i = 0; i < n; i++) {
+    h ^= s[i];
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+struct feat {
+  uint64_t h;
+  float w;
+};
+
+struct feats {
+  struct feat *v;
+  size_t n, cap;
+};
+
+static void feats_add(struct feats *f, uint64_t h, float w) {
+  if (f->n == f->cap) {
+    f->cap = f->cap ? f->cap * 2 : 64;
+    f->v = xrealloc(f->v, f->cap * sizeof(*f->v));
+  }
+  f->v[f->n++] = (struct feat){h, w};
+}
+
+static int cmp_feat(const void *a, const void *b) {
+  uint64_t x = ((const struct feat *)a)->h, y = ((const struct feat *)b)->h;
+  return x < y ? -1 : x > y;
+}
+
+/* A term: its stem (or the token itself) and whether it is a stopword. */
+struct term {
+  char s[MAX_TOKEN * 2 + 1];
+  size_t len;
+  bool stop;
+};
+
+static bool is_cjk(utf8proc_int32_t c) {
+  return (c >= 0x3040 && c <= 0x30ff) || (c >= 0x3400 && c <= 0x4dbf) ||
+         (c >= 0x4e00 && c <= 0x9fff) || (c >= 0xf900 && c <= 0xfaff);
+}
+
+static bool is_word_char(utf8proc_int32_t c) {
+  switch (utf8proc_category(c)) {
+  case UTF8PROC_CATEGORY_LU:
+  case UTF8PROC_CATEGORY_LL:
+  case UTF8PROC_CATEGORY_LT:
+  case UTF8PROC_CATEGORY_LM:
+  case UTF8PROC_CATEGORY_LO:
+  case UTF8PROC_CATEGORY_MN:
+  case UTF8PROC_CATEGORY_MC:
+  case UTF8PROC_CATEGORY_ND:
+  case UTF8PROC_CATEGORY_NL:
+  case UTF8PROC_CATEGORY_NO:
+    return true;
+  default:
+    return false;
+  }
+}
+
+/* Copies the valid UTF-8 of s[0..n) (dropping invalid bytes) and applies NFKC + casefold.
+   Returns a malloc'd NUL-terminated string (free()) or NULL when empty. */
+static uint8_t *normalise(const char *s, size_t n, size_t *out_len) {
+  uint8_t *clean = xmalloc(n + 1);
+  size_t m = 0;
+  const uint8_t *p = (const uint8_t *)s;
+  size_t i = 0;
+  while (i < n) {
+    utf8proc_int32_t c;
+    utf8proc_ssize_t k = utf8proc_iterate(p + i, (utf8proc_ssize_t)(n - i), &c);
+    if (k <= 0) {
+      i++;
+      continue;
+    }
+    if (c != 0) {
+      memcpy(clean + m, p + i, (size_t)k);
+      m += (size_t)k;
+    }
+    i += (size_t)k;
+  }
+  clean[m] = 0;
+  uint8_t *dst = NULL;
+  utf8proc_ssize_t r = utf8proc_map(clean, (utf8proc_ssize_t)m, &dst,
+                                    UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT |
+                                        UTF8PROC_CASEFOLD | UTF8PROC_IGNORE);
+  free(clean);
+  if (r < 0) {
+    free(dst);
+    return NULL;
+  }
+  *out_len = (size_t)r;
+  return dst;
+}
+
+static void make_term(struct sb_stemmer *st, const uint8_t *tok, size_t len, bool has_alpha,
+                      struct term *t) {
+  if (len > MAX_TOKEN) {
+    /* Cut at a code point boundary. */
+    len = MAX_TOKEN;
+    while (len > 0 && (tok[len] & 0xc0) == 0x80)
+      len--;
+  }
+  memcpy(t->s, tok, len);
+  t->s[len] = 0;
+  t->len = len;
+  t->stop = is_stopword(t->s);
+  if (has_alpha && st != NULL && !t->stop) {
+    const sb_symbol *r = sb_stemmer_stem(st, (const sb_symbol *)tok, (int)len);
+    if (r != NULL) {
+      int rl = sb_stemmer_length(st);
+      if (rl > 0 && (size_t)rl < sizeof(t->s)) {
+        memcpy(t->s, r, (size_t)rl);
+        t->s[rl] = 0;
+        t->len = (size_t)rl;
+      }
+    }
+  }
+}
+
+static void add_term_feats(struct feats *f, const struct term *prev, const struct term *t) {
+  uint64_t h = hash_bytes(SEED, "w:", 2);
+  h = hash_bytes(h, t->s, t->len);
+  feats_add(f, h, t->stop ? STOP_W : 1.0f);
+  if (prev != NULL && !prev->stop && !t->stop) {
+    uint64_t p = hash_bytes(SEED, "p:", 2);
+    p = hash_bytes(p, prev->s, prev->len);
+    p = hash_bytes(p, " ", 1);
+    p = hash_bytes(p, t->s, t->len);
+    feats_add(f, p, PAIR_W);
+  }
+}
+
+void mem_hash_embed(const char *text, size_t len, float out[MEM_DIM]) {
+  memset(out, 0, MEM_DIM * sizeof(float));
+  if (text == NULL || len == 0)
+    return;
+  if (len > MEM_EMBED_MAX_TEXT) {
+    len = MEM_EMBED_MAX_TEXT;
+  }
+  size_t n = 0;
+  uint8_t *s = normalise(text, len, &n);
+  if (s == NULL)
+    return;
+  struct sb_stemmer *st = sb_stemmer_new("english", "UTF_8");
+  struct feats f = {0};
+  struct term terms[2];
+  int cur = 0;
+  bool have_prev = false;
+  size_t i = 0;
+  while (i < n) {
+    utf8proc_int32_t c;
+    utf8proc_ssize_t k = utf8proc_iterate(s + i, (utf8proc_ssize_t)(n - i), &c);
+    if (k <= 0) {
+      i++;
+      continue;
+    }
+    if (!is_word_char(c)) {
+      i += (size_t)k;
+      /* Sentence punctuation breaks pairs; spaces and hyphens do not. */
+      if (c == '.' || c == '!' || c == '?' || c == ';' || c == ':' || c == ',' || c == '\n')
+        have_prev = false;
+      continue;
+    }
+    size_t start = i;
+    bool has_alpha = false;
+    if (is_cjk(c)) {
+      i += (size_t)k;
+      has_alpha = false;
+    } else {
+      while (i < n) {
+        k = utf8proc_iterate(s + i, (utf8proc_ssize_t)(n - i), &c);
+        if (k <= 0 || is_cjk(c) || !is_word_char(c))
+          break;
+        utf8proc_category_t cat = utf8proc_category(c);
+        if (cat != UTF8PROC_CATEGORY_ND && cat != UTF8PROC_CATEGORY_NO &&
+            cat != UTF8PROC_CATEGORY_NL)
+          has_alpha = true;
+        i += (size_t)k;
+      }
+    }
+    size_t end = i;
+    /* Apostrophe clitic: skip "'s", "'t", "'re"... glued to the word. */
+    if (i < n) {
+      utf8proc_ssize_t ka = utf8proc_iterate(s + i, (utf8proc_ssize_t)(n - i), &c);
+      if (ka > 0 && (c == '\'' || c == 0x2019)) {
+        size_t j = i + (size_t)ka;
+        size_t jj = j;
+        while (jj < n) {
+          utf8proc_ssize_t kb = utf8proc_iterate(s + jj, (utf8proc_ssize_t)(n - jj), &c);
+          if (kb <= 0 || !is_word_char(c) || is_cjk(c))
+            break;
+          jj += (size_t)kb;
+        }
+        if (jj > j && jj - j <= 3)
+          i = jj;
+      }
+    }
+    struct term *t = &terms[cur];
+    make_term(st, s + start, end - start, has_alpha, t);
+    add_term_feats(&f, have_prev ? &terms[cur ^ 1] : NULL, t);
+    if (!t->stop) {
+      /* Stopwords are skipped over by pairs: "moved to Lisbon" pairs "move lisbon". */
+      have_prev = true;
+      cur ^= 1;
+    }
+  }
+  if (st != NULL)
+    sb_stemmer_delete(st);
+  free(s);
+  if (f.n == 0) {
+    free(f.v);
+    return;
+  }
+  qsort(f.v, f.n, sizeof(*f.v), cmp_feat);
+  double norm = 0;
+  for (size_t a = 0; a < f.n;) {
+    size_t b = a;
+    float wmax = 0;
+    while (b < f.n && f.v[b].h == f.v[a].h) {
+      if (f.v[b].w > wmax)
+        wmax = f.v[b].w;
+      b++;
+    }
+    uint64_t h = mix64(f.v[a].h);
+    float w = wmax * (1.0f + logf((float)(b - a)));
+    size_t dim = (size_t)(h % MEM_DIM);
+    out[dim] += (h >> 63) ? -w : w;
+    a = b;
+  }
+  free(f.v);
+  for (size_t d = 0; d < MEM_DIM; d++)
+    norm += (double)out[d] * out[d];
+  if (norm > 0) {
+    float inv = (float)(1.0 / sqrt(norm));
+    for (size_t d = 0; d < MEM_DIM; d++)
+      out[d] *= inv;
+  }
+}

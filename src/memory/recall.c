@@ -1,0 +1,114 @@
+/*
+ * Recall fusion: a pure function over the vector side's candidates (cosine similarity) and
+ * the keyword side's (BM25, higher is better). Each side is normalised by its own best
+ * score so both lie in [0, 1], then combined linearly with the side weights. The weights
+ * are the ones measured best on the evaluation (bench/eval_recall.c, see bench/README.md
+ * "Memory"): the lexical hash embedder is weaker than BM25, so BM25 leads and the vector
+ * side adds what BM25 misses (stems, word pairs, paraphrases sharing some words).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "memory/memory.h"
+
+void mem_recall_defaults(struct mem_recall_opts *o) {
+  memset(o, 0, sizeof(*o));
+  o->k = 3;
+  o->w_vec = 0.35f;
+  o->w_kw = 0.65f;
+  o->min_score = 0;
+}
+
+static bool good_id(const char *id) {
+  return id != NULL && strnlen(id, ID_LEN + 1) == ID_LEN && id_valid(id, ID_LEN);
+}
+
+static bool excluded(const struct mem_recall_opts *o, const char *id) {
+  for (size_t i = 0; i < o->n_exclude; i++)
+    if (o->exclude[i] != NULL && strncmp(o->exclude[i], id, ID_LEN + 1) == 0)
+      return true;
+  return false;
+}
+
+static int cmp_recalled(const void *a, const void *b) {
+  const struct mem_recalled *x = a, *y = b;
+  if (x->score != y->score)
+    return x->score > y->score ? -1 : 1;
+  if (x->created_at != y->created_at)
+    return x->created_at > y->created_at ? -1 : 1;
+  return strcmp(x->id, y->id);
+}
+
+static float side_max(const struct mem_cand *c, size_t n) {
+  float m = 0;
+  for (size_t i = 0; i < n; i++)
+    if (c[i].score > m)
+      m = c[i].score;
+  return m;
+}
+
+size_t mem_recall_fuse(const struct mem_cand *vec, size_t n_vec, const struct mem_cand *kw,
+                       size_t n_kw, const struct mem_recall_opts *o,
+                       struct mem_recalled *out) {
+  struct mem_recall_opts def;
+  if (o == NULL) {
+    mem_recall_defaults(&def);
+    o = &def;
+  }
+  if (o->k == 0 || (n_vec == 0 && n_kw == 0))
+    return 0;
+  float vmax = side_max(vec, n_vec), kmax = side_max(kw, n_kw);
+  struct mem_recalled *all = xcalloc(n_vec + n_kw + 1, sizeof(*all));
+  size_t n = 0;
+  for (int side = 0; side < 2; side++) {
+    const struct mem_cand *c = side == 0 ? vec : kw;
+    size_t nc = side == 0 ? n_vec : n_kw;
+    for (size_t i = 0; i < nc; i++) {
+      if (!good_id(c[i].id) || excluded(o, c[i].id))
+        continue;
+      struct mem_recalled *r = NULL;
+      for (size_t j = 0; j < n; j++) {
+        if (strcmp(all[j].id, c[i].id) == 0) {
+          r = &all[j];
+          break;
+        }
+      }
+      if (r == NULL) {
+        r = &all[n++];
+        r->id = c[i].id;
+        r->chat_id = c[i].chat_id;
+        r->text = c[i].text;
+        r->role = c[i].role;
+        r->created_at = c[i].created_at;
+      } else {
+        if (r->text == NULL)
+          r->text = c[i].text;
+        if (r->chat_id == NULL)
+          r->chat_id = c[i].chat_id;
+      }
+      if (side == 0) {
+        if (c[i].score > r->vec_score)
+          r->vec_score = c[i].score;
+      } else if (c[i].score > r->kw_score) {
+        r->kw_score = c[i].score;
+      }
+    }
+  }
+  float wsum = o->w_vec + o->w_kw;
+  if (!(wsum > 0))
+    wsum = 1;
+  for (size_t j = 0; j < n; j++) {
+    float v = vmax > 0 && all[j].vec_score > 0 ? all[j].vec_score / vmax : 0;
+    float b = kmax > 0 && all[j].kw_score > 0 ? all[j].kw_score / kmax : 0;
+    all[j].score = (o->w_vec * v + o->w_kw * b) / wsum;
+  }
+  qsort(all, n, sizeof(*all), cmp_recalled);
+  size_t m = 0;
+  for (size_t j = 0; j < n && m < o->k; j++) {
+    if (o->min_score > 0 && all[j].score < o->min_score)
+      break;
+    out[m++] = all[j];
+  }
+  free(all);
+  return m;
+}

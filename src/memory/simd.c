@@ -1,0 +1,166 @@
+/*
+ * Vector kernels: float dot products, int8 dot products and quantisation. Each kernel has
+ * a portable scalar form and an AVX2+FMA form (compiled with a target attribute, no global
+ * -m flags); the AVX2 form is chosen once at run time with __builtin_cpu_supports.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "memory/memory.h"
+
+float mem__dot_f32_scalar(const float *a, const float *b, size_t n) {
+  /* Four accumulators, like the SIMD form, so both round alike and the loop pipelines. */
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += a[i] * b[i];
+    s1 += a[i + 1] * b[i + 1];
+    s2 += a[i + 2] * b[i + 2];
+    s3 += a[i + 3] * b[i + 3];
+  }
+  for (; i < n; i++)
+    s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+int32_t mem__dot_i8_scalar(const int8_t *a, const int8_t *b, size_t n) {
+  int32_t s = 0;
+  for (size_t i = 0; i < n; i++)
+    s += (int32_t)a[i] * (int32_t)b[i];
+  return s;
+}
+
+float mem__dot_f32_i8_scalar(const float *a, const int8_t *b, size_t n) {
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += a[i] * (float)b[i];
+    s1 += a[i + 1] * (float)b[i + 1];
+    s2 += a[i + 2] * (float)b[i + 2];
+    s3 += a[i + 3] * (float)b[i + 3];
+  }
+  for (; i < n; i++)
+    s0 += a[i] * (float)b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+__attribute__((target("avx2,fma"))) static float hsum256(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  __m128 sh = _mm_movehdup_ps(lo);
+  __m128 s = _mm_add_ps(lo, sh);
+  sh = _mm_movehl_ps(sh, s);
+  s = _mm_add_ss(s, sh);
+  return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) float mem__dot_f32_avx2(const float *a, const float *b,
+                                                            size_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), acc2);
+    acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), acc3);
+  }
+  for (; i + 8 <= n; i += 8)
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  float s = hsum256(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+  for (; i < n; i++)
+    s += a[i] * b[i];
+  return s;
+}
+
+__attribute__((target("avx2,fma"))) static int32_t hsum256_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+__attribute__((target("avx2,fma"))) int32_t mem__dot_i8_avx2(const int8_t *a, const int8_t *b,
+                                                             size_t n) {
+  /* Sign-extend 16 bytes to 16 int16 lanes, multiply-add pairs into int32 (no overflow:
+     |a*b| <= 127*127, two per lane). */
+  __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256i a0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(a + i)));
+    __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + i)));
+    __m256i a1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(a + i + 16)));
+    __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + i + 16)));
+    acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(a0, b0));
+    acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(a1, b1));
+  }
+  int32_t s = hsum256_epi32(_mm256_add_epi32(acc0, acc1));
+  for (; i < n; i++)
+    s += (int32_t)a[i] * (int32_t)b[i];
+  return s;
+}
+
+__attribute__((target("avx2,fma"))) float mem__dot_f32_i8_avx2(const float *a,
+                                                               const int8_t *b, size_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m128i q = _mm_loadu_si128((const __m128i *)(b + i));
+    __m256 b0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+    __m256 b1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), b0, acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), b1, acc1);
+  }
+  float s = hsum256(_mm256_add_ps(acc0, acc1));
+  for (; i < n; i++)
+    s += a[i] * (float)b[i];
+  return s;
+}
+
+static int simd_state = -1; /* -1 unknown, 0 scalar, 1 avx2 */
+
+bool mem_simd_avx2(void) {
+  int st = __atomic_load_n(&simd_state, __ATOMIC_RELAXED);
+  if (st < 0) {
+    const char *off = getenv("ENGRAM_NO_AVX2");
+    __builtin_cpu_init();
+    st = (off == NULL || strcmp(off, "1") != 0) && __builtin_cpu_supports("avx2") &&
+         __builtin_cpu_supports("fma");
+    __atomic_store_n(&simd_state, st, __ATOMIC_RELAXED);
+  }
+  return st == 1;
+}
+
+float mem_dot_f32(const float *a, const float *b, size_t n) {
+  return mem_simd_avx2() ? mem__dot_f32_avx2(a, b, n) : mem__dot_f32_scalar(a, b, n);
+}
+
+float mem_quantize_i8(const float *v, size_t n, int8_t *q) {
+  float m = 0;
+  for (size_t i = 0; i < n; i++) {
+    float a = fabsf(v[i]);
+    if (a > m)
+      m = a;
+  }
+  if (!(m > 0) || !isfinite(m)) {
+    memset(q, 0, n);
+    return 0;
+  }
+  float scale = m / 127.0f;
+  float inv = 127.0f / m;
+  for (size_t i = 0; i < n; i++) {
+    float x = v[i] * inv;
+    if (!isfinite(x))
+      x = 0;
+    long r = lrintf(x);
+    if (r > 127)
+      r = 127;
+    if (r < -127)
+      r = -127;
+    q[i] = (int8_t)r;
+  }
+  return scale;
+}

@@ -1,0 +1,380 @@
+/* Vector kernels (SIMD vs scalar) and the builtin index: insert, replace, delete, search
+   exactness vs a float brute force, exclusions, user isolation, models, LRU and budget,
+   concurrent readers with a writer. */
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "memory/memory.h"
+
+static uint64_t rng = 88172645463325252ULL;
+static uint64_t next_rand(void) {
+  rng ^= rng << 13;
+  rng ^= rng >> 7;
+  rng ^= rng << 17;
+  return rng;
+}
+static float frand(void) { return (float)((double)(next_rand() >> 11) / 9007199254740992.0) * 2 - 1; }
+
+static void rand_unit(float *v, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; i++) {
+    v[i] = frand();
+    s += (double)v[i] * v[i];
+  }
+  for (size_t i = 0; i < n; i++)
+    v[i] = (float)(v[i] / sqrt(s));
+}
+
+static void mk_id(char out[ID_LEN + 1], unsigned n) { snprintf(out, ID_LEN + 1, "%024x", n); }
+
+static void test_kernels_agree(void **state) {
+  (void)state;
+  if (!mem_simd_avx2())
+    skip();
+  float a[800], b[800];
+  int8_t qa[800], qb[800];
+  for (size_t n = 0; n <= 800; n = n < 70 ? n + 1 : n + 73) {
+    for (size_t i = 0; i < n; i++) {
+      a[i] = frand();
+      b[i] = frand();
+      qa[i] = (int8_t)(next_rand() % 255 - 127);
+      qb[i] = (int8_t)(next_rand() % 255 - 127);
+    }
+    float s = mem__dot_f32_scalar(a, b, n), v = mem__dot_f32_avx2(a, b, n);
+    assert_true(fabsf(s - v) <= 1e-4f * (1 + fabsf(s)));
+    assert_int_equal(mem__dot_i8_scalar(qa, qb, n), mem__dot_i8_avx2(qa, qb, n));
+    s = mem__dot_f32_i8_scalar(a, qb, n);
+    v = mem__dot_f32_i8_avx2(a, qb, n);
+    assert_true(fabsf(s - v) <= 1e-3f * (1 + fabsf(s)));
+  }
+  float big[768];
+  for (int i = 0; i < 768; i++)
+    big[i] = 127.0f;
+  int8_t qq[768];
+  for (int i = 0; i < 768; i++)
+    qq[i] = -127;
+  assert_int_equal(mem__dot_i8_avx2(qq, qq, 768), 127 * 127 * 768);
+  (void)big;
+}
+
+static void test_quantize(void **state) {
+  (void)state;
+  float v[MEM_DIM];
+  int8_t q[MEM_DIM];
+  rand_unit(v, MEM_DIM);
+  float sc = mem_quantize_i8(v, MEM_DIM, q);
+  assert_true(sc > 0);
+  for (size_t i = 0; i < MEM_DIM; i++)
+    assert_true(fabsf(q[i] * sc - v[i]) <= sc * 0.5f + 1e-6f);
+  memset(v, 0, sizeof(v));
+  assert_true(mem_quantize_i8(v, MEM_DIM, q) == 0.0f);
+  v[3] = NAN;
+  assert_true(mem_quantize_i8(v, MEM_DIM, q) == 0.0f);
+}
+
+/* Search returns exactly what a float brute force ranks first (recall@3 on random unit
+   vectors, where the int8 error matters most, must stay >= 0.99). */
+static void test_search_matches_brute_force(void **state) {
+  (void)state;
+  enum { N = 3000, Q = 200 };
+  float *vecs = malloc((size_t)N * MEM_DIM * sizeof(float));
+  struct mem_row *rows = calloc(N, sizeof(*rows));
+  for (unsigned i = 0; i < N; i++) {
+    rand_unit(vecs + (size_t)i * MEM_DIM, MEM_DIM);
+    mk_id(rows[i].id, i + 1);
+    rows[i].created_at = i;
+    rows[i].vec = vecs + (size_t)i * MEM_DIM;
+  }
+  struct mem_index *ix = mem_index_new(MEM_DIM, 0);
+  assert_int_equal(mem_index_load(ix, "u1", "m", rows, N), 0);
+  int found = 0;
+  for (int qn = 0; qn < Q; qn++) {
+    float q[MEM_DIM];
+    /* A query near a random row, as real queries are near their answers. */
+    const float *base = vecs + (size_t)(next_rand() % N) * MEM_DIM;
+    for (size_t d = 0; d < MEM_DIM; d++)
+      q[d] = base[d] + 0.05f * frand();
+    float best[3] = {-2, -2, -2};
+    int bi[3] = {-1, -1, -1};
+    for (int i = 0; i < N; i++) {
+      float s = mem__dot_f32_scalar(q, vecs + (size_t)i * MEM_DIM, MEM_DIM);
+      for (int j = 0; j < 3; j++) {
+        if (s > best[j]) {
+          for (int m = 2; m > j; m--) {
+            best[m] = best[m - 1];
+            bi[m] = bi[m - 1];
+          }
+          best[j] = s;
+          bi[j] = i;
+          break;
+        }
+      }
+    }
+    struct mem_hit hits[3];
+    size_t nh;
+    assert_int_equal(mem_index_search(ix, "u1", "m", q, 3, NULL, 0, hits, &nh), 0);
+    assert_int_equal(nh, 3);
+    assert_true(hits[0].score >= hits[1].score && hits[1].score >= hits[2].score);
+    for (int j = 0; j < 3; j++) {
+      char want[ID_LEN + 1];
+      mk_id(want, (unsigned)bi[j] + 1);
+      for (int h = 0; h < 3; h++)
+        found += strcmp(hits[h].id, want) == 0;
+    }
+  }
+  assert_true(found >= (int)(0.99 * 3 * Q));
+  mem_index_free(ix);
+  free(rows);
+  free(vecs);
+}
+
+static void test_insert_delete_exclude_isolation(void **state) {
+  (void)state;
+  struct mem_index *ix = mem_index_new(MEM_DIM, 0);
+  float v[4][MEM_DIM];
+  for (int i = 0; i < 4; i++)
+    rand_unit(v[i], MEM_DIM);
+  struct mem_hit hits[8];
+  size_t nh = 99;
+  assert_int_equal(mem_index_search(ix, "alice", "m", v[0], 3, NULL, 0, hits, &nh),
+                   EG_ENOTFOUND);
+  assert_int_equal(nh, 0);
+  struct mem_row r = {.created_at = 1, .vec = v[0]};
+  mk_id(r.id, 1);
+  assert_int_equal(mem_index_add(ix, "alice", "m", &r), EG_ENOTFOUND); /* not loaded */
+  assert_int_equal(mem_index_load(ix, "alice", "m", NULL, 0), 0);
+  assert_int_equal(mem_index_load(ix, "bob", "m", NULL, 0), 0);
+  assert_true(mem_index_loaded(ix, "alice"));
+  assert_false(mem_index_loaded(ix, "carol"));
+  for (unsigned i = 0; i < 3; i++) {
+    mk_id(r.id, i + 1);
+    r.vec = v[i];
+    r.created_at = i;
+    assert_int_equal(mem_index_add(ix, "alice", "m", &r), 0);
+  }
+  mk_id(r.id, 100);
+  r.vec = v[3];
+  assert_int_equal(mem_index_add(ix, "bob", "m", &r), 0);
+  /* Bad ids and other models are refused. */
+  struct mem_row bad = r;
+  snprintf(bad.id, sizeof(bad.id), "XYZ");
+  assert_int_equal(mem_index_add(ix, "alice", "m", &bad), EG_EINVAL);
+  assert_int_equal(mem_index_add(ix, "alice", "other-model", &r), EG_EINVAL);
+  assert_int_equal(mem_index_search(ix, "alice", "other-model", v[0], 3, NULL, 0, hits, &nh),
+                   EG_EINVAL);
+  /* Alice's search sees only hers, even for a query equal to Bob's vector. */
+  assert_int_equal(mem_index_search(ix, "alice", "m", v[3], 8, NULL, 0, hits, &nh), 0);
+  assert_int_equal(nh, 3);
+  for (size_t i = 0; i < nh; i++)
+    assert_string_not_equal(hits[i].id, "000000000000000000000064");
+  /* Best match first; exclusion removes it. */
+  assert_int_equal(mem_index_search(ix, "alice", "m", v[1], 1, NULL, 0, hits, &nh), 0);
+  assert_string_equal(hits[0].id, "000000000000000000000002");
+  assert_true(fabsf(hits[0].score - 1.0f) < 0.01f);
+  const char *ex[] = {"000000000000000000000002", "junk"};
+  assert_int_equal(mem_index_search(ix, "alice", "m", v[1], 3, ex, 2, hits, &nh), 0);
+  assert_int_equal(nh, 2);
+  for (size_t i = 0; i < nh; i++)
+    assert_string_not_equal(hits[i].id, ex[0]);
+  /* Replace id 2 with v[0]'s vector: searching v[0] now ties 1 and 2; newer first. */
+  mk_id(r.id, 2);
+  r.vec = v[0];
+  r.created_at = 50;
+  assert_int_equal(mem_index_add(ix, "alice", "m", &r), 0);
+  assert_int_equal(mem_index_search(ix, "alice", "m", v[0], 2, NULL, 0, hits, &nh), 0);
+  assert_string_equal(hits[0].id, "000000000000000000000002");
+  assert_string_equal(hits[1].id, "000000000000000000000001");
+  struct mem_index_stats st;
+  mem_index_stats(ix, &st);
+  assert_int_equal(st.users, 2);
+  assert_int_equal(st.rows, 4);
+  /* Delete. */
+  assert_int_equal(mem_index_remove(ix, "alice", "000000000000000000000002"), 0);
+  assert_int_equal(mem_index_remove(ix, "alice", "000000000000000000000002"), EG_ENOTFOUND);
+  assert_int_equal(mem_index_remove(ix, "bob", "000000000000000000000001"), EG_ENOTFOUND);
+  assert_int_equal(mem_index_search(ix, "alice", "m", v[0], 8, NULL, 0, hits, &nh), 0);
+  assert_int_equal(nh, 2);
+  assert_string_equal(hits[0].id, "000000000000000000000001");
+  mem_index_stats(ix, &st);
+  assert_int_equal(st.rows, 3);
+  mem_index_drop(ix, "alice");
+  assert_false(mem_index_loaded(ix, "alice"));
+  mem_index_stats(ix, &st);
+  assert_int_equal(st.users, 1);
+  assert_int_equal(st.rows, 1);
+  mem_index_free(ix);
+}
+
+/* Many inserts and deletes keep the id map consistent with a reference model. */
+static void test_churn(void **state) {
+  (void)state;
+  enum { IDS = 500 };
+  struct mem_index *ix = mem_index_new(16, 0);
+  assert_int_equal(mem_index_load(ix, "u", "m", NULL, 0), 0);
+  bool present[IDS] = {0};
+  float v[16];
+  for (int step = 0; step < 20000; step++) {
+    unsigned id = (unsigned)(next_rand() % IDS);
+    char hex[ID_LEN + 1];
+    mk_id(hex, id + 1);
+    if (next_rand() % 3) {
+      for (int d = 0; d < 16; d++)
+        v[d] = frand();
+      struct mem_row r = {.created_at = step, .vec = v};
+      memcpy(r.id, hex, sizeof(hex));
+      assert_int_equal(mem_index_add(ix, "u", "m", &r), 0);
+      present[id] = true;
+    } else {
+      assert_int_equal(mem_index_remove(ix, "u", hex), present[id] ? 0 : EG_ENOTFOUND);
+      present[id] = false;
+    }
+  }
+  size_t count = 0;
+  for (int i = 0; i < IDS; i++)
+    count += present[i];
+  struct mem_index_stats st;
+  mem_index_stats(ix, &st);
+  assert_int_equal(st.rows, count);
+  struct mem_hit *hits = calloc(IDS, sizeof(*hits));
+  size_t nh;
+  assert_int_equal(mem_index_search(ix, "u", "m", v, IDS, NULL, 0, hits, &nh), 0);
+  assert_int_equal(nh, count);
+  for (size_t i = 0; i < nh; i++) {
+    unsigned id;
+    assert_int_equal(sscanf(hits[i].id, "%x", &id), 1);
+    assert_true(present[id - 1]);
+  }
+  free(hits);
+  mem_index_free(ix);
+}
+
+static void test_lru_budget(void **state) {
+  (void)state;
+  enum { PER = 100 };
+  float *vecs = malloc(PER * MEM_DIM * sizeof(float));
+  struct mem_row rows[PER];
+  for (unsigned i = 0; i < PER; i++) {
+    rand_unit(vecs + i * MEM_DIM, MEM_DIM);
+    mk_id(rows[i].id, i + 1);
+    rows[i].created_at = i;
+    rows[i].vec = vecs + i * MEM_DIM;
+  }
+  /* Measure one user's bytes, then allow three users. */
+  struct mem_index *ix = mem_index_new(MEM_DIM, 0);
+  assert_int_equal(mem_index_load(ix, "probe", "m", rows, PER), 0);
+  struct mem_index_stats st;
+  mem_index_stats(ix, &st);
+  size_t one = st.bytes;
+  assert_true(one / PER <= 1024); /* <= 1 KiB per memory */
+  mem_index_free(ix);
+
+  ix = mem_index_new(MEM_DIM, one * 3 + one / 2);
+  assert_int_equal(mem_index_load(ix, "u1", "m", rows, PER), 0);
+  assert_int_equal(mem_index_load(ix, "u2", "m", rows, PER), 0);
+  assert_int_equal(mem_index_load(ix, "u3", "m", rows, PER), 0);
+  assert_true(mem_index_loaded(ix, "u1")); /* u1 is now the most recently used */
+  assert_int_equal(mem_index_load(ix, "u4", "m", rows, PER), 0);
+  /* u2 was the least recently used: gone, the others stay. */
+  assert_false(mem_index_loaded(ix, "u2"));
+  assert_true(mem_index_loaded(ix, "u1"));
+  assert_true(mem_index_loaded(ix, "u3"));
+  assert_true(mem_index_loaded(ix, "u4"));
+  mem_index_stats(ix, &st);
+  assert_int_equal(st.users, 3);
+  assert_true(st.bytes <= st.budget);
+  assert_int_equal(st.evictions, 1);
+  /* Growing u4 by inserts past the budget evicts the least recently used other user. */
+  float v[MEM_DIM];
+  for (unsigned i = 0; i < PER; i++) {
+    rand_unit(v, MEM_DIM);
+    struct mem_row r = {.created_at = 1000 + i, .vec = v};
+    mk_id(r.id, 5000 + i);
+    assert_int_equal(mem_index_add(ix, "u4", "m", &r), 0);
+  }
+  mem_index_stats(ix, &st);
+  assert_true(st.bytes <= st.budget);
+  assert_true(mem_index_loaded(ix, "u4"));
+  assert_false(mem_index_loaded(ix, "u3"));
+  /* Reloading a user replaces its rows. */
+  assert_int_equal(mem_index_load(ix, "u4", "m", rows, 10), 0);
+  mem_index_stats(ix, &st);
+  size_t n4 = 0;
+  struct mem_hit hits[PER];
+  assert_int_equal(mem_index_search(ix, "u4", "m", vecs, PER, NULL, 0, hits, &n4), 0);
+  assert_int_equal(n4, 10);
+  mem_index_free(ix);
+  free(vecs);
+}
+
+struct reader_arg {
+  struct mem_index *ix;
+  float q[MEM_DIM];
+  int bad;
+};
+
+static void *reader(void *p) {
+  struct reader_arg *a = p;
+  for (int i = 0; i < 300; i++) {
+    struct mem_hit hits[5];
+    size_t nh;
+    int rc = mem_index_search(a->ix, "u", "m", a->q, 5, NULL, 0, hits, &nh);
+    if (rc == EG_ENOTFOUND)
+      continue; /* dropped by the writer for a moment */
+    if (rc != 0 || nh > 5)
+      a->bad++;
+  }
+  return NULL;
+}
+
+static void test_concurrent_readers_writer(void **state) {
+  (void)state;
+  struct mem_index *ix = mem_index_new(MEM_DIM, 0);
+  assert_int_equal(mem_index_load(ix, "u", "m", NULL, 0), 0);
+  struct reader_arg ra[2] = {{.ix = ix}, {.ix = ix}};
+  rand_unit(ra[0].q, MEM_DIM);
+  rand_unit(ra[1].q, MEM_DIM);
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(pthread_create(&th[i], NULL, reader, &ra[i]), 0);
+  float v[MEM_DIM];
+  for (unsigned i = 0; i < 2000; i++) {
+    rand_unit(v, MEM_DIM);
+    struct mem_row r = {.created_at = i, .vec = v};
+    mk_id(r.id, i + 1);
+    int rc = mem_index_add(ix, "u", "m", &r);
+    assert_true(rc == 0 || rc == EG_ENOTFOUND);
+    if (i % 7 == 0)
+      (void)mem_index_remove(ix, "u", r.id);
+    if (i % 500 == 499) {
+      mem_index_drop(ix, "u");
+      assert_int_equal(mem_index_load(ix, "u", "m", NULL, 0), 0);
+    }
+  }
+  for (int i = 0; i < 2; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(ra[i].bad, 0);
+  }
+  mem_index_free(ix);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_kernels_agree),
+      cmocka_unit_test(test_quantize),
+      cmocka_unit_test(test_search_matches_brute_force),
+      cmocka_unit_test(test_insert_delete_exclude_isolation),
+      cmocka_unit_test(test_churn),
+      cmocka_unit_test(test_lru_budget),
+      cmocka_unit_test(test_concurrent_readers_writer),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
