@@ -16,7 +16,7 @@ static json_t *load_object(const char *body, size_t len, const char **msg) {
     return NULL;
   }
   json_error_t e;
-  json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &e);
+  json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
   if (j == NULL) {
     *msg = "Invalid JSON in request body";
     return NULL;
