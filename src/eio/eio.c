@@ -827,6 +827,15 @@ int eio_send_packet_shared(struct eio_session *s, struct net_sbuf *frame, const 
   return eio_send_packet(s, p, len);
 }
 
+int eio_send_binary_shared(struct eio_session *s, struct net_sbuf *frame, const void *data,
+                           size_t len) {
+  if (s->state != ST_OPEN)
+    return EG_ECLOSED;
+  if (frame && s->transport == EIO_TRANSPORT_WEBSOCKET && s->ws)
+    return ws_send_frame(s->ws, frame);
+  return eio_send_binary(s, data, len);
+}
+
 /* ---- accessors ------------------------------------------------------------------------------------------ */
 
 const char *eio_session_id(const struct eio_session *s) { return s->sid; }

@@ -129,6 +129,9 @@ EG_WUR int eio_send_packet(struct eio_session *s, const char *pkt, size_t len);
    sessions copy pkt. frame may be NULL (then built per call, for polling-only use). */
 EG_WUR int eio_send_packet_shared(struct eio_session *s, struct net_sbuf *frame,
                                   const char *pkt, size_t len);
+/* Broadcast form of eio_send_binary: frame is a ready WebSocket binary frame of data. */
+EG_WUR int eio_send_binary_shared(struct eio_session *s, struct net_sbuf *frame,
+                                  const void *data, size_t len);
 /* Closes the session ("forced close"): polling sessions get a close packet, WebSocket
    sessions a close frame. on_close follows (from this call's caller's turn: it may be
    called before eio_close returns, so do not touch s afterwards). */
