@@ -416,6 +416,15 @@ static int put_real(struct enc *e, double v) {
     if (strtod(tmp, NULL) == v)
       break;
   }
+  /* JavaScript writes exponents without leading zeros ("1e-7", not "1e-07"). */
+  char *x = memchr(tmp, 'e', (size_t)len);
+  if (x != NULL) {
+    char *d = x + 2, *z = d; /* after the sign */
+    while (*z == '0' && z[1] != '\0')
+      z++;
+    memmove(d, z, (size_t)(tmp + len - z) + 1);
+    len -= (int)(z - d);
+  }
   return put(e, tmp, (size_t)len);
 }
 
