@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "api_int.h"
 #include "http/http.h"
 #include "store/store.h"
 #include "store/store_async.h"
@@ -742,3 +743,5 @@ int api_handshake(struct api *a, struct slice cookie_header, struct slice auth_t
   }
   return 0;
 }
+
+const struct api_deps *api__deps(const struct api *a) { return &a->d; }

@@ -39,6 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <jansson.h>
 #include <uv.h>
 
 #include "auth/auth.h"
@@ -48,6 +49,7 @@ struct http_router;
 struct http_req;
 struct store;
 struct store_async;
+struct sio_socket;
 
 #define API_TITLE_MAX 200    /* characters (code points) of a chat title */
 #define API_NAME_MAX 100     /* characters of firstName / lastName */
@@ -72,6 +74,9 @@ struct api_deps {
   /* Called on the loop thread after a chat was deleted (its messages and memories are
      gone from the store): lets the memory layer drop cached vectors. May be NULL. */
   void (*on_chat_deleted)(void *ud, const char *user_id, const char *chat_id);
+  /* Called on the loop thread by api_sio_middleware just before it accepts a socket, with
+     the authenticated user's id (e.g. to sio_socket_set_data it). May be NULL. */
+  void (*on_socket_user)(void *ud, struct sio_socket *s, const char *user_id);
   void *ud;
 };
 
@@ -95,6 +100,18 @@ typedef void (*api_handshake_cb)(void *arg, int status, const char *user_id,
                                  const char *message);
 EG_WUR int api_handshake(struct api *a, struct slice cookie_header, struct slice auth_token,
                          struct slice authorization, api_handshake_cb done, void *arg);
+
+/* Socket.IO wiring (src/api/sio_auth.c):
+   - api_eio_allow_request: the eio_opts.allow_request hook (ud = struct api *). Refuses a
+     handshake whose Origin is neither the server's own (Host header, or public_url) nor in
+     deps.origins with 403 "Origin not allowed" (cross-site WebSocket hijacking). A
+     handshake without Origin (not a browser) passes.
+   - api_sio_middleware: the connect middleware of namespace "/" (sio_use, ud = struct
+     api *). Reads the `cookie` and `authorization` handshake headers (keep_headers) and
+     auth.token, then sio_accept or sio_refuse with exactly AUTH_MSG_NO_TOKEN,
+     AUTH_MSG_INVALID_TOKEN or AUTH_MSG_USER_NOT_FOUND. */
+int api_eio_allow_request(struct http_req *req, void *api, const char **message);
+void api_sio_middleware(struct sio_socket *s, const json_t *auth, void *api);
 
 /* ---- request bodies (pure; exposed for tests and fuzzing) ------------------------------ */
 

@@ -1,0 +1,60 @@
+/* Socket.IO handshake auth: the Engine.IO Origin check and the connect middleware. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "api_int.h"
+#include "http/http.h"
+#include "sio/sio.h"
+
+
+int api_eio_allow_request(struct http_req *req, void *ud, const char **message) {
+  const struct api_deps *d = api__deps(ud);
+  struct slice origin = {"", 0}, host = {"", 0};
+  if (!http_req_header(req, "Origin", &origin))
+    return 0;
+  (void)http_req_header(req, "Host", &host);
+  if (auth_origin_allowed(origin, host, d->cookie_secure ? "https" : "http", d->public_url,
+                          d->origins))
+    return 0;
+  log_info("api: refused a Socket.IO handshake from origin %.*s", (int)EG_MIN(origin.len, 200),
+           origin.p);
+  *message = "Origin not allowed";
+  return 1;
+}
+
+struct hs {
+  struct sio_socket *s;
+  struct api *a;
+};
+
+static void hs_done(void *arg, int status, const char *user_id, const char *message) {
+  struct hs *h = arg;
+  const struct api_deps *d = api__deps(h->a);
+  if (status == 0) {
+    if (d->on_socket_user != NULL && sio_socket_connected(h->s))
+      d->on_socket_user(d->ud, h->s, user_id);
+    sio_accept(h->s);
+  } else {
+    sio_refuse(h->s, message ? message : AUTH_MSG_INVALID_TOKEN, NULL);
+  }
+  free(h);
+}
+
+void api_sio_middleware(struct sio_socket *s, const json_t *auth, void *ud) {
+  struct slice cookie = {"", 0}, authz = {"", 0}, tok = {"", 0};
+  (void)sio_socket_header(s, "cookie", &cookie);
+  (void)sio_socket_header(s, "authorization", &authz);
+  json_t *t = json_is_object(auth) ? json_object_get(auth, "token") : NULL;
+  if (json_is_string(t)) {
+    tok.p = json_string_value(t);
+    tok.len = json_string_length(t);
+  }
+  struct hs *h = xmalloc(sizeof *h);
+  h->s = s;
+  h->a = ud;
+  if (api_handshake(ud, cookie, tok, authz, hs_done, h) != 0) {
+    sio_refuse(s, "Server shutting down", NULL);
+    free(h);
+  }
+}
