@@ -29,15 +29,18 @@
  *
  * result->status:
  *   0             complete answer (finish marker seen)
- *   EG_ECANCELED  llm_stream_cancel(); code NULL, message "generation cancelled"
- *   EG_EUPSTREAM  the model failed after retries: HTTP error, in-band error event,
- *                 truncated stream, blocked prompt/answer, empty answer; code
- *                 "llm_unavailable"
+ *   EG_ECANCELED  llm_stream_cancel() or llm_provider_free(); code NULL, message
+ *                 "generation cancelled"
+ *   EG_EUPSTREAM  the model failed: HTTP error status (after retries for 429/5xx), in-band
+ *                 error event, truncated stream, malformed JSON, blocked prompt or answer,
+ *                 empty answer; code "llm_unavailable"
  *   EG_ETIMEOUT   connect / first byte / idle / total timeout; code "llm_unavailable"
- *   EG_ELIMIT     still rate limited after the last try (or quota exhausted); code
- *                 "llm_unavailable"
+ *   EG_ELIMIT     still rate limited after the last try, or quota exhausted (not
+ *                 retried); code "llm_unavailable"
  *   EG_EAUTH      the key was refused (400 API_KEY_INVALID, 401, 403); "llm_unavailable"
- *   other         code "internal" (bad configuration, malformed upstream JSON, ...)
+ *   EG_EIO        the server could not be reached (after retries); "llm_unavailable"
+ *   other         a local failure (out of memory, request too large to build); code
+ *                 "internal"
  * result->message is a clear sentence for the user and the log, never containing the key.
  * Text already delivered through on_delta before a failure is not a complete answer.
  *
@@ -178,6 +181,9 @@ struct llm_provider {
   struct llm_config cfg; /* strings owned (copied) */
   char *model;
   void *impl;
+  int refs;                   /* 1 for the owner + 1 per running stream */
+  bool closing;               /* llm_provider_free was called */
+  struct llm_stream *streams; /* running streams (for cancel on free) */
 };
 
 #endif
