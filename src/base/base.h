@@ -13,6 +13,7 @@
  * - Ids: 24 lowercase hex characters shaped like MongoDB ObjectIds
  *   (4-byte big-endian seconds + 8 random bytes from the CSPRNG).
  * - Clocks: monotonic milliseconds/nanoseconds and wall-clock milliseconds.
+ * - struct hmap: a string-keyed hash map (keys copied, values are the caller's pointers).
  *
  * Thread-safety: everything here may be called from any thread.
  */
@@ -155,5 +156,34 @@ void clock_iso8601(int64_t wall_ms, char out[25]);
 /* Parses the ISO 8601 forms above (also without milliseconds, and with +hh:mm offsets).
    Returns 0 or EG_EINVAL. */
 EG_WUR int clock_parse_iso8601(const char *s, size_t len, int64_t *wall_ms);
+
+/* ---- string-keyed hash map ------------------------------------------------------------- */
+
+struct hmap_entry {
+  struct hmap_entry *next;
+  uint64_t hash;
+  void *value;
+  size_t klen;
+  char key[]; /* NUL-terminated copy */
+};
+
+struct hmap {
+  struct hmap_entry **slots;
+  size_t nslots; /* a power of two, or 0 before the first insert */
+  size_t count;
+};
+
+/* A zeroed struct hmap is an empty map. */
+void hmap_free(struct hmap *m); /* frees the entries, not the values */
+void *hmap_get(const struct hmap *m, const char *key);
+/* Sets key to value (replacing); returns the previous value or NULL. */
+void *hmap_put(struct hmap *m, const char *key, void *value);
+/* Removes key; returns its value or NULL. */
+void *hmap_del(struct hmap *m, const char *key);
+/* Iteration: for (struct hmap_entry *e = hmap_first(m, &i); e; e = hmap_next(m, e, &i)).
+   The map must not change meanwhile, except hmap_del of the current entry after
+   hmap_next moved past it. */
+struct hmap_entry *hmap_first(const struct hmap *m, size_t *slot);
+struct hmap_entry *hmap_next(const struct hmap *m, struct hmap_entry *e, size_t *slot);
 
 #endif

@@ -2,6 +2,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,11 +84,40 @@ static void test_slices(void **state) {
   assert_false(slice_case_eq_cstr(s, "content-typ"));
 }
 
+static void test_hmap(void **state) {
+  (void)state;
+  struct hmap m = {0};
+  assert_null(hmap_get(&m, "x"));
+  assert_null(hmap_del(&m, "x"));
+  static int vals[1000];
+  char key[16];
+  for (int i = 0; i < 1000; i++) {
+    snprintf(key, sizeof key, "k%d", i);
+    assert_null(hmap_put(&m, key, &vals[i]));
+  }
+  assert_int_equal(m.count, 1000);
+  assert_ptr_equal(hmap_put(&m, "k7", &vals[8]), &vals[7]);
+  assert_ptr_equal(hmap_get(&m, "k7"), &vals[8]);
+  size_t slot, seen = 0;
+  for (struct hmap_entry *e = hmap_first(&m, &slot); e; e = hmap_next(&m, e, &slot))
+    seen++;
+  assert_int_equal(seen, 1000);
+  for (int i = 0; i < 1000; i += 2) {
+    snprintf(key, sizeof key, "k%d", i);
+    assert_non_null(hmap_del(&m, key));
+  }
+  assert_int_equal(m.count, 500);
+  assert_null(hmap_get(&m, "k2"));
+  assert_ptr_equal(hmap_get(&m, "k3"), &vals[3]);
+  hmap_free(&m);
+  assert_int_equal(m.count, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_buf_cap),      cmocka_unit_test(test_ids),
       cmocka_unit_test(test_iso8601),      cmocka_unit_test(test_errors),
-      cmocka_unit_test(test_slices),
+      cmocka_unit_test(test_slices),       cmocka_unit_test(test_hmap),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
