@@ -179,6 +179,8 @@ int sio_decode_text(const char *b, size_t n, const struct sio_limits *lim,
     size_t len = i - start;
     if (len > SIO_NSP_MAX)
       return EG_ETOOBIG;
+    if (memchr(b + start, '\0', len))
+      return EG_EPROTO; /* the namespace is handed out as a C string */
     memcpy(out->nsp, b + start, len);
     out->nsp[len] = '\0';
     out->nsp_len = len;

@@ -15,7 +15,8 @@
  *   EVENT/BINARY_EVENT: a non-empty array whose first element is a string (the event
  *   name; reserved names are the server's concern). ACK/BINARY_ACK: an array.
  *   CONNECT_ERROR: an object or a string, or absent. Namespace: starts with '/', at most
- *   SIO_NSP_MAX bytes. Ack id: decimal, at most 2^53 - 1 (JavaScript's safe integers).
+ *   SIO_NSP_MAX bytes, no NUL byte (it runs to the first ','). Ack id: decimal, at most
+ *   2^53 - 1 (JavaScript's safe integers).
  *
  * Binary buffers inside jansson values ("bin nodes")
  *   A buffer is a JSON object with exactly one member whose key is SIO_BIN_KEY (it begins
