@@ -109,6 +109,9 @@ void http_parser_init(struct http_parser *p, size_t max_header, uint64_t max_bod
 EG_WUR int http_parser_feed(struct http_parser *p, const uint8_t *b, size_t n, size_t *used,
                             struct http_pevent *ev);
 
+/* True when HEAD_DONE was reported and MSG_DONE is due without further input. */
+bool http_parser_msg_pending(const struct http_parser *p);
+
 /* Percent-decodes in[0..n) into out (at least n bytes); plus_space turns '+' into ' '.
    Returns the decoded length; invalid escapes are kept as they are. */
 size_t http__pct_decode(const char *in, size_t n, char *out, bool plus_space);

@@ -79,6 +79,10 @@ static void reset_request(struct http_parser *p) {
   http_parser_init(p, mh, mb);
 }
 
+bool http_parser_msg_pending(const struct http_parser *p) {
+  return p->state == S_MSG_PENDING;
+}
+
 static int fail(struct http_parser *p, int status, int err) {
   p->state = S_ERROR;
   p->status = status;

@@ -64,10 +64,11 @@ void net_sbuf_unref(struct net_sbuf *b); /* NULL is fine */
 /* ---- connections ----------------------------------------------------------------------- */
 
 struct net_conn_cbs {
-  /* Bytes arrived. data is valid only during the call. Returns how many bytes were
+  /* Bytes arrived. data is valid only during the call and is scratch memory the consumer
+     may modify in place (e.g. to unmask WebSocket payloads). Returns how many bytes were
      consumed; the rest is kept (copied to the leftover buffer) and presented again, in
      front of newer bytes, on the next call. Required. */
-  size_t (*on_read)(struct net_conn *c, const uint8_t *data, size_t n);
+  size_t (*on_read)(struct net_conn *c, uint8_t *data, size_t n);
   /* The peer closed its side (status EG_ECLOSED) or a read/write failed (EG_EIO).
      Delivered at most once. The consumer usually calls net_conn_close/abort here; if it
      does not, the connection stays open for writing (half-close). Required. */
