@@ -50,6 +50,7 @@ struct http_req;
 struct store;
 struct store_async;
 struct sio_socket;
+struct sio_server;
 
 #define API_TITLE_MAX 200    /* characters (code points) of a chat title */
 #define API_NAME_MAX 100     /* characters of firstName / lastName */
@@ -60,6 +61,7 @@ struct api_deps {
   uv_loop_t *loop;
   struct store *store;
   struct store_async *async;  /* runs the store and hashing work */
+  struct sio_server *io;      /* for api_socketio_handler; may be NULL otherwise */
   const struct auth_jwt *jwt; /* signing key and token life */
   bool cookie_secure;         /* add Secure to the cookie (behind TLS) */
   const char *public_url;     /* the server's own origin, "" = from the Host header */
@@ -102,15 +104,17 @@ EG_WUR int api_handshake(struct api *a, struct slice cookie_header, struct slice
                          struct slice authorization, api_handshake_cb done, void *arg);
 
 /* Socket.IO wiring (src/api/sio_auth.c):
-   - api_eio_allow_request: the eio_opts.allow_request hook (ud = struct api *). Refuses a
-     handshake whose Origin is neither the server's own (Host header, or public_url) nor in
-     deps.origins with 403 "Origin not allowed" (cross-site WebSocket hijacking). A
-     handshake without Origin (not a browser) passes.
+   - api_socketio_handler: route the Engine.IO path to it instead of sio_http_handler
+     (http_router_add(rt, HTTP_METHOD_UNKNOWN, "/socket.io/" "*", api_socketio_handler,
+     api); deps.io must be set). A request whose Origin is neither the server's own (Host
+     header, or public_url) nor in deps.origins gets 403 {"code":4,"message":"Origin not
+     allowed"} (cross-site WebSocket hijacking); the others go to sio_http_handler.
+     Requests without Origin (not a browser) pass.
    - api_sio_middleware: the connect middleware of namespace "/" (sio_use, ud = struct
      api *). Reads the `cookie` and `authorization` handshake headers (keep_headers) and
      auth.token, then sio_accept or sio_refuse with exactly AUTH_MSG_NO_TOKEN,
      AUTH_MSG_INVALID_TOKEN or AUTH_MSG_USER_NOT_FOUND. */
-int api_eio_allow_request(struct http_req *req, void *api, const char **message);
+void api_socketio_handler(struct http_req *req, void *api);
 void api_sio_middleware(struct sio_socket *s, const json_t *auth, void *api);
 
 /* ---- request bodies (pure; exposed for tests and fuzzing) ------------------------------ */

@@ -8,19 +8,21 @@
 #include "sio/sio.h"
 
 
-int api_eio_allow_request(struct http_req *req, void *ud, const char **message) {
+void api_socketio_handler(struct http_req *req, void *ud) {
   const struct api_deps *d = api__deps(ud);
   struct slice origin = {"", 0}, host = {"", 0};
-  if (!http_req_header(req, "Origin", &origin))
-    return 0;
-  (void)http_req_header(req, "Host", &host);
-  if (auth_origin_allowed(origin, host, d->cookie_secure ? "https" : "http", d->public_url,
-                          d->origins))
-    return 0;
-  log_info("api: refused a Socket.IO handshake from origin %.*s", (int)EG_MIN(origin.len, 200),
-           origin.p);
-  *message = "Origin not allowed";
-  return 1;
+  if (http_req_header(req, "Origin", &origin)) {
+    (void)http_req_header(req, "Host", &host);
+    if (!auth_origin_allowed(origin, host, d->cookie_secure ? "https" : "http", d->public_url,
+                             d->origins)) {
+      log_info("api: refused a Socket.IO request from origin %.*s",
+               (int)EG_MIN(origin.len, 200), origin.p);
+      if (http_respond_json(req, 403, "{\"code\":4,\"message\":\"Origin not allowed\"}") != 0)
+        log_debug("api: 403 answer failed");
+      return;
+    }
+  }
+  sio_http_handler(req, d->io);
 }
 
 struct hs {
