@@ -367,7 +367,7 @@ static size_t on_write(char *p, size_t sz, size_t nm, void *ud) {
   if (r->holding) {
     size_t room = HOLD_BODY_MAX > r->body_buf.len ? HOLD_BODY_MAX - r->body_buf.len : 0;
     if (room && buf_append(&r->body_buf, p, EG_MIN(n, room)) != 0)
-      r->body_buf.len = r->body_buf.len; /* cannot happen: max is above HOLD_BODY_MAX */
+      return 0; /* cannot happen: the buffer's cap is at least HOLD_BODY_MAX */
     return n;
   }
   if (!r->delivered) {
@@ -387,7 +387,7 @@ static size_t on_write(char *p, size_t sz, size_t nm, void *ud) {
     }
     return r->canceled ? 0 : n;
   }
-  if (buf_append(&r->body_buf, p, n) != 0) {
+  if (r->body_buf.len + n > r->max_body || buf_append(&r->body_buf, p, n) != 0) {
     r->err = EG_ETOOBIG;
     return 0;
   }
