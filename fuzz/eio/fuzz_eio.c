@@ -112,7 +112,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t dlen;
   CHECK(eio_base64_decode(enc, elen, dec, &dlen) == 0);
   CHECK(dlen == size && (size == 0 || memcmp(dec, data, size) == 0));
-  uint8_t *copy = xmemdup(data, size ? size : 1);
+  uint8_t *copy = xmalloc(size ? size : 1);
+  if (size)
+    memcpy(copy, data, size);
   if (eio_base64_decode((const char *)copy, size, copy, &dlen) == 0) {
     CHECK(dlen <= size);
     /* Canonical: re-encoding gives the input back (modulo missing padding). */

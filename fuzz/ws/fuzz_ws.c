@@ -26,7 +26,9 @@ static void run(enum ws_role role, size_t max_frame, size_t max_msg, const uint8
                 size_t n, size_t step, struct buf *log, bool reencode) {
   struct ws_assembler a;
   ws_assembler_init(&a, role, max_frame, max_msg);
-  uint8_t *copy = xmemdup(in, n ? n : 1);
+  uint8_t *copy = xmalloc(n ? n : 1);
+  if (n)
+    memcpy(copy, in, n);
   int rc = EG_EAGAIN;
   for (size_t start = 0; start < n || start == 0; start += step) {
     size_t end = EG_MIN(n, start + step), off = start, used;

@@ -406,8 +406,8 @@ static int put_string(struct enc *e, const char *s, size_t n) {
   return rc;
 }
 
-/* Shortest "%.*g" form that reads back as the same double (what JavaScript prints, up
-   to exponent notation details). */
+/* Shortest "%.*g" form that reads back as the same double, with JavaScript's exponent
+   style ("1e-7", "1e+21"), and ".0" after integral values ("2.0"; JavaScript writes "2"). */
 static int put_real(struct enc *e, double v) {
   char tmp[40];
   if (!isfinite(v))
@@ -426,6 +426,11 @@ static int put_real(struct enc *e, double v) {
       z++;
     memmove(d, z, (size_t)(tmp + len - z) + 1);
     len -= (int)(z - d);
+  } else if (memchr(tmp, '.', (size_t)len) == NULL) {
+    /* An integral real keeps a ".0" so it reads back as a real (jansson tells the two
+       apart; JavaScript reads the same number either way). */
+    memcpy(tmp + len, ".0", 3);
+    len += 2;
   }
   return put(e, tmp, (size_t)len);
 }

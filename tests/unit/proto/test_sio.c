@@ -312,8 +312,8 @@ static void test_encode(void **state) {
                 "2[\"m\",\"q\\\"b\\\\n\\n\\t\\u0001\\u001f/\xe2\x82\xac\\u0000\"]");
   /* Numbers: shortest round-trip reals; object key order kept. */
   expect_encode(SIO_EVENT, NULL, SIO_NO_ID,
-                "[\"n\",0.1,1.5,-2.25e-07,1e+300,1e21,123456789012,{\"z\":1,\"a\":2}]", 0,
-                "2[\"n\",0.1,1.5,-2.25e-7,1e+300,1e+21,123456789012,{\"z\":1,\"a\":2}]");
+                "[\"n\",0.1,1.5,-2.25e-07,1e+300,1e21,2.0,-0.0,123456789012,{\"z\":1,\"a\":2}]", 0,
+                "2[\"n\",0.1,1.5,-2.25e-7,1e+300,1e+21,2.0,-0.0,123456789012,{\"z\":1,\"a\":2}]");
   expect_encode(SIO_EVENT, NULL, SIO_NO_ID, "[\"t\",true,false,null,[[],[{}]]]", 0,
                 "2[\"t\",true,false,null,[[],[{}]]]");
 }
