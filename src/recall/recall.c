@@ -1,0 +1,607 @@
+/*
+ * The recall service (see recall.h). Each operation is a small job that hops between the
+ * loop thread (embedder calls, callbacks) and the thread pool (store and index work).
+ */
+#include "recall/recall.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store.h"
+#include "store/store_async.h"
+
+struct recall {
+  struct recall_deps d;
+  struct mem_recall_opts fuse;
+  struct recall_stats st;
+  bool backfill_running, backfill_again;
+  char backfill_after[ID_LEN + 1];
+};
+
+int recall_new(const struct recall_deps *d, struct recall **out) {
+  if (d == NULL || d->loop == NULL || d->store == NULL || d->async == NULL ||
+      d->embedder == NULL || d->index == NULL)
+    return EG_EINVAL;
+  struct recall *r = xcalloc(1, sizeof *r);
+  r->d = *d;
+  if (d->fuse)
+    r->fuse = *d->fuse;
+  else
+    mem_recall_defaults(&r->fuse);
+  if (r->d.backfill_batch == 0)
+    r->d.backfill_batch = 64;
+  *out = r;
+  return 0;
+}
+
+void recall_free(struct recall *r) { free(r); }
+
+void recall_stats(const struct recall *r, struct recall_stats *st) { *st = r->st; }
+
+const struct mem_embedder *recall_embedder(const struct recall *r) { return r->d.embedder; }
+
+static bool valid_user(const char *user_id) {
+  return user_id != NULL && id_valid(user_id, strlen(user_id));
+}
+
+/* Loads the user's vectors of the current model into the index (pool thread). */
+static int ensure_loaded(struct recall *r, struct store *s, const char *user) {
+  if (mem_index_loaded(r->d.index, user))
+    return 0;
+  struct store_vectors v;
+  int rc = store_memory_load_vectors(s, user, r->d.embedder->model, &v);
+  if (rc)
+    return rc;
+  struct mem_row *rows = xcalloc(v.n ? v.n : 1, sizeof *rows);
+  size_t n = 0;
+  if (v.n == 0 || (int)v.dims == r->d.embedder->dim) {
+    for (size_t i = 0; i < v.n; i++, n++) {
+      memcpy(rows[n].id, v.ids[i], ID_LEN + 1);
+      rows[n].created_at = v.created_at[i];
+      rows[n].vec = v.vec + i * v.dims;
+    }
+  }
+  rc = mem_index_load(r->d.index, user, r->d.embedder->model, rows, n);
+  free(rows);
+  store_vectors_free(&v);
+  return rc;
+}
+
+/* ---- search ------------------------------------------------------------------------------ */
+
+struct search_job {
+  struct recall *r;
+  char user[ID_LEN + 1];
+  char *query;
+  float *vec; /* NULL: keyword side only */
+  size_t k;
+  char **exclude;
+  size_t n_exclude;
+  recall_search_cb cb;
+  void *ud;
+  struct recall_item *items;
+  size_t n;
+};
+
+static void search_job_free(struct search_job *j) {
+  for (size_t i = 0; i < j->n; i++)
+    free(j->items[i].text);
+  free(j->items);
+  for (size_t i = 0; i < j->n_exclude; i++)
+    free(j->exclude[i]);
+  free(j->exclude);
+  free(j->vec);
+  free(j->query);
+  free(j);
+}
+
+static const struct store_memory *find_mem(const struct store_memories *m, const char *id) {
+  for (size_t i = 0; i < m->n; i++)
+    if (strcmp(m->v[i].id, id) == 0)
+      return &m->v[i];
+  return NULL;
+}
+
+static void fill_cand(struct mem_cand *c, const struct store_memory *m, float score) {
+  c->id = m->id;
+  c->chat_id = m->chat_id;
+  c->text = m->text;
+  c->role = strcmp(m->role, "model") == 0 ? MEM_ROLE_MODEL : MEM_ROLE_USER;
+  c->created_at = m->created_at;
+  c->score = score;
+}
+
+static int search_work(struct store *s, void *arg) {
+  struct search_job *j = arg;
+  struct recall *r = j->r;
+  size_t kc = 4 * j->k + j->n_exclude + 16;
+  if (kc > 400)
+    kc = 400;
+  struct mem_hit *vh = xcalloc(kc, sizeof *vh);
+  size_t nv = 0;
+  int rc = 0;
+  if (j->vec) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+      rc = ensure_loaded(r, s, j->user);
+      if (rc)
+        break;
+      rc = mem_index_search(r->d.index, j->user, r->d.embedder->model, j->vec, kc,
+                            (const char *const *)j->exclude, j->n_exclude, vh, &nv);
+      if (rc != EG_ENOTFOUND) /* evicted between load and search: once more */
+        break;
+    }
+    if (rc) {
+      log_warn("recall: vector search failed: %s", eg_strerror(rc));
+      nv = 0;
+      rc = 0;
+    }
+  }
+  struct store_hits kh = {0};
+  rc = store_memory_search(s, j->user, j->query, kc, &kh);
+  if (rc) {
+    free(vh);
+    return rc;
+  }
+  const char **ids = xcalloc(nv + kh.n + 1, sizeof *ids);
+  size_t nids = 0;
+  for (size_t i = 0; i < nv; i++)
+    ids[nids++] = vh[i].id;
+  for (size_t i = 0; i < kh.n; i++)
+    ids[nids++] = kh.v[i].id;
+  struct store_memories mems = {0};
+  if (nids)
+    rc = store_memory_get_many(s, j->user, ids, nids, &mems);
+  if (rc == 0 && mems.n) {
+    struct mem_cand *vc = xcalloc(nv + 1, sizeof *vc), *kcand = xcalloc(kh.n + 1, sizeof *kcand);
+    size_t nvc = 0, nkc = 0;
+    for (size_t i = 0; i < nv; i++) {
+      const struct store_memory *m = find_mem(&mems, vh[i].id);
+      if (m)
+        fill_cand(&vc[nvc++], m, vh[i].score);
+    }
+    for (size_t i = 0; i < kh.n; i++) {
+      const struct store_memory *m = find_mem(&mems, kh.v[i].id);
+      if (m)
+        fill_cand(&kcand[nkc++], m, (float)kh.v[i].score);
+    }
+    struct mem_recall_opts o = r->fuse;
+    o.k = j->k;
+    o.exclude = (const char *const *)j->exclude;
+    o.n_exclude = j->n_exclude;
+    struct mem_recalled *out = xcalloc(j->k, sizeof *out);
+    size_t n = mem_recall_fuse(vc, nvc, kcand, nkc, &o, out);
+    j->items = xcalloc(n ? n : 1, sizeof *j->items);
+    for (size_t i = 0; i < n; i++) {
+      const struct store_memory *m = find_mem(&mems, out[i].id);
+      struct recall_item *it = &j->items[j->n++];
+      memcpy(it->id, m->id, sizeof it->id);
+      memcpy(it->chat_id, m->chat_id, sizeof it->chat_id);
+      snprintf(it->role, sizeof it->role, "%s", m->role);
+      it->text = xstrdup(m->text ? m->text : "");
+      it->created_at = m->created_at;
+      it->score = out[i].score;
+    }
+    free(out);
+    free(vc);
+    free(kcand);
+  }
+  store_memories_free(&mems);
+  free(ids);
+  store_hits_free(&kh);
+  free(vh);
+  return rc;
+}
+
+static void search_done(void *arg, int status) {
+  struct search_job *j = arg;
+  j->r->st.searches++;
+  j->cb(j->ud, status, status ? NULL : j->items, status ? 0 : j->n);
+  search_job_free(j);
+}
+
+static void search_submit(struct search_job *j) {
+  int rc = store_async_run(j->r->d.async, search_work, search_done, j);
+  if (rc) {
+    j->cb(j->ud, rc, NULL, 0);
+    search_job_free(j);
+  }
+}
+
+static void on_query_vec(void *ud, int status, const float *vecs, size_t n, int dim) {
+  struct search_job *j = ud;
+  if (status == 0 && n == 1 && dim == j->r->d.embedder->dim) {
+    j->vec = xmemdup(vecs, (size_t)dim * sizeof *vecs);
+  } else {
+    j->r->st.embed_failures++;
+    log_warn("recall: query embedding failed (%s): keyword side only", eg_strerror(status));
+  }
+  search_submit(j);
+}
+
+int recall_search(struct recall *r, const char *user_id, const char *query, const float *vec,
+                  size_t k, const char *const *exclude, size_t n_exclude, recall_search_cb cb,
+                  void *ud) {
+  if (!valid_user(user_id) || query == NULL || cb == NULL)
+    return EG_EINVAL;
+  struct search_job *j = xcalloc(1, sizeof *j);
+  j->r = r;
+  memcpy(j->user, user_id, ID_LEN + 1);
+  j->query = xstrdup(query);
+  j->k = k ? k : (r->fuse.k ? r->fuse.k : 3);
+  if (j->k > STORE_PAGE_MAX)
+    j->k = STORE_PAGE_MAX;
+  j->exclude = xcalloc(n_exclude + 1, sizeof *j->exclude);
+  for (size_t i = 0; i < n_exclude; i++)
+    if (exclude[i])
+      j->exclude[j->n_exclude++] = xstrdup(exclude[i]);
+  j->cb = cb;
+  j->ud = ud;
+  if (vec) {
+    j->vec = xmemdup(vec, (size_t)r->d.embedder->dim * sizeof *vec);
+    search_submit(j);
+    return 0;
+  }
+  size_t len = strlen(query);
+  const char *text = query;
+  if (len == 0) {
+    search_submit(j); /* nothing to embed: the keyword side answers (nothing) */
+    return 0;
+  }
+  int rc = mem_embed(r->d.embedder, &text, &len, 1, MEM_TASK_QUERY, on_query_vec, j);
+  if (rc) {
+    search_job_free(j);
+    return rc;
+  }
+  return 0;
+}
+
+/* ---- remember ---------------------------------------------------------------------------- */
+
+struct rem_job {
+  struct recall *r;
+  char user[ID_LEN + 1];
+  char id[ID_LEN + 1];
+  char *text;
+  int64_t created_at;
+  float *vec;
+  recall_done_cb cb;
+  void *ud;
+};
+
+static void rem_job_free(struct rem_job *j) {
+  free(j->text);
+  free(j->vec);
+  free(j);
+}
+
+static int rem_work(struct store *s, void *arg) {
+  struct rem_job *j = arg;
+  struct recall *r = j->r;
+  const char *model = r->d.embedder->model;
+  int rc = store_memory_set_vector(s, j->id, model, j->vec, (uint32_t)r->d.embedder->dim);
+  if (rc)
+    return rc;
+  struct mem_row row = {.created_at = j->created_at, .vec = j->vec};
+  memcpy(row.id, j->id, sizeof row.id);
+  rc = mem_index_add(r->d.index, j->user, model, &row);
+  if (rc == EG_EINVAL) /* the user's index holds another model: reload it next time */
+    mem_index_drop(r->d.index, j->user);
+  return 0; /* EG_ENOTFOUND: not loaded; the next load reads the vector from the store */
+}
+
+static void rem_done(void *arg, int status) {
+  struct rem_job *j = arg;
+  if (status == 0)
+    j->r->st.remembered++;
+  else if (status != EG_ENOTFOUND)
+    log_warn("recall: storing a vector failed: %s", eg_strerror(status));
+  if (j->cb)
+    j->cb(j->ud, status);
+  rem_job_free(j);
+}
+
+static void rem_submit(struct rem_job *j) {
+  int rc = store_async_run(j->r->d.async, rem_work, rem_done, j);
+  if (rc) {
+    if (j->cb)
+      j->cb(j->ud, rc);
+    rem_job_free(j);
+  }
+}
+
+static void on_doc_vec(void *ud, int status, const float *vecs, size_t n, int dim) {
+  struct rem_job *j = ud;
+  if (status || n != 1 || dim != j->r->d.embedder->dim) {
+    /* The memory stays without a vector: the backfill embeds it later. */
+    j->r->st.embed_failures++;
+    log_warn("recall: embedding failed (%s); left for the backfill",
+             eg_strerror(status ? status : EG_EUPSTREAM));
+    if (j->cb)
+      j->cb(j->ud, status ? status : EG_EUPSTREAM);
+    rem_job_free(j);
+    return;
+  }
+  j->vec = xmemdup(vecs, (size_t)dim * sizeof *vecs);
+  rem_submit(j);
+}
+
+int recall_remember(struct recall *r, const char *user_id, const char *memory_id,
+                    const char *text, int64_t created_at, const float *vec, recall_done_cb cb,
+                    void *ud) {
+  if (!valid_user(user_id) || memory_id == NULL || !id_valid(memory_id, strlen(memory_id)) ||
+      text == NULL)
+    return EG_EINVAL;
+  struct rem_job *j = xcalloc(1, sizeof *j);
+  j->r = r;
+  memcpy(j->user, user_id, ID_LEN + 1);
+  memcpy(j->id, memory_id, ID_LEN + 1);
+  j->text = xstrdup(text);
+  j->created_at = created_at;
+  j->cb = cb;
+  j->ud = ud;
+  if (vec) {
+    j->vec = xmemdup(vec, (size_t)r->d.embedder->dim * sizeof *vec);
+    rem_submit(j);
+    return 0;
+  }
+  size_t len = strlen(text);
+  const char *t = text;
+  int rc = mem_embed(r->d.embedder, &t, &len, 1, MEM_TASK_DOCUMENT, on_doc_vec, j);
+  if (rc) {
+    rem_job_free(j);
+    return rc;
+  }
+  return 0;
+}
+
+/* ---- forget, notes, invalidation ------------------------------------------------------------- */
+
+struct small_job {
+  struct recall *r;
+  char user[ID_LEN + 1];
+  char id[ID_LEN + 1];
+  char *text;
+  int64_t created_at;
+  size_t count;
+  recall_done_cb done_cb;
+  recall_count_cb count_cb;
+  recall_note_cb note_cb;
+  void *ud;
+};
+
+static int forget_work(struct store *s, void *arg) {
+  struct small_job *j = arg;
+  int rc = store_memory_delete(s, j->user, j->id);
+  if (rc == 0)
+    mem_index_remove(j->r->d.index, j->user, j->id);
+  return rc;
+}
+
+static void forget_done(void *arg, int status) {
+  struct small_job *j = arg;
+  if (j->done_cb)
+    j->done_cb(j->ud, status);
+  free(j);
+}
+
+int recall_forget(struct recall *r, const char *user_id, const char *memory_id,
+                  recall_done_cb cb, void *ud) {
+  if (!valid_user(user_id) || memory_id == NULL || !id_valid(memory_id, strlen(memory_id)))
+    return EG_EINVAL;
+  struct small_job *j = xcalloc(1, sizeof *j);
+  j->r = r;
+  memcpy(j->user, user_id, ID_LEN + 1);
+  memcpy(j->id, memory_id, ID_LEN + 1);
+  j->done_cb = cb;
+  j->ud = ud;
+  int rc = store_async_run(r->d.async, forget_work, forget_done, j);
+  if (rc)
+    free(j);
+  return rc;
+}
+
+static int forget_all_work(struct store *s, void *arg) {
+  struct small_job *j = arg;
+  int rc = store_memory_delete_all(s, j->user, &j->count);
+  mem_index_drop(j->r->d.index, j->user);
+  return rc;
+}
+
+static void forget_all_done(void *arg, int status) {
+  struct small_job *j = arg;
+  if (j->count_cb)
+    j->count_cb(j->ud, status, j->count);
+  free(j);
+}
+
+int recall_forget_all(struct recall *r, const char *user_id, recall_count_cb cb, void *ud) {
+  if (!valid_user(user_id))
+    return EG_EINVAL;
+  struct small_job *j = xcalloc(1, sizeof *j);
+  j->r = r;
+  memcpy(j->user, user_id, ID_LEN + 1);
+  j->count_cb = cb;
+  j->ud = ud;
+  int rc = store_async_run(r->d.async, forget_all_work, forget_all_done, j);
+  if (rc)
+    free(j);
+  return rc;
+}
+
+static int note_work(struct store *s, void *arg) {
+  struct small_job *j = arg;
+  struct store_memory m = {0};
+  memcpy(m.user_id, j->user, sizeof m.user_id);
+  m.text = j->text;
+  m.created_at = j->created_at;
+  if (j->created_at > 0)
+    id_new_at(m.id, (uint32_t)(j->created_at / 1000));
+  int rc = store_memory_add(s, &m);
+  if (rc == 0) {
+    memcpy(j->id, m.id, sizeof j->id);
+    j->created_at = m.created_at;
+  }
+  return rc;
+}
+
+static void note_done(void *arg, int status) {
+  struct small_job *j = arg;
+  if (status == 0) {
+    int rc = recall_remember(j->r, j->user, j->id, j->text, j->created_at, NULL, NULL, NULL);
+    if (rc)
+      log_warn("recall: note not embedded now (%s); left for the backfill", eg_strerror(rc));
+  }
+  j->note_cb(j->ud, status, status ? NULL : j->id, j->created_at);
+  free(j->text);
+  free(j);
+}
+
+int recall_note(struct recall *r, const char *user_id, const char *text, int64_t created_at,
+                recall_note_cb cb, void *ud) {
+  if (!valid_user(user_id) || text == NULL || *text == '\0' || cb == NULL)
+    return EG_EINVAL;
+  struct small_job *j = xcalloc(1, sizeof *j);
+  j->r = r;
+  memcpy(j->user, user_id, ID_LEN + 1);
+  j->text = xstrdup(text);
+  j->created_at = created_at;
+  j->note_cb = cb;
+  j->ud = ud;
+  int rc = store_async_run(r->d.async, note_work, note_done, j);
+  if (rc) {
+    free(j->text);
+    free(j);
+  }
+  return rc;
+}
+
+void recall_invalidate(struct recall *r, const char *user_id) {
+  if (valid_user(user_id))
+    mem_index_drop(r->d.index, user_id);
+}
+
+/* ---- backfill ------------------------------------------------------------------------------- */
+
+struct fill_job {
+  struct recall *r;
+  struct store_memories batch;
+  float *vecs;
+  size_t stored;
+};
+
+static void backfill_step(struct recall *r);
+
+static void backfill_end(struct recall *r) {
+  r->backfill_running = false;
+  if (r->backfill_again) {
+    r->backfill_again = false;
+    recall_backfill_kick(r);
+  }
+}
+
+static int fill_store_work(struct store *s, void *arg) {
+  struct fill_job *j = arg;
+  struct recall *r = j->r;
+  int dim = r->d.embedder->dim;
+  for (size_t i = 0; i < j->batch.n; i++) {
+    const struct store_memory *m = &j->batch.v[i];
+    const float *v = j->vecs + i * (size_t)dim;
+    if (store_memory_set_vector(s, m->id, r->d.embedder->model, v, (uint32_t)dim) != 0)
+      continue;
+    j->stored++;
+    struct mem_row row = {.created_at = m->created_at, .vec = v};
+    memcpy(row.id, m->id, sizeof row.id);
+    if (mem_index_add(r->d.index, m->user_id, r->d.embedder->model, &row) == EG_EINVAL)
+      mem_index_drop(r->d.index, m->user_id);
+  }
+  return 0;
+}
+
+static void fill_job_free(struct fill_job *j) {
+  store_memories_free(&j->batch);
+  free(j->vecs);
+  free(j);
+}
+
+static void fill_store_done(void *arg, int status) {
+  struct fill_job *j = arg;
+  struct recall *r = j->r;
+  r->st.backfilled += j->stored;
+  if (status == 0 && j->batch.n)
+    memcpy(r->backfill_after, j->batch.v[j->batch.n - 1].id, ID_LEN + 1);
+  bool more = status == 0 && j->batch.n == r->d.backfill_batch;
+  fill_job_free(j);
+  if (more)
+    backfill_step(r);
+  else
+    backfill_end(r);
+}
+
+static void on_fill_vecs(void *ud, int status, const float *vecs, size_t n, int dim) {
+  struct fill_job *j = ud;
+  struct recall *r = j->r;
+  if (status || n != j->batch.n || dim != r->d.embedder->dim) {
+    r->st.embed_failures++;
+    log_warn("recall: backfill embedding failed (%s); will retry later",
+             eg_strerror(status ? status : EG_EUPSTREAM));
+    fill_job_free(j);
+    backfill_end(r);
+    return;
+  }
+  j->vecs = xmemdup(vecs, n * (size_t)dim * sizeof *vecs);
+  if (store_async_run(r->d.async, fill_store_work, fill_store_done, j) != 0) {
+    fill_job_free(j);
+    backfill_end(r);
+  }
+}
+
+static int fill_load_work(struct store *s, void *arg) {
+  struct fill_job *j = arg;
+  return store_memory_pending(s, j->r->d.embedder->model, j->r->backfill_after,
+                              j->r->d.backfill_batch, &j->batch);
+}
+
+static void fill_load_done(void *arg, int status) {
+  struct fill_job *j = arg;
+  struct recall *r = j->r;
+  if (status || j->batch.n == 0) {
+    if (status)
+      log_warn("recall: backfill could not list pending memories: %s", eg_strerror(status));
+    fill_job_free(j);
+    backfill_end(r);
+    return;
+  }
+  const char **texts = xcalloc(j->batch.n, sizeof *texts);
+  size_t *lens = xcalloc(j->batch.n, sizeof *lens);
+  for (size_t i = 0; i < j->batch.n; i++) {
+    texts[i] = j->batch.v[i].text ? j->batch.v[i].text : "";
+    lens[i] = strlen(texts[i]);
+  }
+  int rc = mem_embed(r->d.embedder, texts, lens, j->batch.n, MEM_TASK_DOCUMENT, on_fill_vecs, j);
+  free(texts);
+  free(lens);
+  if (rc) {
+    fill_job_free(j);
+    backfill_end(r);
+  }
+}
+
+static void backfill_step(struct recall *r) {
+  struct fill_job *j = xcalloc(1, sizeof *j);
+  j->r = r;
+  if (store_async_run(r->d.async, fill_load_work, fill_load_done, j) != 0) {
+    free(j);
+    backfill_end(r);
+  }
+}
+
+void recall_backfill_kick(struct recall *r) {
+  if (r->backfill_running) {
+    r->backfill_again = true;
+    return;
+  }
+  r->backfill_running = true;
+  r->backfill_after[0] = '\0';
+  backfill_step(r);
+}

@@ -1,0 +1,107 @@
+/*
+ * recall: a user's long-term memory as one service over the store (texts, vectors, the
+ * keyword index), the embedder and the in-process vector index (src/memory).
+ *
+ * - recall_remember(): embed a stored memory as a document, record its vector and model in
+ *   the store, add it to the user's index when that is loaded. Embedding failures are not
+ *   fatal: the memory stays pending in the store and the backfill embeds it later.
+ * - recall_search(): the memories of ONE user most relevant to a query: the query is
+ *   embedded (or its vector given), then on the thread pool the user's index is loaded
+ *   when needed, the vector side (index) and the keyword side (store BM25) each give
+ *   candidates, mem_recall_fuse() merges them (excluded ids never come back), and the
+ *   texts are read back from the store, checked to be this user's.
+ * - recall_forget()/recall_forget_all()/recall_note(): delete or add memories in the store
+ *   and the index together.
+ * - The backfill: recall_backfill_kick() starts a pass (when none runs) that embeds every
+ *   memory without a vector of the current model, in batches, oldest first: memories
+ *   whose embedding failed, and all of them after the embedder changed (vectors of
+ *   different models are never compared: the index of a user only holds one model's).
+ *   The app kicks it at start and on a timer.
+ *
+ * Threads: every function is called on the loop thread; callbacks run there. Store and
+ * index work runs on the thread pool through store_async_run().
+ * Ownership: inputs are copied; results passed to callbacks are valid during the call.
+ * Return codes: 0 (the callback will run), EG_EINVAL (bad arguments), EG_ECLOSED (closing).
+ */
+#ifndef ENGRAM_RECALL_H
+#define ENGRAM_RECALL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "base/base.h"
+#include "memory/memory.h"
+
+struct store;
+struct store_async;
+
+struct recall_deps {
+  uv_loop_t *loop;
+  struct store *store;
+  struct store_async *async;
+  struct mem_embedder *embedder;
+  struct mem_index *index;
+  const struct mem_recall_opts *fuse; /* NULL = mem_recall_defaults */
+  size_t backfill_batch;              /* 0 = 64 */
+};
+
+struct recall;
+
+EG_WUR int recall_new(const struct recall_deps *d, struct recall **out);
+/* Frees; nothing may be in flight (close the store_async first). */
+void recall_free(struct recall *r);
+
+struct recall_item {
+  char id[ID_LEN + 1];
+  char chat_id[ID_LEN + 1]; /* "" for notes */
+  char role[8];             /* "user" | "model" | "note" */
+  char *text;
+  int64_t created_at;
+  float score; /* fused, 0..1 */
+};
+
+/* status 0 and items[0..n), best first; or a negative EG_E* code (n == 0). */
+typedef void (*recall_search_cb)(void *ud, int status, const struct recall_item *items,
+                                 size_t n);
+/* Searches user's memories for query (k results at most, 0 = the default 3). vec: the
+   query's embedding by this embedder (MEM_TASK_QUERY) when the caller already has it, or
+   NULL to embed here. A query whose embedding fails is answered from the keyword side. */
+EG_WUR int recall_search(struct recall *r, const char *user_id, const char *query,
+                         const float *vec, size_t k, const char *const *exclude,
+                         size_t n_exclude, recall_search_cb cb, void *ud);
+
+typedef void (*recall_done_cb)(void *ud, int status);
+/* Embeds and records one memory (see above). vec: its document embedding when known (the
+   hash embedder gives the same vector for queries and documents), else NULL. cb may be
+   NULL. */
+EG_WUR int recall_remember(struct recall *r, const char *user_id, const char *memory_id,
+                           const char *text, int64_t created_at, const float *vec,
+                           recall_done_cb cb, void *ud);
+/* Deletes one memory of user_id (EG_ENOTFOUND if it is not theirs) / all of them. */
+EG_WUR int recall_forget(struct recall *r, const char *user_id, const char *memory_id,
+                         recall_done_cb cb, void *ud);
+typedef void (*recall_count_cb)(void *ud, int status, size_t n);
+EG_WUR int recall_forget_all(struct recall *r, const char *user_id, recall_count_cb cb,
+                             void *ud);
+/* Adds a note (role "note") and remembers it. cb gets the new memory's id. */
+typedef void (*recall_note_cb)(void *ud, int status, const char *id, int64_t created_at);
+EG_WUR int recall_note(struct recall *r, const char *user_id, const char *text,
+                       int64_t created_at, recall_note_cb cb, void *ud);
+/* The user's index is stale (chat deleted, another node wrote): drop it; it reloads from
+   the store on next use. */
+void recall_invalidate(struct recall *r, const char *user_id);
+
+/* Starts a backfill pass unless one runs. */
+void recall_backfill_kick(struct recall *r);
+
+struct recall_stats {
+  uint64_t searches, remembered, embed_failures, backfilled;
+};
+void recall_stats(const struct recall *r, struct recall_stats *st);
+
+const struct mem_embedder *recall_embedder(const struct recall *r);
+
+#endif
