@@ -252,7 +252,9 @@ static void remote_done(void *ud, int err, const struct httpc_response *resp) {
                 "The language model did not answer in time (%s, %d attempt%s).", why,
                 resp->attempts, resp->attempts == 1 ? "" : "s");
     else if (s->text_bytes > 0 || s->mode != 0)
-      llm__fail(s, EG_EUPSTREAM, "The connection to the language model broke mid-answer (%s).",
+      llm__fail(s, EG_EUPSTREAM,
+                "The language model's answer was cut off: the connection broke mid-answer "
+                "(%s).",
                 why);
     else
       llm__fail(s, err == EG_EIO ? EG_EIO : EG_EUPSTREAM,

@@ -44,6 +44,7 @@
 //   midstream_error   some chunks, then data: {"error":{...}} (then [DONE] when done:true)
 //   named_error       some chunks, then "event: error" with a data payload
 //   truncate          some chunks, then half an event, then the connection is closed
+//                     (no final chunk of the chunked encoding)
 //   truncate_clean    some chunks, then a clean end without finish marker / [DONE]
 //   malformed         one event whose data is not JSON
 //   hang              headers never come; the socket stays open until the client goes
@@ -53,11 +54,18 @@
 //   safety            Gemini candidate finishReason SAFETY without content
 //   empty             Gemini candidate content {"role":"model"} finishReason STOP
 //                     (OpenAI: only a finish chunk)
-//   raw               {status, headers, chunks:[strings], delayMs, end:true|false}
+//   raw               {status, headers, chunks:[strings] | body + splitAt:[byte offsets],
+//                     delayMs, end:false (keep open), destroy:true (reset at the end)}
 import http from 'node:http';
 import { pathToFileURL } from 'node:url';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// Closes the connection after everything written so far has been flushed, without the
+// final empty chunk: the client sees a truncated chunked body.
+const cut = (res) => new Promise((r) => {
+  res.socket.once('close', r);
+  res.socket.end();
+});
 
 // ---- deterministic embeddings: hashed bag of words, so texts sharing words are close ----
 function fnv1a(s) {
@@ -201,13 +209,21 @@ export async function startFakeLlm({ port = 0, host = '127.0.0.1' } = {}) {
     if (b.type === 'reset') { req.socket.destroy(); return true; }
     if (b.type === 'raw') {
       res.writeHead(b.status || 200, b.headers || { 'Content-Type': 'text/event-stream' });
-      for (const c of b.chunks || []) {
+      let pieces = (b.chunks || []).map((c) => Buffer.from(c, 'utf8'));
+      if (typeof b.body === 'string') {
+        // body + splitAt: byte offsets into the UTF-8 body (may cut inside a character).
+        const all = Buffer.from(b.body, 'utf8');
+        const cuts = [0, ...(b.splitAt || []).filter((x) => x > 0 && x < all.length), all.length];
+        pieces = [];
+        for (let i = 0; i + 1 < cuts.length; i++) pieces.push(all.subarray(cuts[i], cuts[i + 1]));
+      }
+      for (const c of pieces) {
         if (b.delayMs) await sleep(b.delayMs);
         if (res.destroyed) return true;
         res.write(c);
       }
       if (b.end === false) await new Promise((r) => req.socket.once('close', r));
-      else if (b.destroy) req.socket.destroy();
+      else if (b.destroy) await cut(res);
       else res.end();
       return true;
     }
@@ -331,7 +347,7 @@ export async function startFakeLlm({ port = 0, host = '127.0.0.1' } = {}) {
     }
     if (!(await sseWrite(res, events, b, eol))) return;
     if (b.type === 'stall') { await new Promise((r) => req.socket.once('close', r)); return; }
-    if (b.type === 'truncate') { req.socket.destroy(); return; }
+    if (b.type === 'truncate') { await cut(res); return; }
     res.end();
   }
 
@@ -445,7 +461,7 @@ export async function startFakeLlm({ port = 0, host = '127.0.0.1' } = {}) {
     res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', 'x-request-id': 'req_fake' });
     if (!(await sseWrite(res, lines, b, eol))) return;
     if (b.type === 'stall') { await new Promise((r) => req.socket.once('close', r)); return; }
-    if (b.type === 'truncate') { req.socket.destroy(); return; }
+    if (b.type === 'truncate') { await cut(res); return; }
     res.end();
   }
 

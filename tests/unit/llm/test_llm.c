@@ -1,0 +1,792 @@
+/*
+ * Tests for src/llm: every provider through a real uv loop. gemini and openai talk to the
+ * fake model server (tests/fakes/fake-llm.mjs, spawned once, reset per test), which
+ * records each request so the request bodies and headers are checked against the
+ * published formats; the fake's scripted behaviours cover retries, in-band errors,
+ * truncation, malformed JSON, safety blocks, timeouts and cancellation.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "httpc/httpc.h"
+#include "llm/fake_llm.h"
+#include "llm/llm.h"
+
+static struct fake_llm fake;
+
+/* ---- fixtures ----------------------------------------------------------------------- */
+
+static const struct llm_memory memories[] = {
+    {LLM_ROLE_USER, "I have a dog named Rex", 22, 1700000000000, 0.9},
+    {LLM_ROLE_MODEL, "Rex sounds lovely", 17, 0, 0.5},
+};
+static const struct llm_msg history[] = {
+    {LLM_ROLE_USER, "hello", 5, 0},
+    {LLM_ROLE_MODEL, "hi!", 3, 0},
+    {LLM_ROLE_USER, "one", 3, 0},
+    {LLM_ROLE_USER, "two", 3, 0},
+    {LLM_ROLE_MODEL, "ok", 2, 0},
+};
+static const char *const QUESTION = "what is my dog's name? \xC3\xA9t\xC3\xA9";
+
+static struct llm_prompt prompt(void) {
+  struct llm_prompt p = {0};
+  p.system = "SYS";
+  p.memories = memories;
+  p.n_memories = 2;
+  p.history = history;
+  p.n_history = 5;
+  p.message = QUESTION;
+  p.message_len = strlen(QUESTION);
+  return p;
+}
+
+struct out {
+  int done;
+  int status;
+  char *message;
+  char *code;
+  char *finish;
+  int64_t prompt_tokens, output_tokens;
+  int http_status;
+  struct buf text;
+  int n_delta;
+  int cancel_after;
+  struct llm_stream *s;
+};
+
+static void on_delta(void *ud, const char *t, size_t n) {
+  struct out *o = ud;
+  assert_true(n > 0);
+  assert_int_equal(o->done, 0);
+  o->n_delta++;
+  assert_int_equal(buf_append(&o->text, t, n), 0);
+  if (o->cancel_after && o->n_delta == o->cancel_after)
+    llm_stream_cancel(o->s);
+}
+
+static void on_done(void *ud, const struct llm_result *r) {
+  struct out *o = ud;
+  o->done++;
+  o->status = r->status;
+  o->message = r->message ? xstrdup(r->message) : NULL;
+  o->code = r->code ? xstrdup(r->code) : NULL;
+  o->finish = r->finish_reason ? xstrdup(r->finish_reason) : NULL;
+  o->prompt_tokens = r->prompt_tokens;
+  o->output_tokens = r->output_tokens;
+  o->http_status = r->http_status;
+}
+
+static void out_init(struct out *o) {
+  memset(o, 0, sizeof *o);
+  buf_init(&o->text, 1u << 20);
+  assert_int_equal(buf_append(&o->text, "", 0), 0); /* always NUL-terminated */
+}
+
+static void out_free(struct out *o) {
+  buf_free(&o->text);
+  free(o->message);
+  free(o->code);
+  free(o->finish);
+}
+
+struct env {
+  uv_loop_t loop;
+  struct httpc *h;
+  struct llm_config cfg;
+  int closed;
+};
+
+static void env_init(struct env *e, const char *provider) {
+  memset(e, 0, sizeof *e);
+  assert_int_equal(uv_loop_init(&e->loop), 0);
+  assert_int_equal(httpc_new(&e->loop, &e->h), 0);
+  fake_llm_reset(&fake);
+  llm_config_defaults(&e->cfg);
+  e->cfg.provider = provider;
+  e->cfg.gemini_base_url = fake.base;
+  e->cfg.gemini_api_key = "secret-gemini-key";
+  static char oa[96];
+  snprintf(oa, sizeof oa, "%s/v1", fake.base);
+  e->cfg.openai_base_url = oa;
+  e->cfg.model = strcmp(provider, "gemini") == 0 ? "gemini-2.5-flash" : "fake-model";
+  e->cfg.backoff_base_ms = 20;
+  e->cfg.first_byte_timeout_ms = 5000;
+  e->cfg.idle_timeout_ms = 5000;
+  e->cfg.total_timeout_ms = 15000;
+  e->cfg.offline_chunk_delay_ms = 1;
+}
+
+static void closed_cb(void *ud) {
+  ((struct env *)ud)->closed = 1;
+}
+
+static void env_free(struct env *e) {
+  httpc_close(e->h, closed_cb, e);
+  for (int i = 0; i < 1000 && !e->closed; i++)
+    uv_run(&e->loop, UV_RUN_ONCE);
+  assert_true(e->closed);
+  uv_run(&e->loop, UV_RUN_NOWAIT);
+  assert_int_equal(uv_loop_close(&e->loop), 0);
+}
+
+static void wait_done(struct env *e, struct out *o) {
+  uint64_t t0 = clock_mono_ms();
+  while (o->done == 0 && clock_mono_ms() - t0 < 20000)
+    uv_run(&e->loop, UV_RUN_ONCE);
+  assert_int_equal(o->done, 1);
+}
+
+/* Runs one completion with the env's config; the provider is freed afterwards. */
+static void run(struct env *e, struct out *o) {
+  struct llm_provider *p;
+  assert_int_equal(llm_provider_new(&e->loop, e->h, &e->cfg, &p), 0);
+  struct llm_prompt pr = prompt();
+  struct llm_callbacks cb = {on_delta, on_done, o};
+  assert_int_equal(llm_stream_start(p, &pr, &cb, &o->s), 0);
+  assert_int_equal(o->done, 0);
+  wait_done(e, o);
+  llm_provider_free(p);
+}
+
+static json_t *requests(void) {
+  json_t *r = fake_llm_requests(&fake);
+  assert_non_null(r);
+  return r;
+}
+
+static const char *jstr(json_t *o, const char *path) {
+  /* "a.b.0.c" */
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", path);
+  json_t *cur = o;
+  for (char *tok = strtok(buf, "."); tok && cur; tok = strtok(NULL, ".")) {
+    if (json_is_array(cur))
+      cur = json_array_get(cur, (size_t)atoi(tok));
+    else
+      cur = json_object_get(cur, tok);
+  }
+  return json_string_value(cur);
+}
+
+static void expect_fail(struct out *o, int status, const char *msg_part) {
+  assert_int_equal(o->status, status);
+  assert_non_null(o->message);
+  if (msg_part && strstr(o->message, msg_part) == NULL) {
+    print_error("message \"%s\" lacks \"%s\"\n", o->message, msg_part);
+    fail();
+  }
+  assert_string_equal(o->code, "llm_unavailable");
+  assert_null(strstr(o->message, "secret"));
+}
+
+static char expected_echo[256];
+static const char *echo(void) {
+  snprintf(expected_echo, sizeof expected_echo, "You said: %s", QUESTION);
+  return expected_echo;
+}
+
+/* ---- gemini ------------------------------------------------------------------------- */
+
+static void test_gemini_stream_and_request(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e, "gemini");
+  e.cfg.temperature = 0.5;
+  e.cfg.max_output_tokens = 256;
+  struct out o;
+  out_init(&o);
+  run(&e, &o);
+  assert_int_equal(o.status, 0);
+  assert_null(o.message);
+  assert_null(o.code);
+  assert_string_equal((char *)o.text.data, echo());
+  assert_true(o.n_delta >= 2);
+  assert_string_equal(o.finish, "STOP");
+  assert_true(o.prompt_tokens > 0);
+  assert_true(o.output_tokens > 0);
+  json_t *r = requests();
+  assert_int_equal(json_array_size(r), 1);
+  json_t *q = json_array_get(r, 0);
+  assert_string_equal(jstr(q, "path"), "/v1beta/models/gemini-2.5-flash:streamGenerateContent");
+  assert_string_equal(jstr(q, "query.alt"), "sse");
+  assert_string_equal(jstr(q, "headers.x-goog-api-key"), "secret-gemini-key");
+  assert_string_equal(jstr(q, "headers.content-type"), "application/json");
+  assert_null(json_object_get(json_object_get(q, "query"), "key")); /* key not in the URL */
+  json_t *b = json_object_get(q, "body");
+  json_t *contents = json_object_get(b, "contents");
+  /* hello / hi! / one+two merged / ok / the question */
+  assert_int_equal(json_array_size(contents), 5);
+  assert_string_equal(jstr(contents, "0.role"), "user");
+  assert_string_equal(jstr(contents, "0.parts.0.text"), "hello");
+  assert_string_equal(jstr(contents, "1.role"), "model");
+  assert_string_equal(jstr(contents, "1.parts.0.text"), "hi!");
+  assert_string_equal(jstr(contents, "2.role"), "user");
+  assert_string_equal(jstr(contents, "2.parts.0.text"), "one\n\ntwo");
+  assert_string_equal(jstr(contents, "3.role"), "model");
+  assert_string_equal(jstr(contents, "4.role"), "user");
+  assert_string_equal(jstr(contents, "4.parts.0.text"), QUESTION);
+  assert_string_equal(jstr(b, "systemInstruction.parts.0.text"),
+                      "SYS\n\nRelevant memories from earlier conversations:\n"
+                      "- [2023-11-14] user: I have a dog named Rex\n"
+                      "- [unknown date] assistant: Rex sounds lovely\n");
+  assert_null(json_object_get(json_object_get(b, "systemInstruction"), "role"));
+  json_t *gc = json_object_get(b, "generationConfig");
+  assert_int_equal(json_integer_value(json_object_get(gc, "candidateCount")), 1);
+  assert_int_equal(json_integer_value(json_object_get(gc, "maxOutputTokens")), 256);
+  assert_true(json_real_value(json_object_get(gc, "temperature")) == 0.5);
+  json_decref(r);
+  out_free(&o);
+  env_free(&e);
+}
+
+static void test_gemini_line_endings_and_splits(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e, "gemini");
+  const char *scripts[] = {
+      "[{\"type\":\"stream\",\"eol\":\"lf\",\"keepalive\":2,\"text\":\"one two three four\"}]",
+      "[{\"type\":\"stream\",\"eol\":\"cr\",\"text\":\"one two three four\"}]",
+      "[{\"type\":\"stream\",\"delayMs\":5,\"chunks\":[\"one \",\"two \",\"three \",\"four\"]}]",
+  };
+  /* Raw bytes cut inside "data", between CR and LF, inside a UTF-8 character and between
+     the two line ends of the last event; each piece arrives in its own read. */
+  const char *raw =
+      "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"one two \"}]}}]}\r\n\r\n"
+      "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"three \xC3\xA9\"}]}}]}\r\n\r\n"
+      "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"\xC3\xA9 four\"}]},"
+      "\"finishReason\": \"STOP\"}]}\r\n\r\n";
+  size_t len = strlen(raw);
+  json_int_t cuts[4] = {2, (json_int_t)(strchr(raw, '\r') - raw + 1),
+                        (json_int_t)(strstr(raw, "\"\xC3\xA9 four") - raw + 2),
+                        (json_int_t)len - 2};
+  json_t *sc = json_pack("[{s:s, s:i, s:s, s:[IIII]}]", "type", "raw", "delayMs", 40, "body", raw,
+                         "splitAt", cuts[0], cuts[1], cuts[2], cuts[3]);
+  char *raw_script = json_dumps(sc, JSON_COMPACT);
+  json_decref(sc);
+  const char *want[] = {"one two three four", "one two three four", "one two three four",
+                        "one two three \xC3\xA9\xC3\xA9 four"};
+  for (size_t i = 0; i <= EG_ARRAY_LEN(scripts); i++) {
+    fake_llm_script(&fake, i < EG_ARRAY_LEN(scripts) ? scripts[i] : raw_script);
+    struct out o;
+    out_init(&o);
+    run(&e, &o);
+    if (o.status != 0)
+      print_error("script %zu: %s\n", i, o.message);
+    assert_int_equal(o.status, 0);
+    assert_string_equal((char *)o.text.data, want[i]);
+    if (i == EG_ARRAY_LEN(scripts))
+      assert_true(o.n_delta == 3);
+    out_free(&o);
+  }
+  free(raw_script);
+  env_free(&e);
+}
+
+static void test_gemini_retry_429_retrydelay(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e, "gemini");
+  e.cfg.backoff_base_ms = 5000; /* the body's RetryInfo must decide, not the backoff */
+  fake_llm_script(&fake, "[{\"type\":\"rate_limit\",\"retryDelay\":\"0.3s\"}]");
+  struct out o;
+  out_init(&o);
+  uint64_t t0 = clock_mono_ms();
+  run(&e, &o);
+  uint64_t took = clock_mono_ms() - t0;
+  assert_int_equal(o.status, 0);
+  assert_string_equal((char *)o.text.data, echo());
+  assert_true(took >= 290 && took < 3000);
+  json_t *r = requests();
+  assert_int_equal(json_array_size(r), 2);
+  json_decref(r);
+  out_free(&o);
+  /* A daily quota is not retried. */
+  fake_llm_reset(&fake);
+  fake_llm_script(&fake, "[{\"type\":\"rate_limit\",\"retryDelay\":\"1s\",\"daily\":true}]");
+  out_init(&o);
+  run(&e, &o);
+  expect_fail(&o, EG_ELIMIT, "HTTP 429");
+  assert_int_equal(o.http_status, 429);
+  r = requests();
+  assert_int_equal(json_array_size(r), 1);
+  json_decref(r);
+  out_free(&o);
+  env_free(&e);
+}
+
+static void test_gemini_500_retried_then_error(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e, "gemini");
+  fake_llm_script(&fake, "[{\"type\":\"status\",\"status\":500},{\"type\":\"status\",\"status\":503},"
+                         "{\"type\":\"status\",\"status\":503}]");
+  struct out o;
+  out_init(&o);
+  run(&e, &o);
+  expect_fail(&o, EG_EUPSTREAM, "HTTP 503 UNAVAILABLE");
+  assert_non_null(strstr(o.message, "3 attempts"));
+  assert_int_equal(o.n_delta, 0);
+  json_t *r = requests();
+  assert_int_equal(json_array_size(r), 3);
+  json_decref(r);
+  out_free(&o);
+  env_free(&e);
+}
+
+static void test_gemini_failures_in_stream(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e, "gemini");
+  struct {
+    const char *script;
+    int status;
+    const char *msg;
+    bool partial_text;
+  } cases[] = {
+      {"[{\"type\":\"midstream_error\",\"text\":\"partial answer here\"}]", EG_EUPSTREAM,
+       "UNAVAILABLE", true},
+      {"[{\"type\":\"named_error\",\"text\":\"partial answer\"}]", EG_EUPSTREAM, "error", true},
+      {"[{\"type\":\"truncate\",\"text\":\"partial answer here\"}]", EG_EUPSTREAM, "cut off", true},
+      {"[{\"type\":\"truncate_clean\",\"text\":\"partial answer here\"}]", EG_EUPSTREAM,
+       "without a finish reason", true},
+      {"[{\"type\":\"malformed\"}]", EG_EUPSTREAM, "malformed JSON", false},
+      {"[{\"type\":\"blocked\",\"blockReason\":\"PROHIBITED_CONTENT\"}]", EG_EUPSTREAM,
+       "blockReason PROHIBITED_CONTENT", false},
+      {"[{\"type\":\"safety\"}]", EG_EUPSTREAM, "finishReason SAFETY", false},
+      {"[{\"type\":\"empty\"}]", EG_EUPSTREAM, "empty answer", false},
+      {"[{\"type\":\"empty\",\"finishReason\":\"MAX_TOKENS\"}]", EG_EUPSTREAM, "MAX_TOKENS",
+       false},
+      /* Twice: libcurl itself retries once when a reused connection dies unanswered. */
+      {"[{\"type\":\"reset\"},{\"type\":\"reset\"}]", EG_EIO, "Could not reach", false},
+  };
+  e.cfg.max_tries = 1;
+  for (size_t i = 0; i < EG_ARRAY_LEN(cases); i++) {
+    fake_llm_script(&fake, cases[i].script);
+    struct out o;
+    out_init(&o);
+    run(&e, &o);
+    expect_fail(&o, cases[i].status, cases[i].msg);
+    if (cases[i].partial_text)
+      assert_true(o.text.len > 0);
+    else
+      assert_int_equal(o.text.len, 0);
+    out_free(&o);
+  }
+  env_free(&e);
+}
+
+static void test_gemini_http_errors(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e, "gemini");
+  e.cfg.gemini_api_key = "invalid-key";
+  struct out o;
+  out_init(&o);
+  run(&e, &o);
+  expect_fail(&o, EG_EAUTH, "API_KEY_INVALID");
+  assert_int_equal(o.http_status, 400);
+  out_free(&o);
+  e.cfg.gemini_api_key = "secret-gemini-key";
+  e.cfg.model = "missing-model";
+  out_init(&o);
+  run(&e, &o);
+  expect_fail(&o, EG_EUPSTREAM, "not found");
+  assert_non_null(strstr(o.message, "missing-model"));
+  out_free(&o);
+  json_t *r = requests();
+  assert_int_equal(json_array_size(r), 2); /* 400 and 404 are not retried */
+  json_decref(r);
+  env_free(&e);
+}
+
+static void test_gemini_timeouts(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e, "gemini");
+  e.cfg.first_byte_timeout_ms = 200;
+  e.cfg.idle_timeout_ms = 250;
+  e.cfg.max_tries = 1;
+  fake_llm_script(&fake, "[{\"type\":\"hang\"}]");
+  struct out o;
+  out_init(&o);
+  run(&e, &o);
+  expect_fail(&o, EG_ETIMEOUT, "first byte");
+  out_free(&o);
+  fake_llm_script(&fake, "[{\"type\":\"stall\",\"text\":\"some words then silence\"}]");
+  out_init(&o);
+  uint64_t t0 = clock_mono_ms();
+  run(&e, &o);
+  expect_fail(&o, EG_ETIMEOUT, "idle");
+  assert_true(clock_mono_ms() - t0 >= 240);
+  assert_string_equal((char *)o.text.data, "some words then silence");
+  out_free(&o);
+  env_free(&e);
+}
+
+static void test_gemini_cancel_midstream(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e, "gemini");
+  fake_llm_script(&fake, "[{\"type\":\"stream\",\"chunks\":[\"a\",\"b\",\"c\",\"d\",\"e\"],"
+                         "\"delayMs\":80}]");
+  struct out o;
+  out_init(&o);
+  o.cancel_after = 2;
+  uint64_t t0 = clock_mono_ms();
+  run(&e, &o);
+  assert_int_equal(o.status, EG_ECANCELED);
+  assert_null(o.code);
+  assert_string_equal(o.message, "generation cancelled");
+  assert_string_equal((char *)o.text.data, "ab");
+  assert_true(clock_mono_ms() - t0 < 380); /* did not wait for the rest */
+  out_free(&o);
+  /* Cancel from outside a callback, while waiting for the first byte. */
+  fake_llm_script(&fake, "[{\"type\":\"hang\"}]");
+  struct llm_provider *p;
+  assert_int_equal(llm_provider_new(&e.loop, e.h, &e.cfg, &p), 0);
+  struct llm_prompt pr = prompt();
+  out_init(&o);
+  struct llm_callbacks cb = {on_delta, on_done, &o};
+  assert_int_equal(llm_stream_start(p, &pr, &cb, &o.s), 0);
+  for (int i = 0; i < 20; i++)
+    uv_run(&e.loop, UV_RUN_NOWAIT);
+  llm_stream_cancel(o.s);
+  assert_int_equal(o.done, 0);
+  wait_done(&e, &o);
+  assert_int_equal(o.status, EG_ECANCELED);
+  out_free(&o);
+  /* Freeing the provider cancels what runs. */
+  fake_llm_script(&fake, "[{\"type\":\"hang\"}]");
+  out_init(&o);
+  assert_int_equal(llm_stream_start(p, &pr, &cb, &o.s), 0);
+  llm_provider_free(p);
+  wait_done(&e, &o);
+  assert_int_equal(o.status, EG_ECANCELED);
+  out_free(&o);
+  env_free(&e);
+}
+
+static void test_gemini_non_streamed(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e, "gemini");
+  e.cfg.stream = false;
+  struct out o;
+  out_init(&o);
+  run(&e, &o);
+  assert_int_equal(o.status, 0);
+  assert_string_equal((char *)o.text.data, echo());
+  assert_int_equal(o.n_delta, 1);
+  json_t *r = requests();
+  assert_string_equal(jstr(r, "0.path"), "/v1beta/models/gemini-2.5-flash:generateContent");
+  json_decref(r);
+  out_free(&o);
+  env_free(&e);
+}
+
+/* ---- openai ------------------------------------------------------------------------- */
+
+static void test_openai_stream_and_request(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e, "openai");
+  e.cfg.openai_api_key = "sk-secret";
+  e.cfg.max_output_tokens = 100;
+  struct out o;
+  out_init(&o);
+  run(&e, &o);
+  assert_int_equal(o.status, 0);
+  assert_string_equal((char *)o.text.data, echo());
+  assert_string_equal(o.finish, "stop");
+  assert_true(o.prompt_tokens > 0); /* from the include_usage chunk with empty choices */
+  json_t *r = requests();
+  json_t *q = json_array_get(r, 0);
+  assert_string_equal(jstr(q, "path"), "/v1/chat/completions");
+  assert_string_equal(jstr(q, "headers.authorization"), "Bearer sk-secret");
+  json_t *b = json_object_get(q, "body");
+  assert_string_equal(jstr(b, "model"), "fake-model");
+  assert_true(json_is_true(json_object_get(b, "stream")));
+  assert_true(json_is_true(json_object_get(json_object_get(b, "stream_options"), "include_usage")));
+  assert_int_equal(json_integer_value(json_object_get(b, "max_tokens")), 100);
+  json_t *m = json_object_get(b, "messages");
+  assert_int_equal(json_array_size(m), 7);
+  assert_string_equal(jstr(m, "0.role"), "system");
+  assert_non_null(strstr(jstr(m, "0.content"), "SYS\n\nRelevant memories from earlier"));
+  assert_string_equal(jstr(m, "1.role"), "user");
+  assert_string_equal(jstr(m, "2.role"), "assistant");
+  assert_string_equal(jstr(m, "2.content"), "hi!");
+  assert_string_equal(jstr(m, "4.role"), "user");
+  assert_string_equal(jstr(m, "4.content"), "two"); /* not merged for OpenAI */
+  assert_string_equal(jstr(m, "5.role"), "assistant");
+  assert_string_equal(jstr(m, "6.role"), "user");
+  assert_string_equal(jstr(m, "6.content"), QUESTION);
+  json_decref(r);
+  out_free(&o);
+  /* Without a key: no Authorization header. */
+  fake_llm_reset(&fake);
+  e.cfg.openai_api_key = NULL;
+  out_init(&o);
+  run(&e, &o);
+  assert_int_equal(o.status, 0);
+  r = requests();
+  assert_null(json_object_get(json_object_get(json_array_get(r, 0), "headers"), "authorization"));
+  json_decref(r);
+  out_free(&o);
+  env_free(&e);
+}
+
+static void test_openai_dialects(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e, "openai");
+  const char *ok[] = {
+      "[{\"type\":\"stream\",\"dialect\":\"ollama\"}]",
+      "[{\"type\":\"stream\",\"dialect\":\"llamacpp\",\"keepalive\":3}]",
+      "[{\"type\":\"stream\",\"dialect\":\"vllm\"}]",
+      "[{\"type\":\"stream\",\"noDone\":true}]",                /* finish_reason, no [DONE] */
+      "[{\"type\":\"stream\",\"eol\":\"crlf\",\"delayMs\":10}]",
+  };
+  for (size_t i = 0; i < EG_ARRAY_LEN(ok); i++) {
+    fake_llm_script(&fake, ok[i]);
+    struct out o;
+    out_init(&o);
+    run(&e, &o);
+    if (o.status != 0)
+      print_error("case %zu: %s\n", i, o.message);
+    assert_int_equal(o.status, 0);
+    assert_string_equal((char *)o.text.data, echo());
+    out_free(&o);
+  }
+  env_free(&e);
+}
+
+static void test_openai_failures(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e, "openai");
+  e.cfg.openai_api_key = "sk-secret";
+  struct {
+    const char *script;
+    int status;
+    const char *msg;
+    int requests;
+  } cases[] = {
+      {"[{\"type\":\"midstream_error\",\"dialect\":\"vllm\",\"error\":\"boom\"}]", EG_EUPSTREAM,
+       "boom", 1},
+      {"[{\"type\":\"midstream_error\",\"dialect\":\"llamacpp\"}]", EG_EUPSTREAM,
+       "middle of its answer", 1},
+      {"[{\"type\":\"named_error\"}]", EG_EUPSTREAM, "boom", 1},
+      {"[{\"type\":\"truncate\"}]", EG_EUPSTREAM, "cut off", 1},
+      {"[{\"type\":\"truncate_clean\"}]", EG_EUPSTREAM, "without a finish_reason or [DONE]", 1},
+      {"[{\"type\":\"malformed\"}]", EG_EUPSTREAM, "malformed JSON", 1},
+      {"[{\"type\":\"empty\"}]", EG_EUPSTREAM, "empty answer", 1},
+      {"[{\"type\":\"rate_limit\",\"quota\":true}]", EG_ELIMIT, "quota", 1},
+      {"[{\"type\":\"status\",\"status\":401}]", EG_EAUTH, "OPENAI_API_KEY", 1},
+      {"[{\"type\":\"status\",\"status\":500},{\"type\":\"status\",\"status\":502},"
+       "{\"type\":\"status\",\"status\":500}]",
+       EG_EUPSTREAM, "HTTP 500", 3},
+  };
+  for (size_t i = 0; i < EG_ARRAY_LEN(cases); i++) {
+    fake_llm_reset(&fake);
+    fake_llm_script(&fake, cases[i].script);
+    struct out o;
+    out_init(&o);
+    run(&e, &o);
+    expect_fail(&o, cases[i].status, cases[i].msg);
+    json_t *r = requests();
+    assert_int_equal(json_array_size(r), (size_t)cases[i].requests);
+    json_decref(r);
+    out_free(&o);
+  }
+  /* 429 with retry-after-ms is retried and then succeeds. */
+  fake_llm_reset(&fake);
+  fake_llm_script(&fake, "[{\"type\":\"rate_limit\",\"retryAfterMs\":100}]");
+  struct out o;
+  out_init(&o);
+  run(&e, &o);
+  assert_int_equal(o.status, 0);
+  assert_string_equal((char *)o.text.data, echo());
+  out_free(&o);
+  env_free(&e);
+}
+
+static void test_openai_non_streamed(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e, "openai");
+  e.cfg.stream = false;
+  struct out o;
+  out_init(&o);
+  run(&e, &o);
+  assert_int_equal(o.status, 0);
+  assert_string_equal((char *)o.text.data, echo());
+  json_t *r = requests();
+  assert_true(json_is_false(json_object_get(json_object_get(json_array_get(r, 0), "body"),
+                                            "stream")));
+  json_decref(r);
+  out_free(&o);
+  env_free(&e);
+}
+
+/* ---- offline ------------------------------------------------------------------------ */
+
+static void test_offline(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e, "offline");
+  struct out a, b;
+  out_init(&a);
+  out_init(&b);
+  run(&e, &a);
+  run(&e, &b);
+  assert_int_equal(a.status, 0);
+  assert_string_equal((char *)a.text.data, (char *)b.text.data); /* deterministic */
+  assert_true(a.n_delta > 5);
+  const char *t = (const char *)a.text.data;
+  assert_non_null(strstr(t, "No language model is configured"));
+  assert_non_null(strstr(t, "On 2023-11-14 you said: \"I have a dog named Rex\""));
+  assert_non_null(strstr(t, "I said: \"Rex sounds lovely\""));
+  assert_non_null(strstr(t, "the last thing you said here was \"two\""));
+  assert_non_null(strstr(t, QUESTION));
+  assert_non_null(strstr(t, "GEMINI_API_KEY"));
+  assert_non_null(strstr(t, "OPENAI_BASE_URL"));
+  assert_non_null(strstr(t, "http://localhost:11434/v1"));
+  out_free(&a);
+  out_free(&b);
+  /* Without memories it says so; invalid UTF-8 in the message is replaced. */
+  struct llm_provider *p;
+  assert_int_equal(llm_provider_new(&e.loop, NULL, &e.cfg, &p), 0);
+  assert_string_equal(llm_provider_name(p), "offline");
+  struct llm_prompt pr = {.message = "bad \xFF byte", .message_len = 10};
+  out_init(&a);
+  struct llm_callbacks cb = {on_delta, on_done, &a};
+  assert_int_equal(llm_stream_start(p, &pr, &cb, &a.s), 0);
+  wait_done(&e, &a);
+  assert_non_null(strstr((char *)a.text.data, "nothing related"));
+  assert_non_null(strstr((char *)a.text.data, "bad \xEF\xBF\xBD byte"));
+  out_free(&a);
+  /* Cancel after the first chunk. */
+  out_init(&a);
+  a.cancel_after = 1;
+  cb.ud = &a;
+  assert_int_equal(llm_stream_start(p, &pr, &cb, &a.s), 0);
+  wait_done(&e, &a);
+  assert_int_equal(a.status, EG_ECANCELED);
+  assert_int_equal(a.n_delta, 1);
+  out_free(&a);
+  /* Empty message is refused without a callback. */
+  struct llm_prompt empty = {.message = "", .message_len = 0};
+  assert_int_equal(llm_stream_start(p, &empty, &cb, NULL), EG_EINVAL);
+  llm_provider_free(p);
+  env_free(&e);
+}
+
+static void closed_cb_int(void *ud) {
+  *(int *)ud = 1;
+}
+
+static void test_config(void **state) {
+  (void)state;
+  unsetenv("ENGRAM_LLM");
+  unsetenv("GEMINI_API_KEY");
+  unsetenv("OPENAI_BASE_URL");
+  unsetenv("ENGRAM_LLM_MODEL");
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  struct httpc *h;
+  assert_int_equal(httpc_new(&loop, &h), 0);
+  struct llm_config c;
+  struct llm_provider *p;
+  llm_config_from_env(&c);
+  assert_int_equal(llm_provider_new(&loop, h, &c, &p), 0);
+  assert_string_equal(llm_provider_name(p), "offline");
+  llm_provider_free(p);
+  setenv("OPENAI_BASE_URL", "http://localhost:11434/v1", 1);
+  setenv("ENGRAM_LLM_MODEL", "llama3.2", 1);
+  llm_config_from_env(&c);
+  assert_int_equal(llm_provider_new(&loop, h, &c, &p), 0);
+  assert_string_equal(llm_provider_name(p), "openai");
+  assert_string_equal(llm_provider_model(p), "llama3.2");
+  llm_provider_free(p);
+  setenv("GEMINI_API_KEY", "k", 1);
+  unsetenv("ENGRAM_LLM_MODEL");
+  llm_config_from_env(&c);
+  assert_int_equal(llm_provider_new(&loop, h, &c, &p), 0);
+  assert_string_equal(llm_provider_name(p), "gemini");
+  assert_string_equal(llm_provider_model(p), "gemini-2.5-flash");
+  llm_provider_free(p);
+  setenv("ENGRAM_LLM", "offline", 1);
+  llm_config_from_env(&c);
+  assert_int_equal(llm_provider_new(&loop, h, &c, &p), 0);
+  assert_string_equal(llm_provider_name(p), "offline");
+  llm_provider_free(p);
+  setenv("ENGRAM_LLM", "nonsense", 1);
+  llm_config_from_env(&c);
+  assert_int_equal(llm_provider_new(&loop, h, &c, &p), EG_EINVAL);
+  setenv("ENGRAM_LLM", "gemini", 1);
+  unsetenv("GEMINI_API_KEY");
+  llm_config_from_env(&c);
+  assert_int_equal(llm_provider_new(&loop, h, &c, &p), EG_EINVAL);
+  unsetenv("ENGRAM_LLM");
+  unsetenv("OPENAI_BASE_URL");
+  int closed = 0;
+  httpc_close(h, closed_cb_int, &closed);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(closed, 1);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_format_memories(void **state) {
+  (void)state;
+  struct llm_prompt pr = prompt();
+  struct buf b;
+  buf_init(&b, 4096);
+  assert_int_equal(llm_format_memories(&pr, &b), 0);
+  assert_string_equal((char *)b.data, "Relevant memories from earlier conversations:\n"
+                                      "- [2023-11-14] user: I have a dog named Rex\n"
+                                      "- [unknown date] assistant: Rex sounds lovely\n");
+  buf_reset(&b);
+  pr.n_memories = 0;
+  assert_int_equal(llm_format_memories(&pr, &b), 0);
+  assert_int_equal(b.len, 0);
+  buf_free(&b);
+}
+
+static int setup(void **state) {
+  (void)state;
+  return fake_llm_start(&fake);
+}
+
+static int teardown(void **state) {
+  (void)state;
+  fake_llm_stop(&fake);
+  return 0;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_format_memories),
+      cmocka_unit_test(test_config),
+      cmocka_unit_test(test_offline),
+      cmocka_unit_test(test_gemini_stream_and_request),
+      cmocka_unit_test(test_gemini_line_endings_and_splits),
+      cmocka_unit_test(test_gemini_retry_429_retrydelay),
+      cmocka_unit_test(test_gemini_500_retried_then_error),
+      cmocka_unit_test(test_gemini_failures_in_stream),
+      cmocka_unit_test(test_gemini_http_errors),
+      cmocka_unit_test(test_gemini_timeouts),
+      cmocka_unit_test(test_gemini_cancel_midstream),
+      cmocka_unit_test(test_gemini_non_streamed),
+      cmocka_unit_test(test_openai_stream_and_request),
+      cmocka_unit_test(test_openai_dialects),
+      cmocka_unit_test(test_openai_failures),
+      cmocka_unit_test(test_openai_non_streamed),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
