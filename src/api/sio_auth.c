@@ -34,7 +34,11 @@ static void hs_done(void *arg, int status, const char *user_id, const char *mess
   struct hs *h = arg;
   const struct api_deps *d = api__deps(h->a);
   if (status == 0) {
-    if (d->on_socket_user != NULL && sio_socket_connected(h->s))
+    /* The socket is still connecting here (sio_socket_connected() is false until the
+       accept), and stays allocated until sio_accept. If its client left during the
+       lookup, sio_accept only frees it: whatever on_socket_user attached then is the
+       hook owner's to release (sio has no public "still pending" test yet). */
+    if (d->on_socket_user != NULL)
       d->on_socket_user(d->ud, h->s, user_id);
     sio_accept(h->s);
   } else {
