@@ -435,6 +435,19 @@ static int put_real(struct enc *e, double v) {
   return put(e, tmp, (size_t)len);
 }
 
+/* Decimal integer without printf (this is on every event's path). */
+static int put_int(struct enc *e, long long v) {
+  char tmp[24], *w = tmp + sizeof tmp;
+  unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+  do {
+    *--w = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0)
+    *--w = '-';
+  return put(e, w, (size_t)(tmp + sizeof tmp - w));
+}
+
 static int put_value(struct enc *e, const json_t *v, size_t depth) {
   char tmp[32];
   int rc = 0;
@@ -447,10 +460,8 @@ static int put_value(struct enc *e, const json_t *v, size_t depth) {
     return put(e, "true", 4);
   case JSON_FALSE:
     return put(e, "false", 5);
-  case JSON_INTEGER: {
-    int len = snprintf(tmp, sizeof tmp, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-    return put(e, tmp, (size_t)len);
-  }
+  case JSON_INTEGER:
+    return put_int(e, (long long)json_integer_value(v));
   case JSON_REAL:
     return put_real(e, json_real_value(v));
   case JSON_STRING:
@@ -539,10 +550,8 @@ int sio_encode(enum sio_type type, const char *nsp, int64_t id, const json_t *da
     if (rc == 0)
       rc = buf_append_byte(&e.out, ',');
   }
-  if (rc == 0 && id != SIO_NO_ID) {
-    int len = snprintf(tmp, sizeof tmp, "%lld", (long long)id);
-    rc = put(&e, tmp, (size_t)len);
-  }
+  if (rc == 0 && id != SIO_NO_ID)
+    rc = put_int(&e, (long long)id);
   if (nbins > 0)
     e.attach = xmalloc((size_t)nbins * sizeof *e.attach);
   if (rc == 0 && data)

@@ -314,6 +314,9 @@ static void test_encode(void **state) {
   expect_encode(SIO_EVENT, NULL, SIO_NO_ID,
                 "[\"n\",0.1,1.5,-2.25e-07,1e+300,1e21,2.0,-0.0,123456789012,{\"z\":1,\"a\":2}]", 0,
                 "2[\"n\",0.1,1.5,-2.25e-7,1e+300,1e+21,2.0,-0.0,123456789012,{\"z\":1,\"a\":2}]");
+  expect_encode(SIO_EVENT, NULL, SIO_NO_ID,
+                "[\"i\",0,-1,9223372036854775807,-9223372036854775808]", 0,
+                "2[\"i\",0,-1,9223372036854775807,-9223372036854775808]");
   expect_encode(SIO_EVENT, NULL, SIO_NO_ID, "[\"t\",true,false,null,[[],[{}]]]", 0,
                 "2[\"t\",true,false,null,[[],[{}]]]");
 }
