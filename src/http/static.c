@@ -26,7 +26,11 @@ static bool accepts(struct slice v, const char *token) {
     const char *e = c ? c : end;
     while (p < e && (*p == ' ' || *p == '\t'))
       p++;
-    const char *semi = memchr(p, ';', (size_t)(e - p));
+    const char *semi = p;
+    while (semi < e && *semi != ';') /* not memchr: GCC 12 misjudges its bound here */
+      semi++;
+    if (semi == e)
+      semi = NULL;
     const char *te = semi ? semi : e;
     while (te > p && (te[-1] == ' ' || te[-1] == '\t'))
       te--;
