@@ -192,6 +192,8 @@ void ws_assembler_free(struct ws_assembler *a);
                 assembler's own buffer; either way it is valid only until the next call
                 to feed (or ws_assembler_free) and while b is unchanged. Call again with
                 b + *used for the rest.
+                A message is always returned by the call that consumes its last byte, so
+                `while (pos < n)` loops are fine here (unlike with the bare parser).
      EG_EAGAIN  all n bytes consumed, no complete message yet. The assembler keeps what it
                 needs (partial fragments are copied into its buffer), so the caller may
                 reuse/compact b.
