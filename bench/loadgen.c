@@ -6,7 +6,7 @@
  *           [--conns N] [--inflight K] [--size S] [--warmup W] [--duration T]
  *           [--hold H] [--settle S] [--procs P] [--server-pid PID]
  *           [--event echo] [--no-ack] [--path /socket.io/] [--header "K: V"]...
- *           [--auth '{"token":"..."}'] [--concurrency C] [--label NAME]
+ *           [--auth '{"token":"..."}'] [--concurrency C] [--label NAME] [--no-spread]
  *
  * Modes
  * - echo: N connections, each keeps K requests in flight. In sio mode a request is
@@ -25,6 +25,10 @@
  * trip (utime+stime from /proc/PID/stat over the window) and in idle mode its RSS per
  * connection ((VmRSS with the connections held, after settling) - (VmRSS before)) / N.
  * The load generator's own CPU per round trip is reported too.
+ *
+ * --concurrency C bounds the handshakes in progress at once, over all workers (default
+ * 512): more than the server's listen backlog only makes the kernel drop SYNs, which the
+ * client retries after a second or more.
  *
  * Structure: the parent forks P worker processes (each at most ~5,000 connections, the
  * open-file limit being 20,000 per process here), each with one epoll loop. The parent
@@ -90,6 +94,7 @@ struct opts {
   const char *auth;
   int concurrency;
   const char *label;
+  bool spread;
 };
 
 static struct opts O = {
@@ -110,8 +115,9 @@ static struct opts O = {
   .event = "echo",
   .ack = true,
   .path = "/socket.io/",
-  .concurrency = 256,
+  .concurrency = 512,
   .label = "",
+  .spread = true,
 };
 
 /* ---- latency histogram: log-linear, 64 sub-buckets per power of two, in ns ------------ */
@@ -206,9 +212,11 @@ struct worker {
   int ctl_fd, res_fd;
   int ep;
   struct sockaddr_in addr;
+  struct sockaddr_in src; /* source address to bind, when spreading (sin_family 0: none) */
   struct conn *conns;
   uint64_t *ts; /* nconns * inflight send times */
   long opened, pending, ready, failed, open_now;
+  long concurrency; /* this worker's share of --concurrency */
   bool ready_sent, running, counting;
   uint64_t now;
   uint8_t *rbuf;
@@ -659,6 +667,15 @@ static void open_one(struct worker *w) {
   }
   int one = 1;
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (w->src.sin_family == AF_INET) {
+    /* The port is chosen at connect() time, by the whole 4-tuple. */
+    setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    if (bind(c->fd, (struct sockaddr *)&w->src, sizeof w->src) < 0) {
+      w_note_err(w, "bind: %s", strerror(errno));
+      conn_close(w, c, true);
+      return;
+    }
+  }
   int rc = connect(c->fd, (struct sockaddr *)&w->addr, sizeof w->addr);
   if (rc < 0 && errno != EINPROGRESS) {
     w_note_err(w, "connect: %s", strerror(errno));
@@ -752,7 +769,7 @@ static int worker_main(struct worker *w) {
   uint64_t last_check = 0;
   w->now = now_ns();
   for (;;) {
-    while (w->opened < w->nconns && w->pending < O.concurrency)
+    while (w->opened < w->nconns && w->pending < w->concurrency)
       open_one(w);
     if (!w->ready_sent && w->opened == w->nconns && w->pending == 0) {
       struct ready_msg m = {.ready = (uint64_t)w->ready, .failed = (uint64_t)w->failed};
@@ -797,6 +814,14 @@ static void worker_prepare(struct worker *w) {
   w->addr.sin_family = AF_INET;
   w->addr.sin_port = htons((uint16_t)O.port);
   inet_pton(AF_INET, O.host, &w->addr.sin_addr);
+  /* On loopback, each worker connects from its own source address (127.0.0.2, .3, ...):
+     with one source address, Linux's search for a free ephemeral port slows down sharply
+     past ~14,000 connections to one server port (it scans one parity half of the range
+     first), and the whole range holds only ~28,000. */
+  if (O.spread && (ntohl(w->addr.sin_addr.s_addr) >> 24) == 127) {
+    w->src.sin_family = AF_INET;
+    w->src.sin_addr.s_addr = htonl(0x7F000002u + (uint32_t)(w->id % 250));
+  }
   if (O.proto == PROTO_TCP)
     return;
   /* body: ["<event>","xxx..."] */
@@ -947,7 +972,7 @@ static void usage(void) {
           "  [--conns N] [--inflight K<=64] [--size BYTES] [--warmup S] [--duration S]\n"
           "  [--hold S] [--settle S] [--connect-timeout S] [--procs P] [--server-pid PID]\n"
           "  [--event NAME] [--no-ack] [--path /socket.io/] [--header 'K: V']...\n"
-          "  [--auth JSON] [--concurrency C] [--label NAME]\n");
+          "  [--auth JSON] [--concurrency C] [--label NAME] [--no-spread]\n");
   exit(2);
 }
 
@@ -956,6 +981,7 @@ static void parse_args(int argc, char **argv) {
     OPT_HOST = 1000, OPT_PORT, OPT_PROTO, OPT_MODE, OPT_CONNS, OPT_INFLIGHT, OPT_SIZE,
     OPT_WARMUP, OPT_DURATION, OPT_HOLD, OPT_SETTLE, OPT_CTIMEOUT, OPT_PROCS, OPT_PID,
     OPT_EVENT, OPT_NOACK, OPT_PATH, OPT_HEADER, OPT_AUTH, OPT_CONC, OPT_LABEL, OPT_HELP,
+    OPT_NOSPREAD,
   };
   static const struct option lo[] = {
     {"host", 1, 0, OPT_HOST}, {"port", 1, 0, OPT_PORT}, {"proto", 1, 0, OPT_PROTO},
@@ -966,6 +992,7 @@ static void parse_args(int argc, char **argv) {
     {"server-pid", 1, 0, OPT_PID}, {"event", 1, 0, OPT_EVENT}, {"no-ack", 0, 0, OPT_NOACK},
     {"path", 1, 0, OPT_PATH}, {"header", 1, 0, OPT_HEADER}, {"auth", 1, 0, OPT_AUTH},
     {"concurrency", 1, 0, OPT_CONC}, {"label", 1, 0, OPT_LABEL}, {"help", 0, 0, OPT_HELP},
+    {"no-spread", 0, 0, OPT_NOSPREAD},
     {0, 0, 0, 0},
   };
   int o;
@@ -1010,6 +1037,7 @@ static void parse_args(int argc, char **argv) {
     case OPT_AUTH: O.auth = optarg; break;
     case OPT_CONC: O.concurrency = atoi(optarg); break;
     case OPT_LABEL: O.label = optarg; break;
+    case OPT_NOSPREAD: O.spread = false; break;
     default: usage();
     }
   }
@@ -1070,6 +1098,7 @@ int main(int argc, char **argv) {
       static struct worker w;
       w.id = i;
       w.nconns = share;
+      w.concurrency = EG_MAX(1, O.concurrency / O.procs);
       w.ctl_fd = ctl[0];
       w.res_fd = res[1];
       worker_prepare(&w);

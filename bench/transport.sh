@@ -163,11 +163,13 @@ run() {
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 START=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 for s in $SERVERS; do
-  # Idle runs first, on a fresh process: RSS per connection is not blurred by memory that
-  # earlier connections left in the allocator.
+  # Idle runs first, each on a fresh process: RSS per connection is not blurred by memory
+  # that earlier connections left in the allocator.
   if start_server "$s"; then
     [ "$s" = engram ] && engram_auth
-    if run "$s" idle --mode idle --conns "$IDLE_CONNS" --settle "$SETTLE" --hold 5; then
+    if run "$s" idle --mode idle --conns "$IDLE_CONNS" --settle "$SETTLE" --hold 5 &&
+      stop_server && start_server "$s"; then
+      [ "$s" = engram ] && engram_auth
       if run "$s" held --mode idle --conns "$HELD_CONNS" --settle "$SETTLE" --hold "$HOLD"; then
         for c in $CONNS; do
           run "$s" "echo$c" --mode echo --conns "$c" --inflight "$INFLIGHT" \
