@@ -19,11 +19,20 @@
 #include "store/store_async.h"
 
 #define JSON_TYPE "application/json; charset=utf-8"
+/* Password hashing runs on the libuv pool that the store shares (4 threads by default).
+   At most HASH_SLOTS hashing jobs (register, login) run at once so that a burst of logins
+   leaves threads for the store; the next HASH_QUEUE_MAX wait in FIFO order on the loop,
+   and any beyond get 503. */
+#define HASH_SLOTS 2
+#define HASH_QUEUE_MAX 512
 
 struct api {
   struct api_deps d;
   struct auth_throttle *by_account;
   struct auth_throttle *by_addr;
+  unsigned hashing;   /* hashing jobs submitted to the pool */
+  size_t queued;      /* hashing jobs waiting for a slot */
+  struct job *qhead, *qtail;
 };
 
 enum job_kind {
@@ -36,6 +45,7 @@ enum job_kind {
   JOB_CHAT_RENAME,
   JOB_CHAT_DELETE,
   JOB_HANDSHAKE,
+  JOB_WARM, /* builds the dummy hash before the first unknown-email login */
 };
 
 struct job {
@@ -55,10 +65,15 @@ struct job {
   char *body; /* JSON text */
   char *cookie; /* Set-Cookie value or NULL */
   bool login_failed, login_ok;
+  struct job *next; /* in the hashing queue */
+  bool hashing;      /* holds a hashing slot */
   /* Handshake. */
   api_handshake_cb hs_done;
   void *hs_arg;
 };
+
+static void submit(struct job *j);
+static struct job *job_new(struct api *a, struct http_req *r, enum job_kind kind);
 
 int api_new(const struct api_deps *d, struct api **out) {
   if (d == NULL || d->store == NULL || d->async == NULL || d->jwt == NULL)
@@ -69,6 +84,7 @@ int api_new(const struct api_deps *d, struct api **out) {
   int64_t win = d->login_window_ms > 0 ? d->login_window_ms : 15 * 60 * 1000;
   a->by_account = auth_throttle_new(8192, max, win);
   a->by_addr = auth_throttle_new(8192, max * 3, win);
+  submit(job_new(a, NULL, JOB_WARM));
   *out = a;
   return 0;
 }
@@ -355,6 +371,9 @@ static void work_chat(struct store *s, struct job *j) {
 static int job_work(struct store *s, void *arg) {
   struct job *j = arg;
   switch (j->kind) {
+  case JOB_WARM:
+    auth_password_dummy_verify("warm-up password", 16);
+    return 0;
   case JOB_REGISTER:
     work_register(s, j);
     return 0;
@@ -387,9 +406,20 @@ static int job_work(struct store *s, void *arg) {
 
 /* ---- done (loop thread) ---------------------------------------------------------------- */
 
+static void pump(struct api *a);
+
 static void job_done(void *arg, int status) {
   struct job *j = arg;
   struct api *a = j->api;
+  if (j->hashing) {
+    a->hashing--;
+    j->hashing = false;
+  }
+  if (j->kind == JOB_WARM) {
+    job_free(j);
+    pump(a);
+    return;
+  }
   if (j->kind == JOB_HANDSHAKE) {
     if (status == 0 && j->status == 200)
       j->hs_done(j->hs_arg, 0, j->user_id, NULL);
@@ -418,13 +448,52 @@ static void job_done(void *arg, int status) {
     h[nh++] = (struct http_header){"Set-Cookie", j->cookie};
   check_sent(http_respond_ex(j->req, j->status, JSON_TYPE, h, nh, j->body, strlen(j->body)));
   job_free(j);
+  pump(a);
+}
+
+static bool hashes(const struct job *j) {
+  return j->kind == JOB_REGISTER || j->kind == JOB_LOGIN || j->kind == JOB_WARM;
+}
+
+/* Starts queued hashing jobs while slots are free. */
+static void pump(struct api *a) {
+  while (a->hashing < HASH_SLOTS && a->qhead != NULL) {
+    struct job *j = a->qhead;
+    a->qhead = j->next;
+    if (a->qhead == NULL)
+      a->qtail = NULL;
+    a->queued--;
+    j->next = NULL;
+    submit(j);
+  }
 }
 
 static void submit(struct job *j) {
+  struct api *a = j->api;
+  if (hashes(j)) {
+    if (a->hashing >= HASH_SLOTS) {
+      if (a->queued >= HASH_QUEUE_MAX) {
+        send_error(j->req, 503, "Server busy, try again shortly");
+        job_free(j);
+        return;
+      }
+      if (a->qtail != NULL)
+        a->qtail->next = j;
+      else
+        a->qhead = j;
+      a->qtail = j;
+      a->queued++;
+      return;
+    }
+    a->hashing++;
+    j->hashing = true;
+  }
   if (store_async_run(j->api->d.async, job_work, job_done, j) != 0) {
+    if (j->hashing)
+      a->hashing--;
     if (j->kind == JOB_HANDSHAKE)
       j->hs_done(j->hs_arg, EG_ECLOSED, NULL, "Server shutting down");
-    else
+    else if (j->req != NULL)
       send_error(j->req, 503, "Server shutting down");
     job_free(j);
   }

@@ -193,6 +193,20 @@ test("state changes from a foreign Origin are refused (403); our own origin is f
   assert.equal(nullOrigin.status, 403);
 });
 
+test("a burst of logins is queued, not dropped, and the loop stays responsive", async () => {
+  const body = { email: "alice@example.com", password: alice.password };
+  const t0 = performance.now();
+  const logins = Array.from({ length: 12 }, () => post("/api/auth/login", body));
+  // While the hashes run (two at a time), a request with no hashing is answered at once.
+  const health = await fetch(srv.url + "/healthz");
+  const healthMs = performance.now() - t0;
+  assert.equal(health.status, 200);
+  const codes = await Promise.all(logins.map(async (p) => (await p).status));
+  const allMs = performance.now() - t0;
+  assert.deepEqual(codes, Array(12).fill(200));
+  assert.ok(healthMs < allMs, `healthz ${healthMs} ms, logins ${allMs} ms`);
+});
+
 test("login throttle: 10 failures lock the account (429 + Retry-After), others unaffected", async () => {
   const carol = { email: "carol@example.com", password: "carol's password", fullName: { firstName: "Carol", lastName: "D" } };
   assert.equal((await post("/api/auth/register", carol)).status, 201);
