@@ -174,6 +174,8 @@ static int search_work(struct store *s, void *arg) {
     j->items = xcalloc(n ? n : 1, sizeof *j->items);
     for (size_t i = 0; i < n; i++) {
       const struct store_memory *m = find_mem(&mems, out[i].id);
+      if (m == NULL) /* cannot happen: every candidate came from mems */
+        continue;
       struct recall_item *it = &j->items[j->n++];
       memcpy(it->id, m->id, sizeof it->id);
       memcpy(it->chat_id, m->chat_id, sizeof it->chat_id);
