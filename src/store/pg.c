@@ -657,7 +657,7 @@ static int pg_chat_list(struct store *s, const char *user_id, const char *before
                         size_t limit, struct store_chats *out) {
   int64_t t = INT64_MAX;
   if (before_id) {
-    struct store_chat cur;
+    struct store_chat cur = {0};
     int rc = pg_chat_get(s, user_id, before_id, &cur);
     if (rc != 0)
       return rc;
@@ -835,7 +835,7 @@ static int pg_msg_list(struct store *s, const char *user_id, const char *chat_id
   int64_t t = INT64_MAX;
   const char *cur = "";
   if (pg->before_id) {
-    struct store_message m;
+    struct store_message m = {0};
     rc = pg_msg_get(s, user_id, pg->before_id, &m);
     if (rc == 0 && strcmp(m.chat_id, chat_id) != 0)
       rc = EG_ENOTFOUND;
@@ -867,7 +867,7 @@ static int pg_msg_last(struct store *s, const char *chat_id, size_t n,
 
 static int pg_msg_neighbours(struct store *s, const char *user_id, const char *id,
                              size_t n_before, size_t n_after, struct store_messages *out) {
-  struct store_message mid;
+  struct store_message mid = {0};
   int rc = pg_msg_get(s, user_id, id, &mid);
   if (rc != 0)
     return rc;
