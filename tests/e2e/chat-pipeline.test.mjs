@@ -187,16 +187,23 @@ test("two rapid messages in one chat: the second prompt contains the first answe
   const s = await connect(u);
   try {
     await script([{ match: "chat", type: "stream", text: "FIRST-ANSWER-7731", delayMs: 30 }]);
-    const p1 = ask(s, c, "first question");
-    const p2 = ask(s, c, "second question");
-    const [r1, r2] = await Promise.all([p1, p2]);
-    assert.equal(r1.response.content, "FIRST-ANSWER-7731");
+    // Both go out at once; the answers come back in order, one per message.
+    const answers = [];
+    const two = new Promise((resolve) => s.on("ai-response", (r) => r.chat === c && answers.push(r) === 2 && resolve()));
+    const [a1, a2] = await Promise.all([
+      s.timeout(5000).emitWithAck("ai-message", { chatId: c, content: "first question" }),
+      s.timeout(5000).emitWithAck("ai-message", { chatId: c, content: "second question" }),
+    ]);
+    assert.ok(a1.ok && a2.ok);
+    await two;
+    assert.equal(answers[0].content, "FIRST-ANSWER-7731");
     const reqs = await fakeRequests();
     assert.equal(reqs.length, 2);
     const second = reqs[1].body.messages;
     assert.equal(second.at(-1).content, "second question");
     assert.ok(second.some((m) => m.role === "assistant" && m.content === "FIRST-ANSWER-7731"));
-    assert.ok(r2.response.content.includes("second question"));
+    assert.ok(answers[1].content.includes("second question"));
+    const r2 = { response: answers[1] };
     const ms = await messages(u, c);
     assert.deepEqual(ms.map((m) => m.content), ["first question", "FIRST-ANSWER-7731", "second question", r2.response.content]);
   } finally {
