@@ -58,6 +58,16 @@ async function messages(user, chatId) {
   return (await r.json()).messages;
 }
 
+// The answer is stored just after ai-response is emitted (pipeline step 7): poll briefly.
+async function messagesAtLeast(user, chatId, n, ms = 3000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const m = await messages(user, chatId);
+    if (m.length >= n || Date.now() > deadline) return m;
+    await sleep(20);
+  }
+}
+
 function connect(user, transports = ["websocket"]) {
   const s = io(srv.url, {
     transports,
@@ -146,7 +156,7 @@ test("a fact told in one chat is recalled in another, streamed, and stored", asy
     assert.ok(last.body.messages[0].content.includes("Lisbon"));
     assert.equal(last.body.messages.at(-1).content, "Which city does my sister Beatrice live in?");
     // Both chats hold the user message and the answer, oldest first.
-    const ma = await messages(u, a);
+    const ma = await messagesAtLeast(u, a, 2);
     assert.deepEqual(ma.map((x) => x.role), ["user", "model"]);
     assert.equal(ma[0].content, fact);
     assert.equal(ma[1].content, r1.response.content);
@@ -204,7 +214,7 @@ test("two rapid messages in one chat: the second prompt contains the first answe
     assert.ok(second.some((m) => m.role === "assistant" && m.content === "FIRST-ANSWER-7731"));
     assert.ok(answers[1].content.includes("second question"));
     const r2 = { response: answers[1] };
-    const ms = await messages(u, c);
+    const ms = await messagesAtLeast(u, c, 4);
     assert.deepEqual(ms.map((m) => m.content), ["first question", "FIRST-ANSWER-7731", "second question", r2.response.content]);
   } finally {
     s.disconnect();
@@ -228,8 +238,7 @@ test("ai-cancel stops the generation and stores what was streamed, marked cancel
     assert.equal(r.cancelled, true);
     assert.ok(r.content.startsWith("one "));
     assert.ok(!r.content.includes("five"));
-    await sleep(200);
-    const ms = await messages(u, c);
+    const ms = await messagesAtLeast(u, c, 2);
     assert.equal(ms.length, 2);
     assert.equal(ms[1].cancelled, true);
     assert.equal(ms[1].content, r.content);
