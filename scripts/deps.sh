@@ -9,7 +9,7 @@ build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev clang-form
   libuv1-dev libjansson-dev libjwt-dev libsodium-dev libsqlite3-dev libpq-dev
   libcurl4-openssl-dev libssl-dev libhiredis-dev libmsgpack-dev libutf8proc-dev libstemmer-dev
   libcmocka-dev)
-test_pkgs=(postgresql redis-server python3-socketio python3-websocket python3-aiohttp
+test_pkgs=(postgresql redis-server python3-socketio python3-websocket python3-requests python3-aiohttp
   chromium nginx valgrind sqlite3 libfaiss-dev libopenblas-dev procps)
 
 pkgs=("${build_pkgs[@]}")
