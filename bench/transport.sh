@@ -80,6 +80,8 @@ start_server() {
     floor) "$B/floor_server" --port "$PORT" >"$TMP/$name.log" 2>&1 & ;;
     engram)
       [ -x "$B/engram" ] || { NOTE[$name]="not built"; return 1; }
+      # A fresh data folder for every start (the benchmark user is registered anew).
+      rm -rf "$TMP/data"
       mkdir -p "$TMP/data"
       PORT=$PORT ENGRAM_DATA_DIR=$TMP/data ENGRAM_LOG_LEVEL=warn \
         "$B/engram" serve >"$TMP/$name.log" 2>&1 & ;;
