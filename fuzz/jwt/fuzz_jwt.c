@@ -28,8 +28,8 @@ static void check(const struct auth_jwt *j, const char *tok, size_t len) {
     abort();
   struct slice t;
   const char *msg;
-  (void)auth_token_pick((struct slice){tok, len}, (struct slice){"", 0}, (struct slice){tok, len},
-                        &t);
+  (void)auth_token_pick((struct slice){tok, len}, (struct slice){"", 0},
+                        (struct slice){tok, len}, &t);
   (void)auth_handshake(j, (struct slice){tok, len}, (struct slice){tok, len},
                        (struct slice){"", 0}, 1700000000, id, &msg);
 }

@@ -30,8 +30,8 @@ struct api {
   struct api_deps d;
   struct auth_throttle *by_account;
   struct auth_throttle *by_addr;
-  unsigned hashing;   /* hashing jobs submitted to the pool */
-  size_t queued;      /* hashing jobs waiting for a slot */
+  unsigned hashing; /* hashing jobs submitted to the pool */
+  size_t queued;    /* hashing jobs waiting for a slot */
   struct job *qhead, *qtail;
 };
 
@@ -62,11 +62,11 @@ struct job {
   char addr_key[80];
   /* Results, built by job_work. */
   int status;
-  char *body; /* JSON text */
+  char *body;   /* JSON text */
   char *cookie; /* Set-Cookie value or NULL */
   bool login_failed, login_ok;
   struct job *next; /* in the hashing queue */
-  bool hashing;      /* holds a hashing slot */
+  bool hashing;     /* holds a hashing slot */
   /* Handshake. */
   api_handshake_cb hs_done;
   void *hs_arg;
@@ -152,9 +152,9 @@ static json_t *chat_json(const struct store_chat *c) {
 }
 
 static json_t *message_json(const struct store_message *m) {
-  json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:o}", "_id", m->id, "chat", m->chat_id, "role",
-                        m->role, "content", m->content ? m->content : "", "createdAt",
-                        iso(m->created_at));
+  json_t *o =
+      json_pack("{s:s,s:s,s:s,s:s,s:o}", "_id", m->id, "chat", m->chat_id, "role", m->role,
+                "content", m->content ? m->content : "", "createdAt", iso(m->created_at));
   if (m->cancelled)
     json_object_set_new(o, "cancelled", json_true());
   return o;
@@ -797,8 +797,8 @@ int api_handshake(struct api *a, struct slice cookie_header, struct slice auth_t
                   struct slice authorization, api_handshake_cb done, void *arg) {
   char uid[ID_LEN + 1];
   const char *msg;
-  if (auth_handshake(a->d.jwt, cookie_header, auth_token, authorization,
-                     clock_wall_ms() / 1000, uid, &msg) != 0) {
+  if (auth_handshake(a->d.jwt, cookie_header, auth_token, authorization, clock_wall_ms() / 1000,
+                     uid, &msg) != 0) {
     done(arg, EG_EAUTH, NULL, msg);
     return 0;
   }
@@ -813,4 +813,6 @@ int api_handshake(struct api *a, struct slice cookie_header, struct slice auth_t
   return 0;
 }
 
-const struct api_deps *api__deps(const struct api *a) { return &a->d; }
+const struct api_deps *api__deps(const struct api *a) {
+  return &a->d;
+}

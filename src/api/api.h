@@ -35,11 +35,11 @@
 #ifndef ENGRAM_API_H
 #define ENGRAM_API_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <jansson.h>
 #include <uv.h>
 
 #include "auth/auth.h"
@@ -52,9 +52,9 @@ struct store_async;
 struct sio_socket;
 struct sio_server;
 
-#define API_TITLE_MAX 200    /* characters (code points) of a chat title */
-#define API_NAME_MAX 100     /* characters of firstName / lastName */
-#define API_PAGE_DEFAULT 50  /* messages per page */
+#define API_TITLE_MAX 200   /* characters (code points) of a chat title */
+#define API_NAME_MAX 100    /* characters of firstName / lastName */
+#define API_PAGE_DEFAULT 50 /* messages per page */
 #define API_PAGE_MAX 200
 
 struct api_deps {
@@ -137,8 +137,7 @@ struct api_login_body {
   size_t password_len;
 };
 void api_login_body_clear(struct api_login_body *b);
-int api_parse_login(const char *body, size_t len, struct api_login_body *out,
-                    const char **msg);
+int api_parse_login(const char *body, size_t len, struct api_login_body *out, const char **msg);
 
 /* {title}: trimmed, 1..API_TITLE_MAX characters, no control characters. *title is
    malloc'ed. */

@@ -7,7 +7,6 @@
 #include "http/http.h"
 #include "sio/sio.h"
 
-
 void api_socketio_handler(struct http_req *req, void *ud) {
   const struct api_deps *d = api__deps(ud);
   struct slice origin = {"", 0}, host = {"", 0};

@@ -16,7 +16,8 @@ static json_t *load_object(const char *body, size_t len, const char **msg) {
     return NULL;
   }
   json_error_t e;
-  json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
+  json_t *j =
+      json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
   if (j == NULL) {
     *msg = "Invalid JSON in request body";
     return NULL;
@@ -44,7 +45,9 @@ static int get_str(json_t *o, const char *key, const char **s, size_t *len) {
   return 0;
 }
 
-static bool ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+static bool ws(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
 
 /* Trims, checks 1..max code points and no control characters; returns a copy or NULL. */
 static char *clean_text(const char *s, size_t len, size_t max_chars) {

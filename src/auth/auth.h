@@ -35,9 +35,9 @@
 
 /* ---- passwords ------------------------------------------------------------------------- */
 
-#define AUTH_PW_MIN 8     /* bytes */
-#define AUTH_PW_MAX 128   /* bytes */
-#define AUTH_PW_OPS 3ULL  /* argon2id passes */
+#define AUTH_PW_MIN 8    /* bytes */
+#define AUTH_PW_MAX 128  /* bytes */
+#define AUTH_PW_OPS 3ULL /* argon2id passes */
 #define AUTH_PW_MEM (24u * 1024u * 1024u)
 #define AUTH_HASH_MAX 128 /* == crypto_pwhash_STRBYTES, NUL included */
 
@@ -112,9 +112,9 @@ enum auth_token_source auth_token_pick(struct slice cookie_header, struct slice 
 /* Picks and verifies. Returns 0 with the user id, or EG_EAUTH with *msg set to
    AUTH_MSG_NO_TOKEN or AUTH_MSG_INVALID_TOKEN. The caller then looks the user up and
    answers AUTH_MSG_USER_NOT_FOUND when it is gone. */
-int auth_handshake(const struct auth_jwt *j, struct slice cookie_header, struct slice auth_token,
-                   struct slice authorization, int64_t now_s, char id_out[ID_LEN + 1],
-                   const char **msg);
+int auth_handshake(const struct auth_jwt *j, struct slice cookie_header,
+                   struct slice auth_token, struct slice authorization, int64_t now_s,
+                   char id_out[ID_LEN + 1], const char **msg);
 
 /* ---- login throttle -------------------------------------------------------------------- */
 

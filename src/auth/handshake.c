@@ -5,7 +5,9 @@
 
 #include "auth.h"
 
-static bool ows(char c) { return c == ' ' || c == '\t'; }
+static bool ows(char c) {
+  return c == ' ' || c == '\t';
+}
 
 static struct slice trim(struct slice s) {
   while (s.len > 0 && ows(s.p[0])) {
@@ -66,9 +68,9 @@ enum auth_token_source auth_token_pick(struct slice cookie_header, struct slice 
   return AUTH_SRC_NONE;
 }
 
-int auth_handshake(const struct auth_jwt *j, struct slice cookie_header, struct slice auth_token,
-                   struct slice authorization, int64_t now_s, char id_out[ID_LEN + 1],
-                   const char **msg) {
+int auth_handshake(const struct auth_jwt *j, struct slice cookie_header,
+                   struct slice auth_token, struct slice authorization, int64_t now_s,
+                   char id_out[ID_LEN + 1], const char **msg) {
   struct slice tok;
   id_out[0] = '\0';
   if (auth_token_pick(cookie_header, auth_token, authorization, &tok) == AUTH_SRC_NONE) {

@@ -170,8 +170,8 @@ out:
 }
 
 static bool b64url_char(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '_';
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+         c == '-' || c == '_';
 }
 
 /* Decodes one base64url part (no padding, canonical trailing bits) into out. */

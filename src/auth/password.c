@@ -75,7 +75,9 @@ void auth_password_dummy_verify(const char *pw, size_t len) {
 
 /* ---- emails ---------------------------------------------------------------------------- */
 
-static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'; }
+static bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v';
+}
 
 int auth_email_normalize(const char *in, size_t len, char out[AUTH_EMAIL_MAX + 1]) {
   if (in == NULL)

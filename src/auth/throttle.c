@@ -33,7 +33,8 @@ struct auth_throttle {
   uint8_t key[crypto_shorthash_KEYBYTES];
 };
 
-struct auth_throttle *auth_throttle_new(size_t slots, unsigned max_failures, int64_t window_ms) {
+struct auth_throttle *auth_throttle_new(size_t slots, unsigned max_failures,
+                                        int64_t window_ms) {
   struct auth_throttle *t = xcalloc(1, sizeof *t);
   if (slots == 0)
     slots = 4096;

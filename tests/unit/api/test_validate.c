@@ -73,7 +73,8 @@ static void test_register_errors(void **state) {
       {"{\"email\":\"nope\"}", "email is not a valid email address"},
       {"{\"email\":\"a@b.co\"}", "password is required"},
       {"{\"email\":\"a@b.co\",\"password\":[]}", "password must be a string"},
-      {"{\"email\":\"a@b.co\",\"password\":\"1234567\"}", "Password must be at least 8 characters"},
+      {"{\"email\":\"a@b.co\",\"password\":\"1234567\"}",
+       "Password must be at least 8 characters"},
       {"{\"email\":\"a@b.co\",\"password\":\"12345678\"}", "fullName is required"},
       {"{\"email\":\"a@b.co\",\"password\":\"12345678\",\"fullName\":\"A B\"}",
        "fullName must be an object {firstName, lastName}"},
@@ -167,8 +168,10 @@ static void test_title(void **state) {
       {"{\"title\":null}", "title is required"},
       {"{\"title\":3}", "title must be a string"},
       {"{\"title\":\"\"}", "title must be 1 to 200 characters, without control characters"},
-      {"{\"title\":\" \\n \"}", "title must be 1 to 200 characters, without control characters"},
-      {"{\"title\":\"a\\u0001\"}", "title must be 1 to 200 characters, without control characters"},
+      {"{\"title\":\" \\n \"}",
+       "title must be 1 to 200 characters, without control characters"},
+      {"{\"title\":\"a\\u0001\"}",
+       "title must be 1 to 200 characters, without control characters"},
       {"{\"title\":\"a\\u0000b\"}", "title must be a string"},
       {"[1]", "Request body must be a JSON object"},
   };
@@ -193,7 +196,7 @@ static void test_title(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_register_ok), cmocka_unit_test(test_register_errors),
+      cmocka_unit_test(test_register_ok),     cmocka_unit_test(test_register_errors),
       cmocka_unit_test(test_register_splits), cmocka_unit_test(test_login),
       cmocka_unit_test(test_title),
   };

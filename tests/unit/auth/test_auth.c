@@ -282,10 +282,10 @@ static void test_emails(void **state) {
     assert_int_equal(auth_email_normalize(ok[i].in, strlen(ok[i].in), out), 0);
     assert_string_equal(out, ok[i].want);
   }
-  const char *bad[] = {"",          "   ",        "plain",        "@b.co",      "a@",
-                       "a@b",       "a@@b.co",    "a@b@c.co",     "a b@c.co",   "a@b..co",
-                       "a@.b.co",   "a@b.co.",    ".a@b.co",      "a.@b.co",    "a..b@c.co",
-                       "a@-b.co",   "a@b-.co",    "a@b_c.co",     "a<b>@c.co",  "a@b.c\no",
+  const char *bad[] = {"",          "   ",         "plain",     "@b.co",     "a@",
+                       "a@b",       "a@@b.co",     "a@b@c.co",  "a b@c.co",  "a@b..co",
+                       "a@.b.co",   "a@b.co.",     ".a@b.co",   "a.@b.co",   "a..b@c.co",
+                       "a@-b.co",   "a@b-.co",     "a@b_c.co",  "a<b>@c.co", "a@b.c\no",
                        "a\"b@c.co", "a@[1.2.3.4]", "a\x01@b.co"};
   for (size_t i = 0; i < EG_ARRAY_LEN(bad); i++)
     if (auth_email_normalize(bad[i], strlen(bad[i]), out) != EG_EINVAL)
@@ -328,7 +328,7 @@ static void test_throttle(void **state) {
   assert_int_equal(auth_throttle_check(t, k, now + 59500, &ra), EG_ELIMIT);
   assert_int_equal(ra, 1);
   assert_int_equal(auth_throttle_check(t, k, now + 60000, &ra), 0); /* window over */
-  auth_throttle_fail(t, k, now + 60000);                             /* a new window */
+  auth_throttle_fail(t, k, now + 60000);                            /* a new window */
   assert_int_equal(auth_throttle_check(t, k, now + 60001, &ra), 0);
   auth_throttle_fail(t, k, now + 60002);
   auth_throttle_fail(t, k, now + 60003);
@@ -373,9 +373,9 @@ static void test_cookie_and_pick(void **state) {
   }
 
   struct slice tok, none = {"", 0};
-  assert_int_equal(auth_token_pick(SLICE_LIT("token=C"), SLICE_LIT("A"), SLICE_LIT("Bearer B"),
-                                   &tok),
-                   AUTH_SRC_COOKIE);
+  assert_int_equal(
+      auth_token_pick(SLICE_LIT("token=C"), SLICE_LIT("A"), SLICE_LIT("Bearer B"), &tok),
+      AUTH_SRC_COOKIE);
   assert_true(slice_eq_cstr(tok, "C"));
   assert_int_equal(
       auth_token_pick(SLICE_LIT("token="), SLICE_LIT("A"), SLICE_LIT("Bearer B"), &tok),
@@ -429,14 +429,14 @@ static void test_origin(void **state) {
   assert_false(auth_origin_allowed(SLICE_LIT("http://localhost:3001"), host, "http", "", ""));
   assert_false(auth_origin_allowed(SLICE_LIT("https://localhost:3000"), host, "http", "", ""));
   assert_false(auth_origin_allowed(SLICE_LIT("http://evil.example"), host, "http", "", ""));
-  assert_false(
-      auth_origin_allowed(SLICE_LIT("http://localhost:3000.evil.example"), host, "http", "", ""));
+  assert_false(auth_origin_allowed(SLICE_LIT("http://localhost:3000.evil.example"), host,
+                                   "http", "", ""));
   assert_false(auth_origin_allowed(SLICE_LIT("null"), host, "http", "", ""));
-  assert_false(auth_origin_allowed(SLICE_LIT("http://localhost:3000"), SLICE_LIT(""), "http", "",
-                                   ""));
+  assert_false(
+      auth_origin_allowed(SLICE_LIT("http://localhost:3000"), SLICE_LIT(""), "http", "", ""));
   /* Default ports. */
-  assert_true(auth_origin_allowed(SLICE_LIT("http://chat.example"), SLICE_LIT("chat.example:80"),
-                                  "http", "", ""));
+  assert_true(auth_origin_allowed(SLICE_LIT("http://chat.example"),
+                                  SLICE_LIT("chat.example:80"), "http", "", ""));
   assert_true(auth_origin_allowed(SLICE_LIT("https://chat.example:443"),
                                   SLICE_LIT("chat.example"), "https", "", ""));
   assert_true(auth_origin_allowed(SLICE_LIT("http://[::1]:3000"), SLICE_LIT("[::1]:3000"),
@@ -445,10 +445,11 @@ static void test_origin(void **state) {
   assert_true(auth_origin_allowed(SLICE_LIT("https://chat.example"), host, "http",
                                   "https://chat.example/", ""));
   assert_false(auth_origin_allowed(SLICE_LIT("http://localhost:3000"), host, "http",
-                                    "https://chat.example", ""));
+                                   "https://chat.example", ""));
   /* Allow list. */
   const char *allow = "http://app.example:8080, https://other.example";
-  assert_true(auth_origin_allowed(SLICE_LIT("http://app.example:8080"), host, "http", "", allow));
+  assert_true(
+      auth_origin_allowed(SLICE_LIT("http://app.example:8080"), host, "http", "", allow));
   assert_true(auth_origin_allowed(SLICE_LIT("https://other.example"), host, "http", "", allow));
   assert_false(auth_origin_allowed(SLICE_LIT("http://other.example"), host, "http", "", allow));
   assert_false(auth_origin_allowed(SLICE_LIT("http://app.example"), host, "http", "", allow));
@@ -458,11 +459,11 @@ static void test_origin(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_jwt_roundtrip),   cmocka_unit_test(test_jwt_refusals),
-      cmocka_unit_test(test_jwt_tampered),    cmocka_unit_test(test_jwt_secret_file),
-      cmocka_unit_test(test_passwords),       cmocka_unit_test(test_emails),
-      cmocka_unit_test(test_throttle),        cmocka_unit_test(test_cookie_and_pick),
-      cmocka_unit_test(test_handshake),       cmocka_unit_test(test_origin),
+      cmocka_unit_test(test_jwt_roundtrip), cmocka_unit_test(test_jwt_refusals),
+      cmocka_unit_test(test_jwt_tampered),  cmocka_unit_test(test_jwt_secret_file),
+      cmocka_unit_test(test_passwords),     cmocka_unit_test(test_emails),
+      cmocka_unit_test(test_throttle),      cmocka_unit_test(test_cookie_and_pick),
+      cmocka_unit_test(test_handshake),     cmocka_unit_test(test_origin),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
