@@ -8,8 +8,9 @@
  *    "systemInstruction":{"parts":[{"text": system + memories block}]},
  *    "generationConfig":{...}}
  *
- * Consecutive history messages of the same role are merged (older models reject turns
- * that do not alternate). Answer: every event is a whole GenerateContentResponse; text is
+ * Consecutive messages of the same role (e.g. a user message whose answer failed, then
+ * the next one) become one turn with several text parts, so turns alternate as older
+ * models require, and message boundaries are kept. Answer: every event is a whole GenerateContentResponse; text is
  * the concatenation of candidates[0].content.parts[].text (parts without text and
  * "thought" parts are skipped). There is no [DONE]: the answer is complete when the
  * byte stream ends after a finishReason (or a promptFeedback.blockReason, which is a
@@ -190,17 +191,11 @@ static json_t *text_content(const char *role, const char *text, size_t len) {
   return c;
 }
 
-/* Appends text to the content's single part. */
-static void append_text(json_t *content, const char *text, size_t len) {
-  json_t *part = json_array_get(json_object_get(content, "parts"), 0);
-  json_t *t = json_object_get(part, "text");
-  size_t old = json_string_length(t);
-  char *joined = xmalloc(old + 2 + len);
-  memcpy(joined, json_string_value(t), old);
-  memcpy(joined + old, "\n\n", 2);
-  memcpy(joined + old + 2, text, len);
-  json_object_set_new(part, "text", json_stringn(joined, old + 2 + len));
-  free(joined);
+/* Appends a text part to a content (consecutive turns of one role). */
+static void append_part(json_t *content, const char *text, size_t len) {
+  json_t *part = json_object();
+  json_object_set_new(part, "text", json_stringn(text, len));
+  json_array_append_new(json_object_get(content, "parts"), part);
 }
 
 /* Adds a message; invalid UTF-8 is replaced (jansson only accepts valid UTF-8). */
@@ -215,7 +210,7 @@ static int add_msg(json_t *contents, const char *role, const char *text, size_t 
   json_t *last = n ? json_array_get(contents, n - 1) : NULL;
   const char *last_role = json_string_value(json_object_get(last, "role"));
   if (last_role && strcmp(last_role, role) == 0)
-    append_text(last, t, clean.len);
+    append_part(last, t, clean.len);
   else
     json_array_append_new(contents, text_content(role, t, clean.len));
 out:

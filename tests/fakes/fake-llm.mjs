@@ -28,8 +28,8 @@
 //   GET  /__requests [{method, path, query, headers, body (parsed JSON or text), t}]
 //   GET  /__health  {"ok":true}
 //
-// Default behaviour: an instant deterministic answer "You said: <last user message>"
-// streamed in three chunks (Gemini SSE with CRLF, OpenAI SSE with LF and [DONE]).
+// Default behaviour: an instant deterministic answer "You said: <last user message>" (for
+// Gemini: the last text part of the last user turn) streamed in three chunks (Gemini SSE with CRLF, OpenAI SSE with LF and [DONE]).
 //
 // Behaviours ({type, ...options}); options common to streams: text, chunks (array),
 // delayMs (per chunk), firstDelayMs, eol ("crlf"|"lf"|"cr"), keepalive (n comment lines
@@ -100,7 +100,9 @@ function lastUserGemini(body) {
   const c = Array.isArray(body?.contents) ? body.contents : [];
   for (let i = c.length - 1; i >= 0; i--) {
     if (c[i]?.role === 'user' || c[i]?.role === undefined) {
-      return (c[i].parts || []).map((p) => p.text || '').join('');
+      // The last text part: consecutive user messages may share one turn as several parts.
+      const texts = (c[i].parts || []).filter((p) => typeof p.text === 'string');
+      return texts.length ? texts[texts.length - 1].text : '';
     }
   }
   return '';

@@ -220,14 +220,15 @@ static void test_gemini_stream_and_request(void **state) {
   assert_null(json_object_get(json_object_get(q, "query"), "key")); /* key not in the URL */
   json_t *b = json_object_get(q, "body");
   json_t *contents = json_object_get(b, "contents");
-  /* hello / hi! / one+two merged / ok / the question */
+  /* hello / hi! / one+two as two parts of one turn / ok / the question */
   assert_int_equal(json_array_size(contents), 5);
   assert_string_equal(jstr(contents, "0.role"), "user");
   assert_string_equal(jstr(contents, "0.parts.0.text"), "hello");
   assert_string_equal(jstr(contents, "1.role"), "model");
   assert_string_equal(jstr(contents, "1.parts.0.text"), "hi!");
   assert_string_equal(jstr(contents, "2.role"), "user");
-  assert_string_equal(jstr(contents, "2.parts.0.text"), "one\n\ntwo");
+  assert_string_equal(jstr(contents, "2.parts.0.text"), "one");
+  assert_string_equal(jstr(contents, "2.parts.1.text"), "two");
   assert_string_equal(jstr(contents, "3.role"), "model");
   assert_string_equal(jstr(contents, "4.role"), "user");
   assert_string_equal(jstr(contents, "4.parts.0.text"), QUESTION);
