@@ -4,6 +4,7 @@
  * the embedder cancels what has not started; batches already running finish on the pool
  * and report EG_ECANCELED; the embedder's memory goes with the last of them.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -20,6 +20,7 @@
  * freed when its last reference goes, so a search running on it is never cut short.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

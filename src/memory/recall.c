@@ -14,8 +14,8 @@
 void mem_recall_defaults(struct mem_recall_opts *o) {
   memset(o, 0, sizeof(*o));
   o->k = 3;
-  o->w_vec = 0.35f;
-  o->w_kw = 0.65f;
+  o->w_vec = 0.45f;
+  o->w_kw = 0.55f;
   o->min_score = 0;
 }
 
