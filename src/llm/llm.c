@@ -210,6 +210,18 @@ void llm__fail(struct llm_stream *s, int status, const char *fmt, ...) {
   free(s->fail_msg);
   s->fail_msg = buf_steal(&b, &n);
   buf_free(&b);
+  /* Belt and braces: upstream text must never carry our keys into logs or to users. */
+  const char *keys[2] = {s->p->cfg.gemini_api_key, s->p->cfg.openai_api_key};
+  for (int k = 0; k < 2 && s->fail_msg; k++) {
+    size_t kl = keys[k] ? strlen(keys[k]) : 0;
+    if (kl < 4)
+      continue;
+    char *hit;
+    while ((hit = strstr(s->fail_msg, keys[k])) != NULL) {
+      memset(hit, '*', 3);
+      memmove(hit + 3, hit + kl, strlen(hit + kl) + 1);
+    }
+  }
 }
 
 void llm__set_finish_reason(struct llm_stream *s, const char *reason) {

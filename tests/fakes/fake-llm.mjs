@@ -54,7 +54,7 @@
 //   safety            Gemini candidate finishReason SAFETY without content
 //   empty             Gemini candidate content {"role":"model"} finishReason STOP
 //                     (OpenAI: only a finish chunk)
-//   raw               {status, headers, chunks:[strings] | body + splitAt:[byte offsets],
+//   raw               {status, headers, chunks:[strings] | body (or bodyBase64) + splitAt:[byte offsets],
 //                     delayMs, end:false (keep open), destroy:true (reset at the end)}
 import http from 'node:http';
 import { pathToFileURL } from 'node:url';
@@ -212,9 +212,10 @@ export async function startFakeLlm({ port = 0, host = '127.0.0.1' } = {}) {
     if (b.type === 'raw') {
       res.writeHead(b.status || 200, b.headers || { 'Content-Type': 'text/event-stream' });
       let pieces = (b.chunks || []).map((c) => Buffer.from(c, 'utf8'));
-      if (typeof b.body === 'string') {
-        // body + splitAt: byte offsets into the UTF-8 body (may cut inside a character).
-        const all = Buffer.from(b.body, 'utf8');
+      if (typeof b.body === 'string' || typeof b.bodyBase64 === 'string') {
+        // body (or bodyBase64, for bytes that are not UTF-8) + splitAt: byte offsets into
+        // the body (may cut inside a character).
+        const all = typeof b.bodyBase64 === 'string' ? Buffer.from(b.bodyBase64, 'base64') : Buffer.from(b.body, 'utf8');
         const cuts = [0, ...(b.splitAt || []).filter((x) => x > 0 && x < all.length), all.length];
         pieces = [];
         for (let i = 0; i + 1 < cuts.length; i++) pieces.push(all.subarray(cuts[i], cuts[i + 1]));

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <sodium.h>
 
 #include "httpc/httpc.h"
 #include "llm/fake_llm.h"
@@ -635,6 +636,53 @@ static void test_openai_non_streamed(void **state) {
   env_free(&e);
 }
 
+/* Raw upstream quirks: bytes that are not UTF-8 inside an event (replaced with U+FFFD, the
+   rest of the answer kept), a server that answers a stream request with one JSON body,
+   and upstream error text that repeats our key (redacted). */
+static void test_upstream_quirks(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e, "gemini");
+  static const char sse[] =
+      "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\xC3\x28 b\xFF c\x80\"}]}}]}\r\n\r\n"
+      "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \" d\"}]},\"finishReason\": \"STOP\"}]}\r\n\r\n";
+  char b64[sodium_base64_ENCODED_LEN(sizeof sse, sodium_base64_VARIANT_ORIGINAL)];
+  sodium_bin2base64(b64, sizeof b64, (const unsigned char *)sse, sizeof sse - 1,
+                    sodium_base64_VARIANT_ORIGINAL);
+  json_t *sc = json_pack("[{s:s, s:s, s:[i]}]", "type", "raw", "bodyBase64", b64, "splitAt", 60);
+  char *js = json_dumps(sc, JSON_COMPACT);
+  json_decref(sc);
+  fake_llm_script(&fake, js);
+  free(js);
+  struct out o;
+  out_init(&o);
+  run(&e, &o);
+  assert_int_equal(o.status, 0);
+  assert_string_equal((char *)o.text.data,
+                      "a\xEF\xBF\xBD( b\xEF\xBF\xBD c\xEF\xBF\xBD d");
+  out_free(&o);
+  /* Upstream error text with the key in it. */
+  fake_llm_script(&fake, "[{\"type\":\"status\",\"status\":400,\"error\":\"bad key secret-gemini-key given\"}]");
+  out_init(&o);
+  run(&e, &o);
+  expect_fail(&o, EG_EUPSTREAM, "bad key ***");
+  out_free(&o);
+  env_free(&e);
+  /* OpenAI-compatible server that ignores stream:true and sends one JSON body. */
+  env_init(&e, "openai");
+  fake_llm_script(&fake,
+                  "[{\"type\":\"raw\",\"headers\":{\"Content-Type\":\"application/json\"},\"chunks\":["
+                  "\"{\\\"id\\\":\\\"x\\\",\\\"object\\\":\\\"chat.completion\\\",\\\"choices\\\":[{"
+                  "\\\"index\\\":0,\\\"message\\\":{\\\"role\\\":\\\"assistant\\\",\\\"content\\\":"
+                  "\\\"whole answer\\\"},\\\"finish_reason\\\":\\\"stop\\\"}]}\"]}]");
+  out_init(&o);
+  run(&e, &o);
+  assert_int_equal(o.status, 0);
+  assert_string_equal((char *)o.text.data, "whole answer");
+  out_free(&o);
+  env_free(&e);
+}
+
 /* ---- offline ------------------------------------------------------------------------ */
 
 static void test_offline(void **state) {
@@ -788,6 +836,7 @@ int main(void) {
       cmocka_unit_test(test_openai_dialects),
       cmocka_unit_test(test_openai_failures),
       cmocka_unit_test(test_openai_non_streamed),
+      cmocka_unit_test(test_upstream_quirks),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
