@@ -14,6 +14,8 @@
  *   (4-byte big-endian seconds + 8 random bytes from the CSPRNG).
  * - Clocks: monotonic milliseconds/nanoseconds and wall-clock milliseconds.
  * - struct hmap: a string-keyed hash map (keys copied, values are the caller's pointers).
+ * - struct histo: a latency histogram with fixed buckets (Prometheus-style, cumulative on
+ *   output), recorded on one thread and read on the same one.
  *
  * Thread-safety: everything here may be called from any thread.
  */
@@ -156,6 +158,26 @@ void clock_iso8601(int64_t wall_ms, char out[25]);
 /* Parses the ISO 8601 forms above (also without milliseconds, and with +hh:mm offsets).
    Returns 0 or EG_EINVAL. */
 EG_WUR int clock_parse_iso8601(const char *s, size_t len, int64_t *wall_ms);
+
+/* ---- latency histogram ------------------------------------------------------------------ */
+
+#define HISTO_BUCKETS 16
+/* Upper bounds of the buckets in microseconds: 100 us .. 60 s, then +Inf. */
+extern const uint64_t histo_bounds_us[HISTO_BUCKETS];
+
+struct histo {
+  uint64_t counts[HISTO_BUCKETS + 1]; /* per bucket (not cumulative); the last is +Inf */
+  uint64_t count;
+  uint64_t sum_us;
+};
+
+void histo_add(struct histo *h, uint64_t us);
+/* The value at quantile q (0..1) as the upper bound of its bucket (an overestimate). */
+uint64_t histo_quantile_us(const struct histo *h, double q);
+/* Appends the Prometheus text exposition of h as `name` (seconds) with optional labels
+   ("" or `a="b"`) to out. */
+EG_WUR int histo_prometheus(const struct histo *h, const char *name, const char *labels,
+                            struct buf *out);
 
 /* ---- string-keyed hash map ------------------------------------------------------------- */
 

@@ -113,11 +113,31 @@ static void test_hmap(void **state) {
   assert_int_equal(m.count, 0);
 }
 
+static void test_histo(void **state) {
+  (void)state;
+  struct histo h = {0};
+  for (int i = 0; i < 90; i++)
+    histo_add(&h, 80);      /* <= 100 us */
+  for (int i = 0; i < 10; i++)
+    histo_add(&h, 30000);   /* <= 50 ms */
+  assert_int_equal(h.count, 100);
+  assert_int_equal(histo_quantile_us(&h, 0.5), 100);
+  assert_int_equal(histo_quantile_us(&h, 0.99), 50000);
+  struct buf b;
+  buf_init(&b, 1 << 16);
+  assert_int_equal(histo_prometheus(&h, "x_seconds", "kind=\"a\"", &b), 0);
+  assert_non_null(strstr((char *)b.data, "x_seconds_bucket{kind=\"a\",le=\"0.0001\"} 90\n"));
+  assert_non_null(strstr((char *)b.data, "x_seconds_bucket{kind=\"a\",le=\"+Inf\"} 100\n"));
+  assert_non_null(strstr((char *)b.data, "x_seconds_count{kind=\"a\"} 100\n"));
+  buf_free(&b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_buf_cap),      cmocka_unit_test(test_ids),
       cmocka_unit_test(test_iso8601),      cmocka_unit_test(test_errors),
       cmocka_unit_test(test_slices),       cmocka_unit_test(test_hmap),
+      cmocka_unit_test(test_histo),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
