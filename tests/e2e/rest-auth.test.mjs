@@ -222,3 +222,51 @@ test("login throttle: 10 failures lock the account (429 + Retry-After), others u
   const r = await post("/api/auth/login", { email: "alice@example.com", password: alice.password });
   assert.equal(r.status, 200);
 });
+
+test("ENGRAM_COOKIE_SECURE adds Secure; ENGRAM_TOKEN_TTL sets Max-Age and exp", async () => {
+  const d2 = fs.mkdtempSync(path.join(os.tmpdir(), "engram-rest-auth-secure-"));
+  const s2 = await startBinary("engram", {
+    env: { ENGRAM_DATA_DIR: d2, JWT_SECRET: SECRET, ENGRAM_COOKIE_SECURE: "1", ENGRAM_TOKEN_TTL: "3600", ENGRAM_LOG_LEVEL: "warn" },
+  });
+  try {
+    const r = await fetch(s2.url + "/api/auth/register", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ ...alice, email: "secure@example.com" }),
+    });
+    assert.equal(r.status, 201);
+    const cookie = r.headers.getSetCookie().find((v) => v.startsWith("token="));
+    assert.match(cookie, /; Secure/);
+    assert.match(cookie, /; Max-Age=3600/);
+    const [, p] = decode(tokenOf(r));
+    assert.equal(p.exp - p.iat, 3600);
+  } finally {
+    await s2.stop();
+    fs.rmSync(d2, { recursive: true, force: true });
+  }
+});
+
+test("without JWT_SECRET a random secret is kept in the data folder (0600) across restarts", async () => {
+  const d3 = fs.mkdtempSync(path.join(os.tmpdir(), "engram-rest-auth-secret-"));
+  const env = { ENGRAM_DATA_DIR: d3, JWT_SECRET: "", JWT_SECRETE: "", ENGRAM_LOG_LEVEL: "warn" };
+  let s3 = await startBinary("engram", { env });
+  try {
+    const r = await fetch(s3.url + "/api/auth/register", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ ...alice, email: "kept@example.com" }),
+    });
+    assert.equal(r.status, 201);
+    const tok = tokenOf(r);
+    const st = fs.statSync(path.join(d3, "jwt.secret"));
+    assert.equal(st.mode & 0o777, 0o600);
+    assert.match(fs.readFileSync(path.join(d3, "jwt.secret"), "utf8"), /^[0-9a-f]{64}\n$/);
+    await s3.stop();
+    s3 = await startBinary("engram", { env });
+    const me = await fetch(s3.url + "/api/auth/me", { headers: { cookie: `token=${tok}` } });
+    assert.equal(me.status, 200, "the token survives a restart");
+  } finally {
+    await s3.stop();
+    fs.rmSync(d3, { recursive: true, force: true });
+  }
+});

@@ -61,7 +61,11 @@ code=$(curl -s -o "$DIR/login.json" -w '%{http_code}' -c "$DIR/jar" -H 'content-
 code=$(curl -s -o /dev/null -w '%{http_code}' -b "$DIR/jar" -H 'content-type: application/json' \
   -d '{"title":"Exported chat"}' "http://127.0.0.1:$PORT/api/chat")
 [ "$code" = 201 ] || fail "chat create: $code"
-kill "$SRV_PID"; wait "$SRV_PID" || true; SRV_PID=
+kill "$SRV_PID"; status=0; wait "$SRV_PID" || status=$?; SRV_PID=
+[ "$status" -eq 0 ] || fail "server exit status $status: $(tail -20 "$DIR/server.log")"
+if grep -Eq "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$DIR/server.log"; then
+  fail "sanitizer report: $(tail -40 "$DIR/server.log")"
+fi
 ok "CLI user signs in over REST"
 
 "$BIN" export --user OPS@example.com >"$DIR/export.json" || fail "export"
