@@ -23,6 +23,9 @@
  *   "disconnect-me": the server disconnects this socket (client sees "io server
  *       disconnect").
  *
+ * Environment overrides (tests under load; the defaults are the reference's):
+ *   PING_INTERVAL, PING_TIMEOUT, CONNECT_TIMEOUT (milliseconds), HOST (127.0.0.1).
+ *
  * SIGINT/SIGTERM stop it cleanly (everything freed, exit 0).
  */
 #include <signal.h>
@@ -206,6 +209,12 @@ static void on_signal(uv_signal_t *h, int signum) {
   sio_server_close(app->io, on_sio_closed, app);
 }
 
+static uint32_t env_ms(const char *name, uint32_t dflt) {
+  const char *v = getenv(name);
+  long n = v && *v ? strtol(v, NULL, 10) : 0;
+  return n > 0 && n < 3600000 ? (uint32_t)n : dflt;
+}
+
 int main(void) {
   log_init_from_env();
   signal(SIGPIPE, SIG_IGN);
@@ -216,10 +225,10 @@ int main(void) {
 
   struct sio_opts so;
   sio_opts_default(&so);
-  so.eio.ping_interval_ms = 300;
-  so.eio.ping_timeout_ms = 200;
+  so.eio.ping_interval_ms = env_ms("PING_INTERVAL", 300);
+  so.eio.ping_timeout_ms = env_ms("PING_TIMEOUT", 200);
   so.eio.max_payload = 1000000;
-  so.connect_timeout_ms = 1000;
+  so.connect_timeout_ms = env_ms("CONNECT_TIMEOUT", 1000);
   if (sio_server_new(app.loop, &so, &app.io) != 0) {
     log_error("echo-server: cannot create the Socket.IO server");
     return 1;

@@ -205,8 +205,9 @@ static void poll_respond(struct eio_session *s) {
     return;
   s->get = NULL;
   http_req_on_abort(req, NULL, NULL);
-  const void *body = s->out.data ? (const void *)s->out.data : "6";
-  size_t len = s->out.data ? s->out.len : 1;
+  bool empty = !s->out.data || s->out.len == 0;
+  const void *body = empty ? "6" : (const void *)s->out.data;
+  size_t len = empty ? 1 : s->out.len;
   int rc = http_respond_ex(req, 200, "text/plain; charset=UTF-8", poll_headers, 1, body, len);
   (void)rc; /* a client that left is noticed by the heartbeat */
   buf_free(&s->out);
@@ -327,6 +328,7 @@ static void sess_close(struct eio_session *s, const char *reason) {
   if (s->state == ST_CLOSED)
     return;
   struct eio_server *srv = s->srv;
+  log_debug("eio: session %s closes: %s", s->sid, reason);
   sess_hold(s);
   bool was_open = s->state == ST_OPEN;
   s->state = ST_CLOSED;
@@ -435,6 +437,12 @@ static bool on_packet(struct eio_session *s, const struct eio_packet *pkt) {
     sess_close(s, "transport error"); /* invalid heartbeat direction in v4 */
     return false;
   case EIO_CLOSE:
+    /* The client closes: a pending poll ends with a noop, buffered packets are
+       dropped (the reference polling transport's onClose). */
+    if (s->get) {
+      buf_reset(&s->out);
+      poll_respond(s);
+    }
     sess_close(s, "transport close");
     return false;
   case EIO_MESSAGE:

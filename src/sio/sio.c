@@ -846,13 +846,24 @@ static void dispatch_ack(struct sio_socket *s, struct sio_packet *p) {
 static bool handle_packet(struct sio_client *c, struct sio_packet *p) {
   struct sio_socket *s = client_socket(c, p->nsp);
   if (p->type == SIO_CONNECT) {
-    if (s)
-      return false;
+    if (s) {
+      /* A repeated CONNECT (socket.io-client sends one per connect() call, e.g.
+         `io(); socket.connect()`). The reference server sees both before registering
+         the first socket and answers both; we answer again with the same sid. */
+      if (s->state == SOCK_CONNECTED) {
+        json_t *hello = json_pack("{ss}", "sid", s->id);
+        ignore_rc(send_packet(c, SIO_CONNECT, s->nsp->name, SIO_NO_ID, hello));
+        json_decref(hello);
+      }
+      return true;
+    }
     handle_connect(c, p);
     return true;
   }
-  if (!s || s->state != SOCK_CONNECTED || p->type == SIO_CONNECT_ERROR)
+  if (!s || s->state != SOCK_CONNECTED || p->type == SIO_CONNECT_ERROR) {
+    log_debug("sio: packet type %d for namespace %s in invalid state", (int)p->type, p->nsp);
     return false;
+  }
   switch (p->type) {
   case SIO_EVENT:
   case SIO_BINARY_EVENT:

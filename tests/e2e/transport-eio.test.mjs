@@ -17,6 +17,11 @@ after(async () => {
   await srv.stop();
 });
 
+// The next WebSocket message as a string (text) or Buffer (binary).
+function nextMsg(ws, ms = 3000) {
+  return waitFor(ws, "message", ms).then(([d, bin]) => (bin ? d : d.toString()));
+}
+
 function eio(opts) {
   const s = new Socket(srv.url, { path: "/engine.io/", ...opts });
   open.push(s);
@@ -187,12 +192,12 @@ describe("wire rules (raw HTTP)", () => {
 
   test("websocket: handshake without upgrades, heartbeat, close packet", async () => {
     const ws = new WebSocket(`ws://127.0.0.1:${srv.port}/engine.io/?EIO=4&transport=websocket`);
-    const first = await waitFor(ws, "message");
-    const h = JSON.parse(first.toString().slice(1));
+    const first = await nextMsg(ws);
+    const h = JSON.parse(first.slice(1));
     assert.deepEqual(h.upgrades, []);
     for (let i = 0; i < 2; i++) {
-      const m = await waitFor(ws, "message", 2000);
-      assert.equal(m.toString(), "2");
+      const m = await nextMsg(ws, 2000);
+      assert.equal(m, "2");
       ws.send("3");
     }
     ws.send("1");
@@ -209,7 +214,7 @@ describe("wire rules (raw HTTP)", () => {
 
   test("websocket message over maxPayload closes the connection", async () => {
     const ws = new WebSocket(`ws://127.0.0.1:${srv.port}/engine.io/?EIO=4&transport=websocket`);
-    await waitFor(ws, "message");
+    await nextMsg(ws);
     ws.on("error", () => {});
     ws.send("4" + "q".repeat(1000001));
     await waitFor(ws, "close", 3000);
