@@ -58,7 +58,7 @@ struct job {
   struct llm_stream *stream;
   struct store_message_new mm;     /* the model message */
   bool llm_cancelled;
-  uint64_t t_llm_start, t_first_byte;
+  uint64_t t_recv, t_recall, t_llm_start, t_first_byte, t_llm_end;
 };
 
 struct csock {
@@ -244,6 +244,9 @@ static void on_model_stored(void *arg, int status, struct store_message_new *m) 
   if (status) {
     log_error("chat: storing the answer failed: %s", eg_strerror(status));
   } else {
+    uint64_t now = clock_mono_ns();
+    histo_add(&j->c->st.overhead,
+              ((j->t_llm_start - j->t_recv) + (now - j->t_llm_end)) / 1000);
     fan_out(j, m);
     if (m->content[0]) {
       int rc = recall_remember(j->c->d.recall, j->user, m->id, m->content, m->created_at, NULL,
@@ -285,7 +288,7 @@ static void on_delta(void *ud, const char *text, size_t len) {
   struct job *j = ud;
   if (j->t_first_byte == 0) {
     j->t_first_byte = clock_mono_ns();
-    j->c->st.llm_first_byte_us_sum += (j->t_first_byte - j->t_llm_start) / 1000;
+    histo_add(&j->c->st.llm_first_byte, (j->t_first_byte - j->t_llm_start) / 1000);
   }
   if (buf_append(&j->answer, text, len) != 0) {
     log_warn("chat: answer over %d bytes: stopped", MAX_ANSWER);
@@ -301,7 +304,8 @@ static void on_llm_done(void *ud, const struct llm_result *res) {
   struct job *j = ud;
   struct chat *c = j->c;
   j->stream = NULL;
-  c->st.llm_total_us_sum += (clock_mono_ns() - j->t_llm_start) / 1000;
+  j->t_llm_end = clock_mono_ns();
+  histo_add(&c->st.llm_total, (j->t_llm_end - j->t_llm_start) / 1000);
   bool cancelled = res->status == EG_ECANCELED;
   if (res->status == 0 || cancelled) {
     if (cancelled)
@@ -415,6 +419,7 @@ static void stage2_done(struct job *j) {
 
 static void on_recalled(void *ud, int status, const struct recall_item *items, size_t n) {
   struct job *j = ud;
+  histo_add(&j->c->st.recall, (clock_mono_ns() - j->t_recall) / 1000);
   if (status) {
     log_warn("chat: recall failed (%s): answering without memories", eg_strerror(status));
   } else {
@@ -467,6 +472,7 @@ static void stage1_done(struct job *j) {
     log_warn("chat: message not embedded now (%s); left for the backfill", eg_strerror(rc));
   j->pending = 2;
   const char *exclude[1] = {j->um.id};
+  j->t_recall = clock_mono_ns();
   rc = recall_search(c->d.recall, j->user, j->content, j->qvec, c->d.recall_k + c->d.history,
                      exclude, 1, on_recalled, j);
   if (rc) {
@@ -616,6 +622,7 @@ static void on_ai_message(struct sio_socket *s, const char *event, json_t *args,
   }
   struct job *j = xcalloc(1, sizeof *j);
   j->c = c;
+  j->t_recv = clock_mono_ns();
   j->ack = ackid;
   memcpy(j->user, cs->user, sizeof j->user);
   memcpy(j->chat, chat, ID_LEN);

@@ -85,7 +85,12 @@ struct chat_stats {
       errors_llm_unavailable, errors_internal;
   uint64_t running;      /* generations running now */
   uint64_t queued;       /* ai-messages waiting behind another of their chat */
-  uint64_t llm_first_byte_us_sum, llm_total_us_sum; /* for averages */
+  struct histo llm_first_byte; /* model: request to first delta */
+  struct histo llm_total;      /* model: request to end */
+  struct histo recall;         /* recall search (embedding done) */
+  struct histo overhead;       /* server time of an answered ai-message, model time
+                                  excluded: receive -> model start, plus model end ->
+                                  answer stored */
 };
 void chat_stats(const struct chat *c, struct chat_stats *st);
 
