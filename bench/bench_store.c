@@ -10,6 +10,8 @@
  *   per-row xT   one transaction per message, T threads calling store_message_insert
  *   group commit the store_async writer with N submitters always queued; every
  *                transaction takes what was queued while the previous one committed
+ * "cpu us/i" is this process's CPU time (all threads) per insert: a figure that holds on
+ * a loaded machine, unlike inserts/s (PostgreSQL's own CPU is not in it).
  * PostgreSQL comes from --pg, else ENGRAM_TEST_PG, else the file named by
  * ENGRAM_SERVICES_ENV (bench/store.sh starts a server and sets it); "none" skips it.
  */
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -53,7 +56,14 @@ static void text_for(char *buf, size_t cap, uint64_t i) {
 struct result {
   uint64_t n;
   double secs;
+  double cpu; /* CPU seconds of this process (all threads) during the mode */
 };
+
+static double cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* ---- per-row ------------------------------------------------------------------------- */
 
@@ -89,6 +99,7 @@ static struct result per_row(struct target *t, int threads) {
     r[i].deadline_ns = t0 + (uint64_t)(g_seconds * 1e9);
   }
   t0 = clock_mono_ns();
+  double c0 = cpu_now();
   for (int i = 0; i < threads; i++)
     pthread_create(&th[i], NULL, rowthr_main, &r[i]);
   struct result res = {0};
@@ -99,6 +110,7 @@ static struct result per_row(struct target *t, int threads) {
       fprintf(stderr, "per-row: %d failures\n", r[i].failures);
   }
   res.secs = (double)(clock_mono_ns() - t0) / 1e9;
+  res.cpu = cpu_now() - c0;
   free(r);
   free(th);
   return res;
@@ -153,12 +165,14 @@ static struct result group_commit(struct target *t, struct store_async_stats *st
     exit(1);
   struct gslot *slots = xcalloc((size_t)g_inflight, sizeof(*slots));
   uint64_t t0 = clock_mono_ns();
+  double c0 = cpu_now();
   g.deadline_ns = t0 + (uint64_t)(g_seconds * 1e9);
   for (int i = 0; i < g_inflight; i++) {
     slots[i].g = &g;
     gsubmit(&slots[i]);
   }
   uv_run(&loop, UV_RUN_DEFAULT);
+  double cpu = cpu_now() - c0;
   store_async_stats(g.a, st);
   store_async_close(g.a, NULL, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -166,7 +180,7 @@ static struct result group_commit(struct target *t, struct store_async_stats *st
   free(slots);
   if (g.failures)
     fprintf(stderr, "group commit: %llu failures\n", (unsigned long long)g.failures);
-  return (struct result){g.done, (double)(g.last_ns - t0) / 1e9};
+  return (struct result){g.done, (double)(g.last_ns - t0) / 1e9, cpu};
 }
 
 /* ---- driver -------------------------------------------------------------------------- */
@@ -174,8 +188,9 @@ static struct result group_commit(struct target *t, struct store_async_stats *st
 static void row(const char *backend, const char *mode, struct result r, double base,
                 const char *extra) {
   double rate = r.secs > 0 ? (double)r.n / r.secs : 0;
-  printf("| %-8s | %-26s | %9llu | %6.2f | %10.0f | %6.1fx | %s\n", backend, mode,
-         (unsigned long long)r.n, r.secs, rate, base > 0 ? rate / base : 1.0, extra);
+  double us = r.n ? r.cpu * 1e6 / (double)r.n : 0;
+  printf("| %-8s | %-26s | %9llu | %6.2f | %10.0f | %6.1fx | %8.1f | %s\n", backend, mode,
+         (unsigned long long)r.n, r.secs, rate, base > 0 ? rate / base : 1.0, us, extra);
   fflush(stdout);
 }
 
@@ -270,9 +285,9 @@ int main(int argc, char **argv) {
          " mode\n\n",
          g_seconds);
   printf("| backend  | mode                       |   inserts |   secs |  inserts/s | vs row  |"
-         " notes\n");
+         " cpu us/i | notes\n");
   printf("|----------|----------------------------|-----------|--------|------------|---------|"
-         "------\n");
+         "----------|------\n");
   run_backend("sqlite", path);
   if (pg && strcmp(pg, "none") != 0)
     run_backend("postgres", pg);

@@ -53,7 +53,7 @@ static const char *const pg_migrations[] = {
     "CREATE TABLE messages ("
     " id TEXT COLLATE \"C\" PRIMARY KEY,"
     " chat_id TEXT COLLATE \"C\" NOT NULL REFERENCES chats(id) ON DELETE CASCADE,"
-    " user_id TEXT COLLATE \"C\" NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    " user_id TEXT COLLATE \"C\" NOT NULL," /* = the chat's user (chat cascade) */
     " role TEXT NOT NULL CHECK (role IN ('user', 'model')),"
     " content TEXT NOT NULL,"
     " created_at BIGINT NOT NULL,"
@@ -61,7 +61,6 @@ static const char *const pg_migrations[] = {
     " cancelled BOOLEAN NOT NULL DEFAULT false,"
     " UNIQUE (chat_id, client_id));"
     "CREATE INDEX messages_chat ON messages(chat_id, created_at, id);"
-    "CREATE INDEX messages_user ON messages(user_id);"
     "CREATE TABLE memories ("
     " id TEXT COLLATE \"C\" PRIMARY KEY,"
     " user_id TEXT COLLATE \"C\" NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
@@ -75,7 +74,6 @@ static const char *const pg_migrations[] = {
     " tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED);"
     "CREATE INDEX memories_user ON memories(user_id, created_at, id);"
     "CREATE INDEX memories_chat ON memories(chat_id);"
-    "CREATE INDEX memories_model ON memories(embed_model);"
     "CREATE INDEX memories_tsv ON memories USING GIN (tsv);",
 };
 

@@ -48,7 +48,7 @@ static const char *const sq_migrations[] = {
     "CREATE TABLE messages ("
     " id TEXT PRIMARY KEY,"
     " chat_id TEXT NOT NULL REFERENCES chats(id) ON DELETE CASCADE,"
-    " user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    " user_id TEXT NOT NULL," /* = the chat's user: the chat cascade deletes them */
     " role TEXT NOT NULL CHECK (role IN ('user', 'model')),"
     " content TEXT NOT NULL,"
     " created_at INTEGER NOT NULL,"
@@ -56,7 +56,6 @@ static const char *const sq_migrations[] = {
     " cancelled INTEGER NOT NULL DEFAULT 0,"
     " UNIQUE (chat_id, client_id));"
     "CREATE INDEX messages_chat ON messages(chat_id, created_at, id);"
-    "CREATE INDEX messages_user ON messages(user_id);"
     "CREATE TABLE memories ("
     " rid INTEGER PRIMARY KEY,"
     " id TEXT NOT NULL UNIQUE,"
@@ -70,7 +69,6 @@ static const char *const sq_migrations[] = {
     " dims INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX memories_user ON memories(user_id, created_at, id);"
     "CREATE INDEX memories_chat ON memories(chat_id);"
-    "CREATE INDEX memories_model ON memories(embed_model);"
     "CREATE VIRTUAL TABLE memories_fts USING fts5(text, content='memories',"
     " content_rowid='rid', tokenize='porter unicode61');"
     "CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN"
@@ -94,9 +92,6 @@ static const char *const sq_migrations[] = {
   X(BEGIN, "BEGIN IMMEDIATE")                                                                \
   X(COMMIT, "COMMIT")                                                                        \
   X(ROLLBACK, "ROLLBACK")                                                                    \
-  X(SAVEPOINT, "SAVEPOINT msg")                                                              \
-  X(RELEASE, "RELEASE msg")                                                                  \
-  X(ROLLBACK_TO, "ROLLBACK TO msg")                                                          \
   X(PING, "SELECT 1")                                                                        \
   X(USER_INSERT, "INSERT INTO users(" USER_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)")         \
   X(USER_BY_ID, "SELECT " USER_COLS " FROM users WHERE id = ?1")                             \
@@ -115,6 +110,7 @@ static const char *const sq_migrations[] = {
                    " client_id = ?2")                                                        \
   X(MSG_INSERT, "INSERT INTO messages(" MSG_COLS ") SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8"   \
                 " WHERE EXISTS (SELECT 1 FROM chats WHERE id = ?2 AND user_id = ?3)")        \
+  X(MSG_DELETE, "DELETE FROM messages WHERE id = ?1")                                        \
   X(MSG_GET, "SELECT " MSG_COLS " FROM messages WHERE id = ?1 AND user_id = ?2")             \
   X(MSG_BEFORE, "SELECT " MSG_COLS " FROM messages WHERE chat_id = ?1 AND (created_at < ?2"  \
                 " OR (created_at = ?2 AND id < ?3)) ORDER BY created_at DESC, id DESC"       \
@@ -289,7 +285,7 @@ static int sq_conn_open(struct sq_conn *c, const char *path, bool writer) {
   sqlite3_extended_result_codes(c->db, 1);
   sqlite3_busy_timeout(c->db, 10000);
   const char *pragmas = writer ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                                 " PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384;"
+                                 " PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;"
                                : "PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384;"
                                  " PRAGMA query_only=ON;";
   char *msg = NULL;
@@ -707,9 +703,11 @@ static int sq_chat_delete(struct store *s, const char *user_id, const char *chat
 
 /* ---- messages ------------------------------------------------------------------------ */
 
-/* Inserts one message inside the open transaction, under a savepoint so that a failure
-   leaves nothing of it behind. Returns the message's status, or EG_EDB for a failure that
-   compromises the transaction. */
+/* Inserts one message (and its memory) inside the open transaction. Each statement is
+   atomic, so a failing row leaves nothing behind: a failed message insert wrote nothing,
+   and a failed memory insert is undone by deleting the message again (no savepoints:
+   they cost a sub-journal per row). Returns the message's status, or EG_EDB for a failure
+   that compromises the transaction. The chat's last_activity is moved by the caller. */
 static int sq_msg_insert_one(struct sq_conn *c, struct store_message_new *m) {
   const char *client = m->client_id && *m->client_id ? m->client_id : NULL;
   int rc;
@@ -731,14 +729,9 @@ static int sq_msg_insert_one(struct sq_conn *c, struct store_message_new *m) {
     if (rc != 0 || m->existed)
       return rc;
   }
-  rc = sq_exec_st(c, SQ_SAVEPOINT);
-  if (rc != 0)
-    return rc;
   st = sq_prep(c, SQ_MSG_INSERT);
-  if (!st) {
-    rc = EG_EDB;
-    goto undo;
-  }
+  if (!st)
+    return EG_EDB;
   bind_text(st, 1, m->id);
   bind_text(st, 2, m->chat_id);
   bind_text(st, 3, m->user_id);
@@ -752,42 +745,68 @@ static int sq_msg_insert_one(struct sq_conn *c, struct store_message_new *m) {
   if (rc == 0 && sqlite3_changes(c->db) == 0)
     rc = EG_ENOTFOUND; /* no such chat of this user */
   sq_done(st);
-  if (rc != 0)
-    goto undo;
-  if (m->content[0]) {
-    st = sq_prep(c, SQ_MEM_INSERT);
+  if (rc != 0 || !m->content[0])
+    return rc;
+  st = sq_prep(c, SQ_MEM_INSERT);
+  if (!st)
+    return EG_EDB;
+  bind_text(st, 1, m->id);
+  bind_text(st, 2, m->user_id);
+  bind_text(st, 3, m->chat_id);
+  bind_text(st, 4, m->role);
+  bind_text(st, 5, m->content);
+  sqlite3_bind_int64(st, 6, m->created_at);
+  r = sqlite3_step(st);
+  rc = r == SQLITE_DONE ? 0 : sq_err(c->db, r, "memory insert");
+  sq_done(st);
+  if (rc == 0 || rc == EG_EDB)
+    return rc;
+  /* The memory id is taken (by a note with this id): take the message back out. */
+  st = sq_prep(c, SQ_MSG_DELETE);
+  if (!st)
+    return EG_EDB;
+  bind_text(st, 1, m->id);
+  r = sqlite3_step(st);
+  sq_done(st);
+  return r == SQLITE_DONE ? rc : EG_EDB;
+}
+
+/* Moves last_activity of every chat that got messages, once per chat: the inserted rows
+   are sorted by chat, and each chat gets the newest created_at among them. */
+static int cmp_by_chat(const void *a, const void *b) {
+  const struct store_message_new *x = *(const struct store_message_new *const *)a;
+  const struct store_message_new *y = *(const struct store_message_new *const *)b;
+  return strcmp(x->chat_id, y->chat_id);
+}
+
+static int sq_touch_chats(struct sq_conn *c, struct store_message_new *m, size_t n,
+                          const int *status) {
+  const struct store_message_new **v = xmalloc(n * sizeof(*v));
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (status[i] == 0 && !m[i].existed)
+      v[k++] = &m[i];
+  qsort(v, k, sizeof(*v), cmp_by_chat);
+  int rc = 0;
+  for (size_t i = 0; i < k && rc == 0;) {
+    int64_t t = v[i]->created_at;
+    size_t j = i + 1;
+    for (; j < k && strcmp(v[j]->chat_id, v[i]->chat_id) == 0; j++)
+      if (v[j]->created_at > t)
+        t = v[j]->created_at;
+    sqlite3_stmt *st = sq_prep(c, SQ_CHAT_TOUCH);
     if (!st) {
       rc = EG_EDB;
-      goto undo;
+      break;
     }
-    bind_text(st, 1, m->id);
-    bind_text(st, 2, m->user_id);
-    bind_text(st, 3, m->chat_id);
-    bind_text(st, 4, m->role);
-    bind_text(st, 5, m->content);
-    sqlite3_bind_int64(st, 6, m->created_at);
-    r = sqlite3_step(st);
-    rc = r == SQLITE_DONE ? 0 : sq_err(c->db, r, "memory insert");
+    bind_text(st, 1, v[i]->chat_id);
+    sqlite3_bind_int64(st, 2, t);
+    int r = sqlite3_step(st);
+    rc = r == SQLITE_DONE ? 0 : sq_err(c->db, r, "chat touch");
     sq_done(st);
-    if (rc != 0)
-      goto undo;
+    i = j;
   }
-  st = sq_prep(c, SQ_CHAT_TOUCH);
-  if (!st) {
-    rc = EG_EDB;
-    goto undo;
-  }
-  bind_text(st, 1, m->chat_id);
-  sqlite3_bind_int64(st, 2, m->created_at);
-  r = sqlite3_step(st);
-  rc = r == SQLITE_DONE ? 0 : sq_err(c->db, r, "chat touch");
-  sq_done(st);
-  if (rc != 0)
-    goto undo;
-  return sq_exec_st(c, SQ_RELEASE);
-undo:
-  if (sq_exec_st(c, SQ_ROLLBACK_TO) != 0 || sq_exec_st(c, SQ_RELEASE) != 0)
-    return EG_EDB;
+  free(v);
   return rc;
 }
 
@@ -804,6 +823,8 @@ static int sq_msg_insert_batch(struct store *s, struct store_message_new *m, siz
     if (status[i] == EG_EDB)
       rc = EG_EDB;
   }
+  if (rc == 0)
+    rc = sq_touch_chats(c, m, n, status);
   if (rc == 0)
     rc = sq_exec_st(c, SQ_COMMIT);
   if (rc != 0 && !sqlite3_get_autocommit(c->db))

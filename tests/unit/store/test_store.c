@@ -529,6 +529,25 @@ static void t_batch(void **state) {
   assert_int_equal(store_message_list(s, u, c, NULL, &l), 0);
   assert_int_equal(l.n, 5);
   store_messages_free(&l);
+
+  /* A message whose id is taken by a note: nothing of it stays (message nor memory). */
+  struct store_memory nt = {0};
+  store__id_copy(nt.user_id, u);
+  nt.text = "a note";
+  assert_int_equal(store_memory_add(s, &nt), 0);
+  struct store_message_new clash = {.chat_id = c, .user_id = u, .role = "user",
+                                    .content = "clash", .client_id = "clash"};
+  memcpy(clash.id, nt.id, sizeof(nt.id));
+  assert_int_equal(store_message_insert(s, &clash), EG_EEXISTS);
+  struct store_message mm;
+  assert_int_equal(store_message_get(s, u, nt.id, &mm), EG_ENOTFOUND);
+  assert_int_equal(store_message_list(s, u, c, NULL, &l), 0);
+  assert_int_equal(l.n, 5);
+  store_messages_free(&l);
+  /* The client id was not consumed either. */
+  memset(clash.id, 0, sizeof(clash.id));
+  assert_int_equal(store_message_insert(s, &clash), 0);
+  assert_false(clash.existed);
 }
 
 /* ---- memories ------------------------------------------------------------------------ */
