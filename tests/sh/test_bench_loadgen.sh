@@ -114,6 +114,25 @@ for srv in echo-server engram; do
     grep -q "CONNECT_ERROR\|Authentication" "$TMP/out" "$TMP/err" ||
       { cat "$TMP/err" "$TMP/out"; fail "$srv: loadgen failed"; }
     echo "ok: $srv refuses unauthenticated sockets: $(grep 'first error' "$TMP/out")"
+    # With a user registered through the REST API: the cookie, then the CONNECT auth.
+    code=$(curl -s -m 20 -o /dev/null -w '%{http_code}' -c "$TMP/cookies" \
+      -H 'Content-Type: application/json' \
+      -d '{"email":"lg@example.com","password":"loadgen-password-1","fullName":{"firstName":"L","lastName":"G"}}' \
+      "http://127.0.0.1:$P/api/auth/register") || code=000
+    if [ "$code" = 201 ]; then
+      tok=$(awk '$6 == "token" {print $7}' "$TMP/cookies" | tail -1)
+      [ -n "$tok" ] || fail "$srv: no token cookie after registering"
+      expect_run "$srv sio echo with the token cookie" --port "$P" --conns 10 --inflight 2 \
+        --warmup 0.3 --duration 1 --header "Cookie: token=$tok" --server-pid "$SPID"
+      [ "$(field rt)" -gt 100 ] || fail "$srv: too few round trips"
+      expect_run "$srv sio echo with auth.token" --port "$P" --conns 4 --warmup 0.2 \
+        --duration 0.5 --auth "{\"token\":\"$tok\"}"
+      expect_run "$srv sio idle with the token cookie" --mode idle --port "$P" --conns 200 \
+        --hold 0.5 --settle 0.3 --header "Cookie: token=$tok" --server-pid "$SPID"
+      [ "$(field open)" = 200 ] || fail "$srv idle: $(field open) open"
+    else
+      echo "note: $srv: registering a user answered HTTP $code; authenticated runs skipped"
+    fi
   fi
   pass=$((pass + 1))
 done
