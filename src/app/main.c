@@ -291,8 +291,10 @@ static int serve(struct engram *e) {
   e->loop = uv_default_loop();
   long nofile = net_raise_nofile();
   int rc = setup(e);
-  if (rc)
+  if (rc) {
+    log_error("engram: start-up failed: %s", eg_strerror(rc));
     return 1;
+  }
   uv_signal_init(e->loop, &e->sigint);
   uv_signal_init(e->loop, &e->sigterm);
   e->sigint.data = e->sigterm.data = e;
