@@ -248,7 +248,12 @@ static void on_model_stored(void *arg, int status, struct store_message_new *m) 
     histo_add(&j->c->st.overhead,
               ((j->t_llm_start - j->t_recv) + (now - j->t_llm_end)) / 1000);
     fan_out(j, m);
-    if (m->content[0]) {
+    if (!strcmp(llm_provider_name(j->c->d.llm), "offline")) {
+      /* The offline responder only restates memories: remembering its answers would echo
+         memories back as new ones. They stay in the chat, not in the memory. */
+      if (m->content[0] && recall_forget(j->c->d.recall, j->user, m->id, NULL, NULL) != 0)
+        log_warn("chat: could not keep an offline answer out of the memory");
+    } else if (m->content[0]) {
       int rc = recall_remember(j->c->d.recall, j->user, m->id, m->content, m->created_at, NULL,
                                NULL, NULL);
       if (rc)

@@ -25,6 +25,9 @@
  * streamed so far is stored as the model message, marked cancelled, and the final
  * ai-response carries `cancelled: true`.
  *
+ * Answers of the offline responder are stored as messages but not kept as memories: they
+ * only restate memories, and remembering them would echo memories back as new ones.
+ *
  * Threads: everything on the loop thread; store work goes through store_async.
  * Lifetime: chat_shutdown() refuses new messages, lets running answers finish until the
  * deadline (then cancels them: their partial answers are stored), then calls back; only
