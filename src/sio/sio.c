@@ -200,17 +200,22 @@ static bool is_reserved(const char *ev) {
   return false;
 }
 
-/* [event, args...] built in place from the stolen args (NULL = none). */
+/* [event, args...] from the stolen args (NULL = none; a non-array is one argument).
+   Built in place when we hold the only reference, else in a new array, so a caller that
+   passed json_incref(borrowed) never sees its array change. */
 static json_t *event_array(const char *event, json_t *args) {
-  if (!args)
-    args = json_array();
-  if (!json_is_array(args)) {
-    json_t *a = json_array();
-    json_array_append_new(a, args);
-    args = a;
+  if (args && json_is_array(args) && args->refcount == 1) {
+    json_array_insert_new(args, 0, json_string(event));
+    return args;
   }
-  json_array_insert_new(args, 0, json_string(event));
-  return args;
+  json_t *a = json_array();
+  json_array_append_new(a, json_string(event));
+  if (json_is_array(args))
+    json_array_extend(a, args);
+  else if (args)
+    json_array_append(a, args);
+  json_decref(args);
+  return a;
 }
 
 int sio_emit(struct sio_socket *s, const char *event, json_t *args) {
