@@ -405,8 +405,11 @@ static size_t build_request(struct worker *w, unsigned slot, uint8_t *out) {
   size_t n = 0;
   out[n++] = '4';
   out[n++] = '2';
-  if (O.ack)
-    n += (size_t)sprintf((char *)out + n, "%u", slot);
+  if (O.ack) { /* the ack id, in decimal (slot < 64) */
+    if (slot >= 10)
+      out[n++] = (uint8_t)('0' + slot / 10);
+    out[n++] = (uint8_t)('0' + slot % 10);
+  }
   memcpy(out + n, w->body, w->body_len);
   return n + w->body_len;
 }
