@@ -302,13 +302,24 @@ static bool retries_left(const struct httpc_req *r) {
   return r->attempt < r->retry.max_tries;
 }
 
+static void arm_running_timer(struct httpc_req *r);
+
+/* Records a received byte; on the first one the timer moves from the first-byte deadline
+   to the idle deadline. */
+static void mark_byte(struct httpc_req *r) {
+  r->last_byte_ms = clock_mono_ms();
+  if (!r->got_byte) {
+    r->got_byte = true;
+    arm_running_timer(r);
+  }
+}
+
 static size_t on_header(char *p, size_t sz, size_t nm, void *ud) {
   struct httpc_req *r = ud;
   size_t n = sz * nm;
   if (r->canceled || r->err)
     return 0;
-  r->got_byte = true;
-  r->last_byte_ms = clock_mono_ms();
+  mark_byte(r);
   if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) {
     /* A new response (1xx interim responses come first). */
     clear_headers(r);
@@ -362,8 +373,7 @@ static size_t on_write(char *p, size_t sz, size_t nm, void *ud) {
   size_t n = sz * nm;
   if (r->canceled || r->err)
     return 0;
-  r->got_byte = true;
-  r->last_byte_ms = clock_mono_ms();
+  mark_byte(r);
   if (r->holding) {
     size_t room = HOLD_BODY_MAX > r->body_buf.len ? HOLD_BODY_MAX - r->body_buf.len : 0;
     if (room && buf_append(&r->body_buf, p, EG_MIN(n, room)) != 0)
@@ -454,8 +464,10 @@ static void arm_running_timer(struct httpc_req *r) {
     dl = EG_MIN(dl, r->attempt_ms + r->to.first_byte_ms);
   if (r->got_byte && r->to.idle_ms)
     dl = EG_MIN(dl, r->last_byte_ms + r->to.idle_ms);
-  if (dl == UINT64_MAX)
+  if (dl == UINT64_MAX) {
+    uv_timer_stop(&r->timer);
     return;
+  }
   uint64_t now = clock_mono_ms();
   uv_timer_start(&r->timer, req_timer_cb, dl > now ? dl - now : 0, 0);
 }
