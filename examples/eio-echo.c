@@ -3,6 +3,9 @@
  * /engine.io/, PORT (default 3000), pingInterval 300 ms, pingTimeout 200 ms, maxPayload
  * 1000000, CORS origin "*". Every message packet goes back on the same session unchanged
  * (text stays text, binary stays binary). SIGINT/SIGTERM stop it cleanly.
+ *
+ * Extension for engram's tests: a handshake whose Origin is "http://forbidden.example" is
+ * refused by the allow_request hook (403 {"code":4,"message":"Origin not allowed"}).
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -21,6 +24,17 @@ struct app {
   uv_signal_t sigint, sigterm;
   bool stopping;
 };
+
+static int allow_request(struct http_req *req, void *ud, const char **message) {
+  (void)ud;
+  struct slice origin;
+  if (http_req_header(req, "origin", &origin) &&
+      slice_eq_cstr(origin, "http://forbidden.example")) {
+    *message = "Origin not allowed";
+    return -1;
+  }
+  return 0;
+}
 
 static void on_open(struct eio_session *s, struct http_req *req, void *ud) {
   (void)s, (void)req, (void)ud;
@@ -80,6 +94,7 @@ int main(void) {
   eo.ping_interval_ms = 300;
   eo.ping_timeout_ms = 200;
   eo.max_payload = 1000000;
+  eo.allow_request = allow_request;
   static const struct eio_callbacks cbs = {on_open, on_message, on_close};
   if (eio_server_new(app.loop, &eo, &cbs, &app, &app.eio) != 0) {
     log_error("eio-echo: cannot create the Engine.IO server");

@@ -791,7 +791,8 @@ void eio_http_handler(struct http_req *req, void *ud) {
   }
   if (srv->o.allow_request) {
     const char *msg = NULL;
-    if (srv->o.allow_request(req, srv->ud, &msg) != 0) {
+    void *aud = srv->o.allow_request_ud ? srv->o.allow_request_ud : srv->ud;
+    if (srv->o.allow_request(req, aud, &msg) != 0) {
       respond_error(req, upgrade, E_FORBIDDEN, msg);
       return;
     }

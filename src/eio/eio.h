@@ -83,6 +83,7 @@ struct eio_opts {
      accept; non-zero refuses with 403 {"code":4,"message":*message or "Forbidden"}.
      Read the request's headers here (Origin, Cookie, Authorization). May be NULL. */
   int (*allow_request)(struct http_req *req, void *ud, const char **message);
+  void *allow_request_ud; /* its ud (NULL: the server's ud given to eio_server_new) */
 };
 
 struct eio_callbacks {

@@ -96,6 +96,15 @@ describe("wire rules (raw HTTP)", () => {
     }
   });
 
+  test("allow_request refuses a handshake with 403 code 4 and its message", async () => {
+    const r = await fetch(q("EIO=4&transport=polling"), { headers: { origin: "http://forbidden.example" } });
+    assert.equal(r.status, 403);
+    assert.deepEqual(await r.json(), { code: 4, message: "Origin not allowed" });
+    const ok = await fetch(q("EIO=4&transport=polling"), { headers: { origin: "http://fine.example" } });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers.get("access-control-allow-origin"), "*");
+  });
+
   test("ping from the server, pong from the client, over polling", async () => {
     const { sid } = await handshake();
     for (let i = 0; i < 3; i++) {
