@@ -1,6 +1,6 @@
 /*
- * Fuzzes the REST request-body validation (register, login, chat title) and the small
- * text checks behind it (emails, cookies, origins). Any input must give either a checked
+ * Fuzzes the REST request-body validation (register, login, chat title, memory note) and the
+ * small text checks behind it (emails, cookies, origins). Any input must give either a checked
  * struct or a 400 message, never a crash or a leak; accepted values must obey the rules.
  */
 #include <stdint.h>
@@ -32,6 +32,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       abort();
     free(title);
   } else if (title != NULL || msg == NULL) {
+    abort();
+  }
+  char *note;
+  int64_t at;
+  if (api_parse_note(s, size, &note, &at, &msg) == 0) {
+    if (strlen(note) == 0 || strlen(note) > API_NOTE_MAX || at < 0)
+      abort();
+    free(note);
+  } else if (note != NULL || msg == NULL) {
     abort();
   }
   char email[AUTH_EMAIL_MAX + 1];

@@ -15,6 +15,7 @@
 #include "api.h"
 #include "api_int.h"
 #include "http/http.h"
+#include "recall/recall.h"
 #include "store/store.h"
 #include "store/store_async.h"
 
@@ -46,6 +47,12 @@ enum job_kind {
   JOB_CHAT_DELETE,
   JOB_HANDSHAKE,
   JOB_WARM, /* builds the dummy hash before the first unknown-email login */
+  JOB_MEM_LIST,
+  /* These check the user on the pool, then continue on the loop with recall. */
+  JOB_MEM_SEARCH,
+  JOB_MEM_NOTE,
+  JOB_MEM_DELETE,
+  JOB_MEM_DELETE_ALL,
 };
 
 struct job {
@@ -59,6 +66,8 @@ struct job {
   struct api_register_body reg;
   struct api_login_body login;
   char *title;
+  char *text; /* memory query or note */
+  int64_t created_at;
   char addr_key[80];
   /* Results, built by job_work. */
   int status;
@@ -101,6 +110,7 @@ static void job_free(struct job *j) {
   api_register_body_clear(&j->reg);
   api_login_body_clear(&j->login);
   free(j->title);
+  free(j->text);
   free(j->body);
   free(j->cookie);
   free(j);
@@ -158,6 +168,15 @@ static json_t *message_json(const struct store_message *m) {
   if (m->cancelled)
     json_object_set_new(o, "cancelled", json_true());
   return o;
+}
+
+/* {id, chatId, role, text, score, createdAt}: chatId is null for notes, score null in
+   listings. */
+static json_t *memory_json(const char *id, const char *chat_id, const char *role,
+                           const char *text, int64_t created_at, json_t *score) {
+  return json_pack("{s:s,s:o,s:s,s:s,s:o,s:o}", "id", id, "chatId",
+                   chat_id[0] ? json_string(chat_id) : json_null(), "role", role, "text",
+                   text ? text : "", "score", score, "createdAt", iso(created_at));
 }
 
 /* Builds the session cookie for user_id (max_age < 0: the logout cookie). */
@@ -368,6 +387,28 @@ static void work_chat(struct store *s, struct job *j) {
   }
 }
 
+static void work_memory_list(struct store *s, struct job *j) {
+  struct store_memories l;
+  int rc = store_memory_list(s, j->user_id, j->before, j->limit, &l);
+  if (rc == EG_ENOTFOUND) {
+    set_error(j, 400, "before must be a memory of yours");
+    return;
+  }
+  if (rc != 0) {
+    db_error(j, rc);
+    return;
+  }
+  json_t *arr = json_array();
+  for (size_t i = 0; i < l.n; i++) {
+    const struct store_memory *m = &l.v[i];
+    json_array_append_new(
+        arr, memory_json(m->id, m->chat_id, m->role, m->text, m->created_at, json_null()));
+  }
+  store_memories_free(&l);
+  j->status = 200;
+  j->body = dump(json_pack("{s:o}", "memories", arr));
+}
+
 static int job_work(struct store *s, void *arg) {
   struct job *j = arg;
   switch (j->kind) {
@@ -397,6 +438,10 @@ static int job_work(struct store *s, void *arg) {
     j->body = dump(json_pack("{s:o}", "user", user_json(&u)));
   } else if (j->kind == JOB_HANDSHAKE) {
     j->status = 200;
+  } else if (j->kind == JOB_MEM_LIST) {
+    work_memory_list(s, j);
+  } else if (j->kind >= JOB_MEM_SEARCH && j->kind <= JOB_MEM_DELETE_ALL) {
+    j->status = 0; /* continue on the loop */
   } else {
     work_chat(s, j);
   }
@@ -407,6 +452,7 @@ static int job_work(struct store *s, void *arg) {
 /* ---- done (loop thread) ---------------------------------------------------------------- */
 
 static void pump(struct api *a);
+static bool memory_continue(struct job *j);
 
 static void job_done(void *arg, int status) {
   struct job *j = arg;
@@ -438,6 +484,8 @@ static void job_done(void *arg, int status) {
   } else if (j->login_ok) {
     auth_throttle_clear(a->by_account, slice_from_cstr(j->login.email));
   }
+  if (status == 0 && j->status == 0 && memory_continue(j))
+    return;
   if (j->kind == JOB_CHAT_DELETE && j->status == 200 && a->d.on_chat_deleted != NULL)
     a->d.on_chat_deleted(a->d.ud, j->user_id, j->chat_id);
   if (j->body == NULL)
@@ -767,6 +815,196 @@ static void h_chat_delete(struct http_req *r, void *ud) {
   submit(j);
 }
 
+/* ---- memory routes (recall on the loop thread) --------------------------------------------
+ */
+
+static void mem_reply(struct job *j) {
+  if (j->body == NULL)
+    set_error(j, 500, "Internal server error");
+  check_sent(http_respond_json(j->req, j->status, j->body));
+  job_free(j);
+}
+
+static void on_searched(void *ud, int status, const struct recall_item *items, size_t n) {
+  struct job *j = ud;
+  if (status != 0) {
+    log_error("api: memory search: %s", eg_strerror(status));
+    set_error(j, 500, "Internal server error");
+  } else {
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+      json_array_append_new(arr, memory_json(items[i].id, items[i].chat_id, items[i].role,
+                                             items[i].text, items[i].created_at,
+                                             json_real(items[i].score)));
+    j->status = 200;
+    j->body = dump(json_pack("{s:o}", "memories", arr));
+  }
+  mem_reply(j);
+}
+
+static void on_noted(void *ud, int status, const char *id, int64_t created_at) {
+  struct job *j = ud;
+  if (status != 0) {
+    log_error("api: memory note: %s", eg_strerror(status));
+    set_error(j, 500, "Internal server error");
+  } else {
+    j->status = 201;
+    j->body = dump(json_pack("{s:o}", "memory",
+                             memory_json(id, "", "note", j->text, created_at, json_null())));
+  }
+  mem_reply(j);
+}
+
+static void on_forgot(void *ud, int status) {
+  struct job *j = ud;
+  if (status == EG_ENOTFOUND) {
+    set_error(j, 404, "Memory not found");
+  } else if (status != 0) {
+    log_error("api: memory delete: %s", eg_strerror(status));
+    set_error(j, 500, "Internal server error");
+  } else {
+    j->status = 200;
+    j->body = dump(json_pack("{s:s,s:s}", "message", "Memory deleted", "id", j->chat_id));
+  }
+  mem_reply(j);
+}
+
+static void on_forgot_all(void *ud, int status, size_t n) {
+  struct job *j = ud;
+  if (status != 0) {
+    log_error("api: memory delete all: %s", eg_strerror(status));
+    set_error(j, 500, "Internal server error");
+  } else {
+    j->status = 200;
+    j->body = dump(
+        json_pack("{s:s,s:I}", "message", "All memories deleted", "deleted", (json_int_t)n));
+  }
+  mem_reply(j);
+}
+
+/* After the user check: hands the job to recall. Returns false when the job is not a
+   memory continuation (job_done then answers as usual). */
+static bool memory_continue(struct job *j) {
+  struct recall *rc = j->api->d.recall;
+  int r;
+  switch (j->kind) {
+  case JOB_MEM_SEARCH:
+    r = recall_search(rc, j->user_id, j->text, NULL, j->limit, NULL, 0, on_searched, j);
+    break;
+  case JOB_MEM_NOTE:
+    r = recall_note(rc, j->user_id, j->text, j->created_at, on_noted, j);
+    break;
+  case JOB_MEM_DELETE:
+    r = recall_forget(rc, j->user_id, j->chat_id, on_forgot, j);
+    break;
+  case JOB_MEM_DELETE_ALL:
+    r = recall_forget_all(rc, j->user_id, on_forgot_all, j);
+    break;
+  default:
+    return false;
+  }
+  if (r != 0) {
+    set_error(j, r == EG_ECLOSED ? 503 : 500,
+              r == EG_ECLOSED ? "Server shutting down" : "Internal server error");
+    mem_reply(j);
+  }
+  return true;
+}
+
+static void h_memory_get(struct http_req *r, void *ud) {
+  struct api *a = ud;
+  char uid[ID_LEN + 1], before[ID_LEN + 1];
+  struct slice q;
+  if (!signed_in(a, r, uid))
+    return;
+  bool search = http_req_query(r, "q", &q) && q.len > 0;
+  struct job *j;
+  if (search) {
+    size_t k;
+    if (q.len > API_QUERY_MAX) {
+      send_error(r, 400, "q must be at most 4096 bytes");
+      return;
+    }
+    if (memchr(q.p, '\0', q.len) != NULL) {
+      send_error(r, 400, "q must not contain NUL");
+      return;
+    }
+    struct slice kv;
+    k = API_RECALL_DEFAULT;
+    if (http_req_query(r, "k", &kv)) {
+      size_t n = 0;
+      bool ok = kv.len > 0 && kv.len <= 4;
+      for (size_t i = 0; ok && i < kv.len; i++) {
+        ok = kv.p[i] >= '0' && kv.p[i] <= '9';
+        n = n * 10 + (size_t)(kv.p[i] - '0');
+      }
+      if (!ok || n == 0) {
+        send_error(r, 400, "k must be a positive integer");
+        return;
+      }
+      k = n > API_RECALL_MAX ? API_RECALL_MAX : n;
+    }
+    j = job_new(a, r, JOB_MEM_SEARCH);
+    j->text = xstrndup(q.p, q.len);
+    j->limit = k;
+  } else {
+    size_t limit;
+    if (!before_param(r, before) || !limit_param(r, API_PAGE_DEFAULT, API_PAGE_MAX, &limit))
+      return;
+    j = job_new(a, r, JOB_MEM_LIST);
+    memcpy(j->before, before, sizeof before);
+    j->limit = limit;
+  }
+  memcpy(j->user_id, uid, sizeof uid);
+  submit(j);
+}
+
+static void h_memory_post(struct http_req *r, void *ud) {
+  struct api *a = ud;
+  char uid[ID_LEN + 1];
+  if (!origin_ok(a, r) || !signed_in(a, r, uid) || !json_body_ok(r))
+    return;
+  struct slice b = http_req_body(r);
+  char *text;
+  int64_t created_at;
+  const char *msg;
+  if (api_parse_note(b.p, b.len, &text, &created_at, &msg) != 0) {
+    send_error(r, 400, msg);
+    return;
+  }
+  struct job *j = job_new(a, r, JOB_MEM_NOTE);
+  memcpy(j->user_id, uid, sizeof uid);
+  j->text = text;
+  j->created_at = created_at;
+  submit(j);
+}
+
+static void h_memory_delete(struct http_req *r, void *ud) {
+  struct api *a = ud;
+  char uid[ID_LEN + 1];
+  struct slice v;
+  if (!origin_ok(a, r) || !signed_in(a, r, uid))
+    return;
+  if (!http_req_param(r, "id", &v) || !id_valid(v.p, v.len)) {
+    send_error(r, 400, "Invalid memory id");
+    return;
+  }
+  struct job *j = job_new(a, r, JOB_MEM_DELETE);
+  memcpy(j->user_id, uid, sizeof uid);
+  memcpy(j->chat_id, v.p, ID_LEN); /* the memory id */
+  submit(j);
+}
+
+static void h_memory_delete_all(struct http_req *r, void *ud) {
+  struct api *a = ud;
+  char uid[ID_LEN + 1];
+  if (!origin_ok(a, r) || !signed_in(a, r, uid))
+    return;
+  struct job *j = job_new(a, r, JOB_MEM_DELETE_ALL);
+  memcpy(j->user_id, uid, sizeof uid);
+  submit(j);
+}
+
 int api_register(struct api *a, struct http_router *rt) {
   static const struct {
     enum http_method m;
@@ -783,8 +1021,24 @@ int api_register(struct api *a, struct http_router *rt) {
       {HTTP_PATCH, "/api/chat/:id", h_chat_rename},
       {HTTP_DELETE, "/api/chat/:id", h_chat_delete},
   };
+  static const struct {
+    enum http_method m;
+    const char *pattern;
+    http_handler_fn fn;
+  } memory_routes[] = {
+      {HTTP_GET, "/api/memory", h_memory_get},
+      {HTTP_POST, "/api/memory", h_memory_post},
+      {HTTP_DELETE, "/api/memory/:id", h_memory_delete},
+      {HTTP_DELETE, "/api/memory", h_memory_delete_all},
+  };
   for (size_t i = 0; i < EG_ARRAY_LEN(routes); i++) {
     int rc = http_router_add(rt, routes[i].m, routes[i].pattern, routes[i].fn, a);
+    if (rc != 0)
+      return rc;
+  }
+  for (size_t i = 0; a->d.recall != NULL && i < EG_ARRAY_LEN(memory_routes); i++) {
+    int rc = http_router_add(rt, memory_routes[i].m, memory_routes[i].pattern,
+                             memory_routes[i].fn, a);
     if (rc != 0)
       return rc;
   }

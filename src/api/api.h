@@ -16,6 +16,15 @@
  *                              larger values are clamped to 200)
  *   PATCH  /api/chat/:id       {title} 200 {chat}
  *   DELETE /api/chat/:id       200 {message, _id}; the chat's messages and memories go too
+ *   Memory routes (only when deps.recall is set):
+ *   GET    /api/memory?q=&k=   200 {memories:[memory...]} best first (k 1..100, default 10)
+ *   GET    /api/memory         200 {memories:[...]} newest first (?before=<id>, ?limit=
+ *                              1..200, default 50); score is null
+ *   POST   /api/memory         {text, createdAt?} 201 {memory} (a note)
+ *   DELETE /api/memory/:id     200 {message, id}; 404 when not the caller's
+ *   DELETE /api/memory         200 {message, deleted}: forgets everything about the caller
+ *   memory = {id, chatId (null for notes), role, text, score, createdAt}; id is the
+ *   message id for memories of messages.
  *   user = {_id, email, fullName:{firstName,lastName}, createdAt}; times are ISO 8601.
  * Ids: a malformed id (not 24 lowercase hex characters) is 400 "Invalid chat id"; a
  * well-formed id that is not a chat of the caller is 404 "Chat not found", whether it
@@ -51,17 +60,23 @@ struct store;
 struct store_async;
 struct sio_socket;
 struct sio_server;
+struct recall;
 
 #define API_TITLE_MAX 200   /* characters (code points) of a chat title */
 #define API_NAME_MAX 100    /* characters of firstName / lastName */
 #define API_PAGE_DEFAULT 50 /* messages per page */
 #define API_PAGE_MAX 200
+#define API_RECALL_DEFAULT 10 /* GET /api/memory?q= results */
+#define API_RECALL_MAX 100
+#define API_QUERY_MAX 4096 /* bytes of q */
+#define API_NOTE_MAX 65536 /* bytes of a note's text */
 
 struct api_deps {
   uv_loop_t *loop;
   struct store *store;
   struct store_async *async;  /* runs the store and hashing work */
   struct sio_server *io;      /* for api_socketio_handler; may be NULL otherwise */
+  struct recall *recall;      /* enables the /api/memory routes; may be NULL */
   const struct auth_jwt *jwt; /* signing key and token life */
   bool cookie_secure;         /* add Secure to the cookie (behind TLS) */
   const char *public_url;     /* the server's own origin, "" = from the Host header */
@@ -142,6 +157,12 @@ int api_parse_login(const char *body, size_t len, struct api_login_body *out, co
 /* {title}: trimmed, 1..API_TITLE_MAX characters, no control characters. *title is
    malloc'ed. */
 int api_parse_title(const char *body, size_t len, char **title, const char **msg);
+
+/* {text, createdAt?}: text 1..API_NOTE_MAX bytes, not only whitespace, no NUL; createdAt
+   an ISO 8601 string or epoch milliseconds, not more than a day ahead (absent: 0 = now).
+   *text is malloc'ed. */
+int api_parse_note(const char *body, size_t len, char **text, int64_t *created_at,
+                   const char **msg);
 
 /* ---- CLI ------------------------------------------------------------------------------- */
 

@@ -245,3 +245,56 @@ out:
   json_decref(j);
   return rc;
 }
+
+int api_parse_note(const char *body, size_t len, char **text, int64_t *created_at,
+                   const char **msg) {
+  *text = NULL;
+  *created_at = 0;
+  json_t *j = load_object(body, len, msg);
+  if (j == NULL)
+    return EG_EINVAL;
+  const char *s;
+  size_t n;
+  int rc = EG_EINVAL;
+  int r = get_str(j, "text", &s, &n);
+  if (r == EG_ENOTFOUND) {
+    *msg = "text is required";
+    goto out;
+  }
+  if (r != 0) {
+    *msg = "text must be a string";
+    goto out;
+  }
+  size_t blank = 0;
+  while (blank < n && ws(s[blank]))
+    blank++;
+  if (blank == n || n > API_NOTE_MAX) {
+    *msg = "text must be 1 to 65536 bytes and not only whitespace";
+    goto out;
+  }
+  json_t *c = json_object_get(j, "createdAt");
+  int64_t when = 0;
+  if (json_is_string(c)) {
+    if (clock_parse_iso8601(json_string_value(c), json_string_length(c), &when) != 0) {
+      *msg = "createdAt must be an ISO 8601 date";
+      goto out;
+    }
+  } else if (json_is_integer(c)) {
+    when = json_integer_value(c);
+  } else if (c != NULL && !json_is_null(c)) {
+    *msg = "createdAt must be an ISO 8601 date or epoch milliseconds";
+    goto out;
+  }
+  if (c != NULL && !json_is_null(c) &&
+      (when <= 0 || when > clock_wall_ms() + 24 * 3600 * 1000)) {
+    *msg = "createdAt is out of range";
+    goto out;
+  }
+  *text = xstrndup(s, n);
+  *created_at = when;
+  rc = 0;
+  *msg = NULL;
+out:
+  json_decref(j);
+  return rc;
+}

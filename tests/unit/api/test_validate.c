@@ -194,11 +194,60 @@ static void test_title(void **state) {
   assert_int_equal(api_parse_title(body, strlen(body), &t, &msg), EG_EINVAL);
 }
 
+static void test_note(void **state) {
+  (void)state;
+  char *t;
+  int64_t at;
+  const char *msg;
+  const char *ok = "{\"text\":\"I like green tea\\nand cats\"}";
+  assert_int_equal(api_parse_note(ok, strlen(ok), &t, &at, &msg), 0);
+  assert_string_equal(t, "I like green tea\nand cats");
+  assert_int_equal(at, 0);
+  free(t);
+  const char *iso = "{\"text\":\"x\",\"createdAt\":\"2024-01-02T03:04:05.678Z\"}";
+  assert_int_equal(api_parse_note(iso, strlen(iso), &t, &at, &msg), 0);
+  assert_int_equal(at, 1704164645678);
+  free(t);
+  const char *ms = "{\"text\":\"x\",\"createdAt\":1704164645678}";
+  assert_int_equal(api_parse_note(ms, strlen(ms), &t, &at, &msg), 0);
+  assert_int_equal(at, 1704164645678);
+  free(t);
+  const char *bad[][2] = {
+      {"{}", "text is required"},
+      {"{\"text\":1}", "text must be a string"},
+      {"{\"text\":\" \\n \"}", "text must be 1 to 65536 bytes and not only whitespace"},
+      {"{\"text\":\"a\\u0000\"}", "text must be a string"},
+      {"{\"text\":\"x\",\"createdAt\":\"yesterday\"}", "createdAt must be an ISO 8601 date"},
+      {"{\"text\":\"x\",\"createdAt\":true}",
+       "createdAt must be an ISO 8601 date or epoch milliseconds"},
+      {"{\"text\":\"x\",\"createdAt\":-5}", "createdAt is out of range"},
+      {"{\"text\":\"x\",\"createdAt\":\"2999-01-01T00:00:00Z\"}", "createdAt is out of range"},
+  };
+  for (size_t i = 0; i < EG_ARRAY_LEN(bad); i++) {
+    assert_int_equal(api_parse_note(bad[i][0], strlen(bad[i][0]), &t, &at, &msg), EG_EINVAL);
+    assert_null(t);
+    assert_string_equal(msg, bad[i][1]);
+  }
+  size_t big = API_NOTE_MAX + 1;
+  char *body = malloc(big + 32);
+  memcpy(body, "{\"text\":\"", 9);
+  memset(body + 9, 'n', big);
+  memcpy(body + 9 + big, "\"}", 3);
+  assert_int_equal(api_parse_note(body, strlen(body), &t, &at, &msg), EG_EINVAL);
+  body[9 + big - 1] = '"';
+  body[9 + big] = '}';
+  body[9 + big + 1] = '\0';
+  assert_int_equal(api_parse_note(body, strlen(body), &t, &at, &msg), 0);
+  assert_int_equal(strlen(t), API_NOTE_MAX);
+  free(t);
+  free(body);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_register_ok),     cmocka_unit_test(test_register_errors),
       cmocka_unit_test(test_register_splits), cmocka_unit_test(test_login),
-      cmocka_unit_test(test_title),
+      cmocka_unit_test(test_title),           cmocka_unit_test(test_note),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
