@@ -95,7 +95,7 @@ struct httpc_req {
   bool delivered; /* on_response called */
   bool holding;   /* retryable status: buffering the body to decide */
   bool canceled;
-  int err;        /* error decided by us (callback abort, too big, timeout) */
+  int err; /* error decided by us (callback abort, too big, timeout) */
   int status;
   struct hdr *hdrs;
   size_t n_hdrs;

@@ -90,9 +90,9 @@ struct httpc_response {
   int status; /* HTTP status, 0 when no response line arrived */
   const struct httpc_header *headers;
   size_t n_headers;
-  struct slice body;  /* buffered body (on_data == NULL) or retryable-error body */
-  const char *error;  /* short reason for a transport failure, "" otherwise */
-  int attempts;       /* how many attempts were made (1 when not retried) */
+  struct slice body; /* buffered body (on_data == NULL) or retryable-error body */
+  const char *error; /* short reason for a transport failure, "" otherwise */
+  int attempts;      /* how many attempts were made (1 when not retried) */
 };
 
 struct httpc_timeouts {
@@ -134,7 +134,7 @@ struct httpc_request {
   size_t body_len;
   struct httpc_timeouts timeouts;
   struct httpc_retry retry;
-  size_t max_body; /* cap on a buffered body (on_data == NULL); 0 = 8 MiB */
+  size_t max_body;               /* cap on a buffered body (on_data == NULL); 0 = 8 MiB */
   httpc_response_fn on_response; /* optional */
   httpc_data_fn on_data;         /* optional: NULL buffers the body into resp->body */
   httpc_done_fn on_done;         /* required */

@@ -10,11 +10,12 @@
  *
  * Consecutive messages of the same role (e.g. a user message whose answer failed, then
  * the next one) become one turn with several text parts, so turns alternate as older
- * models require, and message boundaries are kept. Answer: every event is a whole GenerateContentResponse; text is
- * the concatenation of candidates[0].content.parts[].text (parts without text and
- * "thought" parts are skipped). There is no [DONE]: the answer is complete when the
- * byte stream ends after a finishReason (or a promptFeedback.blockReason, which is a
- * failure). Safety-type finish reasons are failures; an answer with no text is a failure.
+ * models require, and message boundaries are kept. Answer: every event is a whole
+ * GenerateContentResponse; text is the concatenation of candidates[0].content.parts[].text
+ * (parts without text and "thought" parts are skipped). There is no [DONE]: the answer is
+ * complete when the byte stream ends after a finishReason (or a promptFeedback.blockReason,
+ * which is a failure). Safety-type finish reasons are failures; an answer with no text is a
+ * failure.
  */
 #include "llm/llm_int.h"
 
@@ -22,9 +23,14 @@
 #include <string.h>
 
 static bool blocked_reason(const char *r) {
-  static const char *const list[] = {"SAFETY",      "RECITATION",         "BLOCKLIST",
-                                     "PROHIBITED_CONTENT", "SPII",      "LANGUAGE",
-                                     "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT",
+  static const char *const list[] = {"SAFETY",
+                                     "RECITATION",
+                                     "BLOCKLIST",
+                                     "PROHIBITED_CONTENT",
+                                     "SPII",
+                                     "LANGUAGE",
+                                     "IMAGE_SAFETY",
+                                     "IMAGE_PROHIBITED_CONTENT",
                                      "IMAGE_RECITATION"};
   for (size_t i = 0; i < EG_ARRAY_LEN(list); i++)
     if (strcmp(r, list[i]) == 0)
@@ -92,8 +98,8 @@ static void gemini_end(struct llm_stream *s) {
                 "The language model returned no text: it ran out of output tokens "
                 "(finishReason MAX_TOKENS).");
     else
-      llm__fail(s, EG_EUPSTREAM, "The language model returned an empty answer (finishReason %s).",
-                fr);
+      llm__fail(s, EG_EUPSTREAM,
+                "The language model returned an empty answer (finishReason %s).", fr);
   }
 }
 
@@ -125,8 +131,8 @@ static int gemini_http_error(struct llm_stream *s, int status, json_t *body, str
                          "GEMINI_API_KEY");
   } else if (status == 401 || status == 403) {
     code = EG_EAUTH;
-    rc = buf_printf(msg, "Gemini refused the request (HTTP %d %s): %s", status,
-                    st ? st : "", shortmsg);
+    rc = buf_printf(msg, "Gemini refused the request (HTTP %d %s): %s", status, st ? st : "",
+                    shortmsg);
   } else if (status == 429) {
     code = EG_ELIMIT;
     rc = buf_printf(msg, "Gemini rate limit or quota exceeded (HTTP 429 %s): %s",
@@ -245,9 +251,9 @@ static int gemini_start(struct llm_provider *p, const struct llm_prompt *prompt,
     buf_init(&clean, sys.len * 3 + 8);
     rc = llm__utf8_sanitize(sys.len ? (const char *)sys.data : "", sys.len, &clean);
     if (rc == 0)
-      json_object_set_new(root, "systemInstruction",
-                          text_content(NULL, clean.len ? (const char *)clean.data : "",
-                                       clean.len));
+      json_object_set_new(
+          root, "systemInstruction",
+          text_content(NULL, clean.len ? (const char *)clean.data : "", clean.len));
     buf_free(&clean);
     if (rc != 0)
       goto out;

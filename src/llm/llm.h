@@ -93,14 +93,14 @@ struct llm_prompt {
   size_t message_len;
 };
 
-#define LLM_DEFAULT_SYSTEM                                                                  \
-  "You are a helpful assistant with long-term memory. Use the relevant memories from "     \
+#define LLM_DEFAULT_SYSTEM                                                                     \
+  "You are a helpful assistant with long-term memory. Use the relevant memories from "         \
   "earlier conversations when they help answer the user, and say so when you do."
 
 struct llm_result {
-  int status;          /* 0 or EG_E* (see above) */
-  const char *message; /* NULL on success */
-  const char *code;    /* NULL on success and cancel, else "llm_unavailable"/"internal" */
+  int status;                /* 0 or EG_E* (see above) */
+  const char *message;       /* NULL on success */
+  const char *code;          /* NULL on success and cancel, else "llm_unavailable"/"internal" */
   const char *finish_reason; /* upstream's finish reason when known ("STOP", "stop"), or NULL */
   int64_t prompt_tokens;     /* -1 when unknown */
   int64_t output_tokens;     /* -1 when unknown */
@@ -114,22 +114,22 @@ struct llm_callbacks {
 };
 
 struct llm_config {
-  const char *provider; /* "gemini", "openai", "offline"; NULL/"" = auto (see below) */
-  const char *model;    /* NULL = provider default */
+  const char *provider;        /* "gemini", "openai", "offline"; NULL/"" = auto (see below) */
+  const char *model;           /* NULL = provider default */
   const char *gemini_base_url; /* NULL = https://generativelanguage.googleapis.com */
   const char *gemini_api_key;
-  const char *openai_base_url; /* includes /v1 */
-  const char *openai_api_key;  /* optional */
-  bool stream;                 /* false = non-streamed call, one delta */
-  double temperature;          /* < 0 = not sent */
-  int max_output_tokens;       /* 0 = not sent */
-  uint32_t connect_timeout_ms;    /* default 10000 */
-  uint32_t first_byte_timeout_ms; /* default 60000 */
-  uint32_t idle_timeout_ms;       /* default 60000 */
-  uint32_t total_timeout_ms;      /* default 300000 */
-  int max_tries;                  /* default 3 */
-  uint32_t backoff_base_ms;       /* default 500 */
-  uint32_t backoff_max_ms;        /* default 8000 */
+  const char *openai_base_url;     /* includes /v1 */
+  const char *openai_api_key;      /* optional */
+  bool stream;                     /* false = non-streamed call, one delta */
+  double temperature;              /* < 0 = not sent */
+  int max_output_tokens;           /* 0 = not sent */
+  uint32_t connect_timeout_ms;     /* default 10000 */
+  uint32_t first_byte_timeout_ms;  /* default 60000 */
+  uint32_t idle_timeout_ms;        /* default 60000 */
+  uint32_t total_timeout_ms;       /* default 300000 */
+  int max_tries;                   /* default 3 */
+  uint32_t backoff_base_ms;        /* default 500 */
+  uint32_t backoff_max_ms;         /* default 8000 */
   uint32_t offline_chunk_delay_ms; /* offline streaming pace, default 15 */
 };
 
@@ -151,7 +151,7 @@ EG_WUR int llm_provider_new(uv_loop_t *loop, struct httpc *http, const struct ll
    EG_ECANCELED from the loop later; the memory is released after that). */
 void llm_provider_free(struct llm_provider *p);
 
-const char *llm_provider_name(const struct llm_provider *p); /* "gemini", ... */
+const char *llm_provider_name(const struct llm_provider *p);  /* "gemini", ... */
 const char *llm_provider_model(const struct llm_provider *p); /* model id or "offline" */
 
 /* Starts a streamed completion. Returns 0 and sets *out (may be NULL), or EG_EINVAL

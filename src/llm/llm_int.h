@@ -47,12 +47,12 @@ struct llm_stream {
   /* remote */
   const struct llm__dialect *d;
   struct httpc_req *req;
-  bool streaming;  /* asked for a stream */
-  int mode;        /* 0 = before the response, 1 = SSE, 2 = buffered JSON, 3 = error */
+  bool streaming; /* asked for a stream */
+  int mode;       /* 0 = before the response, 1 = SSE, 2 = buffered JSON, 3 = error */
   struct sse_parser sse;
-  struct buf body; /* buffered JSON or error body */
-  bool finished;   /* finish marker seen */
-  bool done_marker;/* [DONE] seen */
+  struct buf body;  /* buffered JSON or error body */
+  bool finished;    /* finish marker seen */
+  bool done_marker; /* [DONE] seen */
   /* offline */
   uv_timer_t *timer;
   char *text;

@@ -43,7 +43,8 @@ static int compose(const struct llm_prompt *pr, struct buf *b) {
         memcpy(date, iso, 10);
         date[10] = 0;
       }
-      rc = buf_printf(b, "- On %s %s: ", date, m->role == LLM_ROLE_MODEL ? "I said" : "you said");
+      rc = buf_printf(b, "- On %s %s: ", date,
+                      m->role == LLM_ROLE_MODEL ? "I said" : "you said");
       if (rc == 0)
         rc = quote(b, m->text, m->len);
       if (rc == 0)

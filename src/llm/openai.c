@@ -70,7 +70,8 @@ static void openai_end(struct llm_stream *s) {
     return;
   }
   if (s->text_bytes == 0)
-    llm__fail(s, EG_EUPSTREAM, "The language model returned an empty answer (finish_reason %s).",
+    llm__fail(s, EG_EUPSTREAM,
+              "The language model returned an empty answer (finish_reason %s).",
               s->finish_reason ? s->finish_reason : "none");
 }
 
@@ -100,11 +101,13 @@ static int openai_http_error(struct llm_stream *s, int status, json_t *body, str
     bool quota = (code && strcmp(code, "insufficient_quota") == 0) ||
                  (type && strcmp(type, "insufficient_quota") == 0);
     rc = buf_printf(msg, "%s (HTTP 429): %s",
-                    quota ? "The model server's quota is exhausted" : "The model server is rate limiting requests",
+                    quota ? "The model server's quota is exhausted"
+                          : "The model server is rate limiting requests",
                     shortmsg);
   } else if (status == 404) {
-    rc = buf_printf(msg, "The model \"%s\" or the endpoint was not found on the model server "
-                         "(HTTP 404): %s",
+    rc = buf_printf(msg,
+                    "The model \"%s\" or the endpoint was not found on the model server "
+                    "(HTTP 404): %s",
                     s->p->model, shortmsg);
   } else {
     rc = buf_printf(msg, "The model server returned HTTP %d%s%s", status, *shortmsg ? ": " : "",

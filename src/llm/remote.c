@@ -93,7 +93,8 @@ static int handle_json(struct llm_stream *s, const char *p, size_t n, bool at_eo
     json_t *e = json_object_get(j, "error");
     const char *st = json_string_value(json_object_get(e, "status"));
     if (s->text_bytes > 0)
-      llm__fail(s, EG_EUPSTREAM, "The language model failed in the middle of its answer%s%s%s: %s",
+      llm__fail(s, EG_EUPSTREAM,
+                "The language model failed in the middle of its answer%s%s%s: %s",
                 st ? " (" : "", st ? st : "", st ? ")" : "", *msg ? msg : "unknown error");
     else
       llm__fail(s, EG_EUPSTREAM, "The language model reported an error%s%s%s: %s",
@@ -248,9 +249,8 @@ static void remote_done(void *ud, int err, const struct httpc_response *resp) {
   if (err != 0) {
     const char *why = resp->error && *resp->error ? resp->error : eg_strerror(err);
     if (err == EG_ETIMEOUT)
-      llm__fail(s, EG_ETIMEOUT,
-                "The language model did not answer in time (%s, %d attempt%s).", why,
-                resp->attempts, resp->attempts == 1 ? "" : "s");
+      llm__fail(s, EG_ETIMEOUT, "The language model did not answer in time (%s, %d attempt%s).",
+                why, resp->attempts, resp->attempts == 1 ? "" : "s");
     else if (s->text_bytes > 0 || s->mode != 0)
       llm__fail(s, EG_EUPSTREAM,
                 "The language model's answer was cut off: the connection broke mid-answer "

@@ -52,26 +52,26 @@ struct sse_event {
 typedef int (*sse_event_fn)(void *ud, const struct sse_event *ev);
 
 enum sse_state {
-  SSE_BOM,          /* at stream start: matching a possible UTF-8 BOM (bom_matched bytes) */
-  SSE_LINE,         /* collecting a line into `line` */
-  SSE_AFTER_CR,     /* a line just ended with CR: a following LF belongs to it */
+  SSE_BOM,      /* at stream start: matching a possible UTF-8 BOM (bom_matched bytes) */
+  SSE_LINE,     /* collecting a line into `line` */
+  SSE_AFTER_CR, /* a line just ended with CR: a following LF belongs to it */
 };
 
 struct sse_parser {
   enum sse_state state;
-  int err;            /* sticky error, 0 if none */
-  uint8_t bom_matched;/* bytes of the BOM seen so far (SSE_BOM) */
+  int err;             /* sticky error, 0 if none */
+  uint8_t bom_matched; /* bytes of the BOM seen so far (SSE_BOM) */
   bool flush_on_eof;
-  bool dropped_at_eof;/* set by sse_finish when an unfinished event was discarded */
+  bool dropped_at_eof; /* set by sse_finish when an unfinished event was discarded */
   bool finished;
-  int64_t retry_ms;   /* last valid retry: value, -1 if none */
+  int64_t retry_ms; /* last valid retry: value, -1 if none */
   size_t max_event;
-  uint64_t events;    /* events dispatched so far */
-  struct buf line;    /* current line (without its end) */
-  struct buf data;    /* data buffer of the pending event */
-  struct buf type;    /* event type of the pending event */
-  struct buf id;      /* last event id */
-  bool has_data;      /* at least one data: line in the pending event */
+  uint64_t events; /* events dispatched so far */
+  struct buf line; /* current line (without its end) */
+  struct buf data; /* data buffer of the pending event */
+  struct buf type; /* event type of the pending event */
+  struct buf id;   /* last event id */
+  bool has_data;   /* at least one data: line in the pending event */
 };
 
 #define SSE_DEFAULT_MAX_EVENT (1u << 20)

@@ -36,7 +36,8 @@ static void test_retry_after(void **state) {
   assert_int_equal(httpc_parse_retry_after("Wed Oct 21 07:28:00 2015", now, &d), 0);
   assert_int_equal(d, 5000);
   /* In the past: 0. */
-  assert_int_equal(httpc_parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now + 60000, &d), 0);
+  assert_int_equal(httpc_parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now + 60000, &d),
+                   0);
   assert_int_equal(d, 0);
   assert_int_equal(httpc_parse_retry_after("soon", 0, &d), EG_EINVAL);
   assert_int_equal(httpc_parse_retry_after("12s", 0, &d), EG_EINVAL);
@@ -57,7 +58,8 @@ static void test_retry_delay(void **state) {
     assert_true(d3 >= 200 && d3 <= 400);
     assert_true(d9 >= 500 && d9 <= 1000);
   }
-  assert_int_not_equal(httpc_retry_delay(NULL, &r, 1, 0, 0), httpc_retry_delay(NULL, &r, 1, 0, 7));
+  assert_int_not_equal(httpc_retry_delay(NULL, &r, 1, 0, 0),
+                       httpc_retry_delay(NULL, &r, 1, 0, 7));
   struct httpc_header h1[] = {{"Retry-After", "2"}};
   struct httpc_response resp = {.status = 429, .headers = h1, .n_headers = 1};
   assert_int_equal(httpc_retry_delay(&resp, &r, 1, 0, 0), 2000);
@@ -202,10 +204,10 @@ static void run_until(struct env *e, struct call *c, int n) {
   assert_int_equal(c->done, n);
 }
 
-static struct httpc_request post(const char *url, const char *body, struct call *c, bool stream) {
-  static const struct httpc_header h[] = {{"Content-Type", "application/json"},
-                                          {"x-goog-api-key", "test-key"},
-                                          {"X-Test", "yes"}};
+static struct httpc_request post(const char *url, const char *body, struct call *c,
+                                 bool stream) {
+  static const struct httpc_header h[] = {
+      {"Content-Type", "application/json"}, {"x-goog-api-key", "test-key"}, {"X-Test", "yes"}};
   struct httpc_request r = {0};
   r.method = "POST";
   r.url = url;
@@ -235,8 +237,8 @@ static void test_buffered_get(void **state) {
   env_init(&e);
   struct call c;
   call_init(&c);
-  struct httpc_request r = {.url = url("/__health"), .on_done = on_done, .on_response = on_resp,
-                            .ud = &c};
+  struct httpc_request r = {
+      .url = url("/__health"), .on_done = on_done, .on_response = on_resp, .ud = &c};
   assert_int_equal(httpc_start(e.h, &r, &c.req), 0);
   assert_int_equal(c.done, 0); /* never from inside httpc_start */
   assert_int_equal(httpc_active(e.h), 1);
@@ -257,7 +259,8 @@ static void test_stream_and_request_recorded(void **state) {
   (void)state;
   struct env e;
   env_init(&e);
-  fake_llm_script(&fake, "[{\"type\":\"stream\",\"chunks\":[\"a \",\"b \",\"c\"],\"delayMs\":60}]");
+  fake_llm_script(&fake,
+                  "[{\"type\":\"stream\",\"chunks\":[\"a \",\"b \",\"c\"],\"delayMs\":60}]");
   struct call c;
   call_init(&c);
   struct httpc_request r = post(url(GEN_PATH), GEN_BODY, &c, true);
@@ -285,9 +288,8 @@ static void test_stream_and_request_recorded(void **state) {
   json_t *b = json_object_get(q, "body");
   assert_string_equal(
       json_string_value(json_object_get(
-          json_array_get(json_object_get(json_array_get(json_object_get(b, "contents"), 0),
-                                         "parts"),
-                         0),
+          json_array_get(
+              json_object_get(json_array_get(json_object_get(b, "contents"), 0), "parts"), 0),
           "text")),
       "hi there");
   json_decref(reqs);
@@ -328,8 +330,9 @@ static void test_retry_500_then_error(void **state) {
   (void)state;
   struct env e;
   env_init(&e);
-  fake_llm_script(&fake, "[{\"type\":\"status\",\"status\":500},{\"type\":\"status\",\"status\":503},"
-                         "{\"type\":\"status\",\"status\":500,\"error\":\"final failure\"}]");
+  fake_llm_script(&fake,
+                  "[{\"type\":\"status\",\"status\":500},{\"type\":\"status\",\"status\":503},"
+                  "{\"type\":\"status\",\"status\":500,\"error\":\"final failure\"}]");
   struct call c;
   call_init(&c);
   struct httpc_request r = post(url(GEN_PATH), GEN_BODY, &c, true);
@@ -364,9 +367,9 @@ static void test_retry_hook_vetoes(void **state) {
   fake_llm_script(&fake, "[{\"type\":\"rate_limit\",\"quota\":true}]");
   struct call c;
   call_init(&c);
-  struct httpc_request r = post(url("/v1/chat/completions"),
-                                "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
-                                &c, false);
+  struct httpc_request r =
+      post(url("/v1/chat/completions"),
+           "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &c, false);
   r.retry.max_tries = 4;
   r.should_retry = never_retry;
   assert_int_equal(httpc_start(e.h, &r, &c.req), 0);
@@ -457,8 +460,9 @@ static void test_total_timeout(void **state) {
   (void)state;
   struct env e;
   env_init(&e);
-  fake_llm_script(&fake, "[{\"type\":\"stream\",\"chunks\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\"],"
-                         "\"delayMs\":100}]");
+  fake_llm_script(&fake,
+                  "[{\"type\":\"stream\",\"chunks\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\"],"
+                  "\"delayMs\":100}]");
   struct call c;
   call_init(&c);
   struct httpc_request r = post(url(GEN_PATH), GEN_BODY, &c, true);
@@ -479,7 +483,8 @@ static void test_cancel_inside_data(void **state) {
   (void)state;
   struct env e;
   env_init(&e);
-  fake_llm_script(&fake, "[{\"type\":\"stream\",\"chunks\":[\"a\",\"b\",\"c\",\"d\"],\"delayMs\":50}]");
+  fake_llm_script(
+      &fake, "[{\"type\":\"stream\",\"chunks\":[\"a\",\"b\",\"c\",\"d\"],\"delayMs\":50}]");
   struct call c;
   call_init(&c);
   c.cancel_after_data = 1;

@@ -95,7 +95,7 @@ static inline void fake_llm_stop(struct fake_llm *f) {
 
 /* Blocking HTTP/1.0 request to the fake; returns the response body (malloc'd) or NULL. */
 static inline char *fake_llm_http(struct fake_llm *f, const char *method, const char *path,
-                           const char *body) {
+                                  const char *body) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0)
     return NULL;

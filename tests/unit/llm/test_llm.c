@@ -27,11 +27,8 @@ static const struct llm_memory memories[] = {
     {LLM_ROLE_MODEL, "Rex sounds lovely", 17, 0, 0.5},
 };
 static const struct llm_msg history[] = {
-    {LLM_ROLE_USER, "hello", 5, 0},
-    {LLM_ROLE_MODEL, "hi!", 3, 0},
-    {LLM_ROLE_USER, "one", 3, 0},
-    {LLM_ROLE_USER, "two", 3, 0},
-    {LLM_ROLE_MODEL, "ok", 2, 0},
+    {LLM_ROLE_USER, "hello", 5, 0}, {LLM_ROLE_MODEL, "hi!", 3, 0}, {LLM_ROLE_USER, "one", 3, 0},
+    {LLM_ROLE_USER, "two", 3, 0},   {LLM_ROLE_MODEL, "ok", 2, 0},
 };
 static const char *const QUESTION = "what is my dog's name? \xC3\xA9t\xC3\xA9";
 
@@ -254,21 +251,23 @@ static void test_gemini_line_endings_and_splits(void **state) {
   const char *scripts[] = {
       "[{\"type\":\"stream\",\"eol\":\"lf\",\"keepalive\":2,\"text\":\"one two three four\"}]",
       "[{\"type\":\"stream\",\"eol\":\"cr\",\"text\":\"one two three four\"}]",
-      "[{\"type\":\"stream\",\"delayMs\":5,\"chunks\":[\"one \",\"two \",\"three \",\"four\"]}]",
+      "[{\"type\":\"stream\",\"delayMs\":5,\"chunks\":[\"one \",\"two \",\"three "
+      "\",\"four\"]}]",
   };
   /* Raw bytes cut inside "data", between CR and LF, inside a UTF-8 character and between
      the two line ends of the last event; each piece arrives in its own read. */
   const char *raw =
       "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"one two \"}]}}]}\r\n\r\n"
-      "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"three \xC3\xA9\"}]}}]}\r\n\r\n"
+      "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"three "
+      "\xC3\xA9\"}]}}]}\r\n\r\n"
       "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"\xC3\xA9 four\"}]},"
       "\"finishReason\": \"STOP\"}]}\r\n\r\n";
   size_t len = strlen(raw);
   json_int_t cuts[4] = {2, (json_int_t)(strchr(raw, '\r') - raw + 1),
                         (json_int_t)(strstr(raw, "\"\xC3\xA9 four") - raw + 2),
                         (json_int_t)len - 2};
-  json_t *sc = json_pack("[{s:s, s:i, s:s, s:[IIII]}]", "type", "raw", "delayMs", 40, "body", raw,
-                         "splitAt", cuts[0], cuts[1], cuts[2], cuts[3]);
+  json_t *sc = json_pack("[{s:s, s:i, s:s, s:[IIII]}]", "type", "raw", "delayMs", 40, "body",
+                         raw, "splitAt", cuts[0], cuts[1], cuts[2], cuts[3]);
   char *raw_script = json_dumps(sc, JSON_COMPACT);
   json_decref(sc);
   const char *want[] = {"one two three four", "one two three four", "one two three four",
@@ -326,8 +325,9 @@ static void test_gemini_500_retried_then_error(void **state) {
   (void)state;
   struct env e;
   env_init(&e, "gemini");
-  fake_llm_script(&fake, "[{\"type\":\"status\",\"status\":500},{\"type\":\"status\",\"status\":503},"
-                         "{\"type\":\"status\",\"status\":503}]");
+  fake_llm_script(&fake,
+                  "[{\"type\":\"status\",\"status\":500},{\"type\":\"status\",\"status\":503},"
+                  "{\"type\":\"status\",\"status\":503}]");
   struct out o;
   out_init(&o);
   run(&e, &o);
@@ -354,7 +354,8 @@ static void test_gemini_failures_in_stream(void **state) {
       {"[{\"type\":\"midstream_error\",\"text\":\"partial answer here\"}]", EG_EUPSTREAM,
        "UNAVAILABLE", true},
       {"[{\"type\":\"named_error\",\"text\":\"partial answer\"}]", EG_EUPSTREAM, "error", true},
-      {"[{\"type\":\"truncate\",\"text\":\"partial answer here\"}]", EG_EUPSTREAM, "cut off", true},
+      {"[{\"type\":\"truncate\",\"text\":\"partial answer here\"}]", EG_EUPSTREAM, "cut off",
+       true},
       {"[{\"type\":\"truncate_clean\",\"text\":\"partial answer here\"}]", EG_EUPSTREAM,
        "without a finish reason", true},
       {"[{\"type\":\"malformed\"}]", EG_EUPSTREAM, "malformed JSON", false},
@@ -514,7 +515,8 @@ static void test_openai_stream_and_request(void **state) {
   json_t *b = json_object_get(q, "body");
   assert_string_equal(jstr(b, "model"), "fake-model");
   assert_true(json_is_true(json_object_get(b, "stream")));
-  assert_true(json_is_true(json_object_get(json_object_get(b, "stream_options"), "include_usage")));
+  assert_true(
+      json_is_true(json_object_get(json_object_get(b, "stream_options"), "include_usage")));
   assert_int_equal(json_integer_value(json_object_get(b, "max_tokens")), 100);
   json_t *m = json_object_get(b, "messages");
   assert_int_equal(json_array_size(m), 7);
@@ -537,7 +539,8 @@ static void test_openai_stream_and_request(void **state) {
   run(&e, &o);
   assert_int_equal(o.status, 0);
   r = requests();
-  assert_null(json_object_get(json_object_get(json_array_get(r, 0), "headers"), "authorization"));
+  assert_null(
+      json_object_get(json_object_get(json_array_get(r, 0), "headers"), "authorization"));
   json_decref(r);
   out_free(&o);
   env_free(&e);
@@ -551,7 +554,7 @@ static void test_openai_dialects(void **state) {
       "[{\"type\":\"stream\",\"dialect\":\"ollama\"}]",
       "[{\"type\":\"stream\",\"dialect\":\"llamacpp\",\"keepalive\":3}]",
       "[{\"type\":\"stream\",\"dialect\":\"vllm\"}]",
-      "[{\"type\":\"stream\",\"noDone\":true}]",                /* finish_reason, no [DONE] */
+      "[{\"type\":\"stream\",\"noDone\":true}]", /* finish_reason, no [DONE] */
       "[{\"type\":\"stream\",\"eol\":\"crlf\",\"delayMs\":10}]",
   };
   for (size_t i = 0; i < EG_ARRAY_LEN(ok); i++) {
@@ -629,8 +632,8 @@ static void test_openai_non_streamed(void **state) {
   assert_int_equal(o.status, 0);
   assert_string_equal((char *)o.text.data, echo());
   json_t *r = requests();
-  assert_true(json_is_false(json_object_get(json_object_get(json_array_get(r, 0), "body"),
-                                            "stream")));
+  assert_true(
+      json_is_false(json_object_get(json_object_get(json_array_get(r, 0), "body"), "stream")));
   json_decref(r);
   out_free(&o);
   env_free(&e);
@@ -643,13 +646,15 @@ static void test_upstream_quirks(void **state) {
   (void)state;
   struct env e;
   env_init(&e, "gemini");
-  static const char sse[] =
-      "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\xC3\x28 b\xFF c\x80\"}]}}]}\r\n\r\n"
-      "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \" d\"}]},\"finishReason\": \"STOP\"}]}\r\n\r\n";
+  static const char sse[] = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": "
+                            "\"a\xC3\x28 b\xFF c\x80\"}]}}]}\r\n\r\n"
+                            "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \" "
+                            "d\"}]},\"finishReason\": \"STOP\"}]}\r\n\r\n";
   char b64[sodium_base64_ENCODED_LEN(sizeof sse, sodium_base64_VARIANT_ORIGINAL)];
   sodium_bin2base64(b64, sizeof b64, (const unsigned char *)sse, sizeof sse - 1,
                     sodium_base64_VARIANT_ORIGINAL);
-  json_t *sc = json_pack("[{s:s, s:s, s:[i]}]", "type", "raw", "bodyBase64", b64, "splitAt", 60);
+  json_t *sc =
+      json_pack("[{s:s, s:s, s:[i]}]", "type", "raw", "bodyBase64", b64, "splitAt", 60);
   char *js = json_dumps(sc, JSON_COMPACT);
   json_decref(sc);
   fake_llm_script(&fake, js);
@@ -658,11 +663,12 @@ static void test_upstream_quirks(void **state) {
   out_init(&o);
   run(&e, &o);
   assert_int_equal(o.status, 0);
-  assert_string_equal((char *)o.text.data,
-                      "a\xEF\xBF\xBD( b\xEF\xBF\xBD c\xEF\xBF\xBD d");
+  assert_string_equal((char *)o.text.data, "a\xEF\xBF\xBD( b\xEF\xBF\xBD c\xEF\xBF\xBD d");
   out_free(&o);
   /* Upstream error text with the key in it. */
-  fake_llm_script(&fake, "[{\"type\":\"status\",\"status\":400,\"error\":\"bad key secret-gemini-key given\"}]");
+  fake_llm_script(
+      &fake,
+      "[{\"type\":\"status\",\"status\":400,\"error\":\"bad key secret-gemini-key given\"}]");
   out_init(&o);
   run(&e, &o);
   expect_fail(&o, EG_EUPSTREAM, "bad key ***");
@@ -670,11 +676,12 @@ static void test_upstream_quirks(void **state) {
   env_free(&e);
   /* OpenAI-compatible server that ignores stream:true and sends one JSON body. */
   env_init(&e, "openai");
-  fake_llm_script(&fake,
-                  "[{\"type\":\"raw\",\"headers\":{\"Content-Type\":\"application/json\"},\"chunks\":["
-                  "\"{\\\"id\\\":\\\"x\\\",\\\"object\\\":\\\"chat.completion\\\",\\\"choices\\\":[{"
-                  "\\\"index\\\":0,\\\"message\\\":{\\\"role\\\":\\\"assistant\\\",\\\"content\\\":"
-                  "\\\"whole answer\\\"},\\\"finish_reason\\\":\\\"stop\\\"}]}\"]}]");
+  fake_llm_script(
+      &fake,
+      "[{\"type\":\"raw\",\"headers\":{\"Content-Type\":\"application/json\"},\"chunks\":["
+      "\"{\\\"id\\\":\\\"x\\\",\\\"object\\\":\\\"chat.completion\\\",\\\"choices\\\":[{"
+      "\\\"index\\\":0,\\\"message\\\":{\\\"role\\\":\\\"assistant\\\",\\\"content\\\":"
+      "\\\"whole answer\\\"},\\\"finish_reason\\\":\\\"stop\\\"}]}\"]}]");
   out_init(&o);
   run(&e, &o);
   assert_int_equal(o.status, 0);

@@ -145,8 +145,8 @@ static void test_retry_and_id(void **state) {
   assert_int_equal(sse_feed(&p, (const uint8_t *)"retry: 15x\nretry:\n", 18, log_cb, &l), 0);
   assert_int_equal(p.retry_ms, 1500);
   /* An id containing NUL is ignored. */
-  assert_int_equal(sse_feed(&p, (const uint8_t *)"id: ok\nid: a\0b\ndata: d\n\n", 24, log_cb, &l),
-                   0);
+  assert_int_equal(
+      sse_feed(&p, (const uint8_t *)"id: ok\nid: a\0b\ndata: d\n\n", 24, log_cb, &l), 0);
   assert_int_equal(l.n, 1);
   assert_string_equal((char *)l.b.data, "message|d|ok|0\n");
   assert_int_equal(p.events, 1);
@@ -233,7 +233,8 @@ static void test_binary_and_utf8(void **state) {
   (void)state;
   /* Invalid UTF-8 and NUL bytes pass through byte-exact. */
   static const char in[] = "data: {\"t\":\"\xC3\x28 \xFF \x80 \xE2\x82\xAC\"}\n\n";
-  check_ex(in, sizeof in - 1, false, 0, 0, "message|{\"t\":\"\xC3\x28 \xFF \x80 \xE2\x82\xAC\"}||0\n");
+  check_ex(in, sizeof in - 1, false, 0, 0,
+           "message|{\"t\":\"\xC3\x28 \xFF \x80 \xE2\x82\xAC\"}||0\n");
   static const char nul[] = "data: a\0b\n\n";
   char *got;
   assert_int_equal(run_cuts(nul, sizeof nul - 1, NULL, 0, false, 0, &got, NULL), 0);
@@ -282,11 +283,16 @@ static void test_large_event(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_line_endings),     cmocka_unit_test(test_fields),
-      cmocka_unit_test(test_comments_keepalive), cmocka_unit_test(test_retry_and_id),
-      cmocka_unit_test(test_bom),              cmocka_unit_test(test_eof),
-      cmocka_unit_test(test_limits_and_errors), cmocka_unit_test(test_binary_and_utf8),
-      cmocka_unit_test(test_provider_streams), cmocka_unit_test(test_large_event),
+      cmocka_unit_test(test_line_endings),
+      cmocka_unit_test(test_fields),
+      cmocka_unit_test(test_comments_keepalive),
+      cmocka_unit_test(test_retry_and_id),
+      cmocka_unit_test(test_bom),
+      cmocka_unit_test(test_eof),
+      cmocka_unit_test(test_limits_and_errors),
+      cmocka_unit_test(test_binary_and_utf8),
+      cmocka_unit_test(test_provider_streams),
+      cmocka_unit_test(test_large_event),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
