@@ -187,6 +187,27 @@ test("openai dialects, errors and embeddings", async () => {
   assert.equal(r.status, 400);
 });
 
+test("scripted behaviours: unmatched ones are for generation only, match targets embeddings", async () => {
+  await post(fake.url + "/__reset", {});
+  await script([{ type: "status", status: 500 }, { type: "rate_limit", match: "embed", retryAfter: 1 }, { type: "status", status: 503, match: ":batchEmbedContents" }]);
+  // The embedding call skips the unmatched 500 and takes the 429 meant for it.
+  let r = await post(fake.url + "/v1/embeddings", { model: "e", input: "x" });
+  assert.equal(r.status, 429);
+  assert.equal(r.headers.get("retry-after"), "1");
+  r = await post(G("gemini-embedding-001", "batchEmbedContents"), { requests: [] }, KEY);
+  assert.equal(r.status, 503);
+  assert.equal((await r.json()).error.status, "UNAVAILABLE");
+  r = await post(fake.url + "/v1/embeddings", { model: "e", input: "x" });
+  assert.equal(r.status, 200);
+  // The chat call gets the 500.
+  r = await post(fake.url + "/v1/chat/completions", oaBody());
+  assert.equal(r.status, 500);
+  assert.equal((await r.json()).error.type, "server_error");
+  await script([{ type: "stream", shuffle: true, match: "embed" }]);
+  const emb = await (await post(fake.url + "/v1/embeddings", { model: "e", input: ["a", "b"] })).json();
+  assert.deepEqual(emb.data.map((d) => d.index), [1, 0]);
+});
+
 test("runs as a program: prints PORT=<n>, exits when stdin closes", async () => {
   const here = path.dirname(fileURLToPath(import.meta.url));
   const child = spawn(process.execPath, [path.join(here, "../fakes/fake-llm.mjs"), "--exit-on-stdin-close"], { stdio: ["pipe", "pipe", "inherit"] });

@@ -23,7 +23,10 @@
 //   POST /__script  {"queue":[behaviour, ...]} (or a bare array): appended to the queue.
 //                   Each model request takes the first queued behaviour whose "match"
 //                   (substring of "<METHOD> <path>", or "generate" / "chat" / "embed")
-//                   fits; none queued -> the default behaviour.
+//                   fits; a behaviour without "match" fits generation requests only
+//                   (generate / chat), never embeddings. None -> the default behaviour.
+//                   Embedding routes know the behaviours status, rate_limit, hang,
+//                   reset, raw and {shuffle:true} (OpenAI: data in reverse order).
 //   POST /__reset   clears the queue and the request log.
 //   GET  /__requests [{method, path, query, headers, body (parsed JSON or text), t}]
 //   GET  /__health  {"ok":true}
@@ -156,7 +159,10 @@ export async function startFakeLlm({ port = 0, host = '127.0.0.1' } = {}) {
 
   function take(kind, method, path) {
     const key = `${method} ${path}`;
-    const i = queue.findIndex((b) => !b.match || b.match === kind || key.includes(b.match));
+    // Without "match" a behaviour is for the next generation request (chat / generate),
+    // so scripted model faults never hit embedding calls by accident.
+    const fits = (b) => (b.match ? b.match === kind || key.includes(b.match) : kind !== 'embed');
+    const i = queue.findIndex(fits);
     return i < 0 ? null : queue.splice(i, 1)[0];
   }
 
