@@ -5,6 +5,29 @@
 #ifndef ENGRAM_APP_H
 #define ENGRAM_APP_H
 
+#include "base/base.h"
+
 const char *engram_version(void);
+
+struct chat;
+struct recall;
+struct store_async;
+struct mem_index;
+struct sio_server;
+struct sio_nsp;
+struct httpc;
+
+/* What /metrics reads (src/app/metrics.c). */
+struct app_metrics_src {
+  struct chat *chat;
+  struct recall *recall;
+  struct store_async *async;
+  struct mem_index *index;
+  struct sio_server *io;
+  struct sio_nsp *nsp;
+  struct httpc *httpc;
+};
+/* Appends the Prometheus text exposition to b. Returns 0 or EG_ETOOBIG. */
+EG_WUR int app_metrics_render(const struct app_metrics_src *m, struct buf *b);
 
 #endif

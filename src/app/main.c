@@ -80,6 +80,26 @@ static void on_healthz(struct http_req *req, void *ud) {
     log_debug("engram: healthz answer failed");
 }
 
+static void on_metrics(struct http_req *req, void *ud) {
+  struct engram *e = ud;
+  struct app_metrics_src src = {.chat = e->chat,
+                                .recall = e->recall,
+                                .async = e->async,
+                                .index = e->index,
+                                .io = e->io,
+                                .nsp = sio_of(e->io, "/"),
+                                .httpc = e->httpc};
+  struct buf b;
+  buf_init(&b, 1 << 20);
+  int rc = app_metrics_render(&src, &b);
+  rc = rc ? http_respond_error(req, 500, "metrics too large")
+          : http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8",
+                         (const char *)b.data, b.len);
+  if (rc)
+    log_debug("engram: metrics answer failed");
+  buf_free(&b);
+}
+
 static void on_socket_user(void *ud, struct sio_socket *s, const char *user_id) {
   struct engram *e = ud;
   chat_socket_user(e->chat, s, user_id);
@@ -261,6 +281,7 @@ static int setup(struct engram *e) {
 
   e->router = http_router_new();
   if ((rc = http_router_add(e->router, HTTP_GET, "/healthz", on_healthz, e)) != 0 ||
+      (rc = http_router_add(e->router, HTTP_GET, "/metrics", on_metrics, e)) != 0 ||
       (rc = http_router_add(e->router, HTTP_METHOD_UNKNOWN, "/socket.io/*",
                             api_socketio_handler, e->api)) != 0 ||
       (rc = api_register(e->api, e->router)) != 0) {

@@ -382,3 +382,29 @@ test("after a restart, history and memories are still there", async () => {
     s.disconnect();
   }
 });
+
+test("/metrics reports messages, answers, errors by code and latency histograms", async () => {
+  const u = await register("mona");
+  const c = await newChat(u, "metrics");
+  const s = await connect(u);
+  try {
+    await ask(s, c, "count me");
+    await s.timeout(5000).emitWithAck("ai-message", { chatId: c });
+  } finally {
+    s.disconnect();
+  }
+  const r = await fetch(srv.url + "/metrics");
+  assert.equal(r.status, 200);
+  assert.match(r.headers.get("content-type"), /^text\/plain; version=0\.0\.4/);
+  const text = await r.text();
+  const value = (name) => Number(text.match(new RegExp(`^${name} (\\S+)$`, "m"))?.[1]);
+  assert.ok(value("engram_ai_messages_total") >= 2);
+  assert.ok(value("engram_answers_total") >= 1);
+  assert.ok(value('engram_errors_total\\{code="bad_request"\\}') >= 1);
+  assert.ok(value("engram_answer_overhead_seconds_count") >= 1);
+  assert.ok(value("engram_model_seconds_count") >= 1);
+  assert.ok(value("engram_recall_seconds_count") >= 1);
+  assert.ok(value("engram_store_inserts_total") >= 2);
+  assert.match(text, /^engram_model_seconds_bucket\{le="\+Inf"\} \d+$/m);
+  assert.match(text, /^# TYPE engram_answer_overhead_seconds histogram$/m);
+});
