@@ -10,6 +10,7 @@ build=${ENGRAM_BUILD:-$root/build}
 bin=$build/bench_store
 [ -x "$bin" ] || { echo "missing $bin (make build)"; exit 1; }
 tmp=$(mktemp -d /tmp/engram-bench-store-XXXXXX)
+chmod 755 "$tmp" # the postgres user must reach its data folder inside
 started=
 cleanup() {
   if [ -n "$started" ]; then

@@ -111,6 +111,10 @@ static const char *const sq_migrations[] = {
   X(MSG_INSERT, "INSERT INTO messages(" MSG_COLS ") SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8"   \
                 " WHERE EXISTS (SELECT 1 FROM chats WHERE id = ?2 AND user_id = ?3)")        \
   X(MSG_DELETE, "DELETE FROM messages WHERE id = ?1")                                        \
+  X(MSG_MAX_ROWID, "SELECT COALESCE(MAX(rowid), 0) FROM messages")                           \
+  X(MEM_FROM_MSGS, "INSERT INTO memories(id, user_id, chat_id, role, text, created_at)"      \
+                   " SELECT id, user_id, chat_id, role, content, created_at FROM messages"   \
+                   " WHERE rowid > ?1 AND content <> '' ORDER BY rowid")                     \
   X(MSG_GET, "SELECT " MSG_COLS " FROM messages WHERE id = ?1 AND user_id = ?2")             \
   X(MSG_BEFORE, "SELECT " MSG_COLS " FROM messages WHERE chat_id = ?1 AND (created_at < ?2"  \
                 " OR (created_at = ?2 AND id < ?3)) ORDER BY created_at DESC, id DESC"       \
@@ -708,10 +712,11 @@ static int sq_chat_delete(struct store *s, const char *user_id, const char *chat
    and a failed memory insert is undone by deleting the message again (no savepoints:
    they cost a sub-journal per row). Returns the message's status, or EG_EDB for a failure
    that compromises the transaction. The chat's last_activity is moved by the caller. */
-static int sq_msg_insert_one(struct sq_conn *c, struct store_message_new *m) {
+static int sq_msg_insert_one(struct sq_conn *c, struct store_message_new *m, bool memory) {
   const char *client = m->client_id && *m->client_id ? m->client_id : NULL;
   int rc;
   sqlite3_stmt *st;
+  m->existed = false;
   if (client) {
     st = sq_prep(c, SQ_MSG_BY_CLIENT);
     if (!st)
@@ -745,7 +750,7 @@ static int sq_msg_insert_one(struct sq_conn *c, struct store_message_new *m) {
   if (rc == 0 && sqlite3_changes(c->db) == 0)
     rc = EG_ENOTFOUND; /* no such chat of this user */
   sq_done(st);
-  if (rc != 0 || !m->content[0])
+  if (rc != 0 || !memory || !m->content[0])
     return rc;
   st = sq_prep(c, SQ_MEM_INSERT);
   if (!st)
@@ -810,18 +815,48 @@ static int sq_touch_chats(struct sq_conn *c, struct store_message_new *m, size_t
   return rc;
 }
 
-static int sq_msg_insert_batch(struct store *s, struct store_message_new *m, size_t n,
-                               int *status) {
-  struct sq_conn *c = sq_writer(s);
+/* One transaction for the batch. The fast path inserts the messages one by one, then all
+   their memories with ONE statement (the messages added since the largest rowid seen at
+   BEGIN): FTS5 flushes its pending terms into a new segment at every statement savepoint,
+   so a statement per memory would write a segment per row and keep merging them. If that
+   statement fails on a taken memory id (a note with the same id), the transaction is
+   rolled back and replayed on the slow path, memory by memory. */
+static int sq_msg_batch_try(struct sq_conn *c, struct store_message_new *m, size_t n,
+                            int *status, bool slow) {
   int rc = sq_exec_st(c, SQ_BEGIN);
   if (rc != 0)
-    goto out;
+    return rc;
+  sqlite3_int64 max_rowid = 0;
+  if (!slow) {
+    sqlite3_stmt *st = sq_prep(c, SQ_MSG_MAX_ROWID);
+    if (!st) {
+      rc = EG_EDB;
+    } else {
+      int r = sqlite3_step(st);
+      if (r == SQLITE_ROW)
+        max_rowid = sqlite3_column_int64(st, 0);
+      else
+        rc = sq_err(c->db, r, "max rowid");
+      sq_done(st);
+    }
+  }
   for (size_t i = 0; i < n && rc == 0; i++) {
     if (status[i] != 0)
       continue;
-    status[i] = sq_msg_insert_one(c, &m[i]);
+    status[i] = sq_msg_insert_one(c, &m[i], slow);
     if (status[i] == EG_EDB)
       rc = EG_EDB;
+  }
+  if (rc == 0 && !slow) {
+    sqlite3_stmt *st = sq_prep(c, SQ_MEM_FROM_MSGS);
+    if (!st) {
+      rc = EG_EDB;
+    } else {
+      sqlite3_bind_int64(st, 1, max_rowid);
+      int r = sqlite3_step(st);
+      rc = r == SQLITE_DONE ? 0 : sq_err(c->db, r, "memories of the batch");
+      sq_done(st);
+    }
   }
   if (rc == 0)
     rc = sq_touch_chats(c, m, n, status);
@@ -829,8 +864,21 @@ static int sq_msg_insert_batch(struct store *s, struct store_message_new *m, siz
     rc = sq_exec_st(c, SQ_COMMIT);
   if (rc != 0 && !sqlite3_get_autocommit(c->db))
     (void)sq_exec_st(c, SQ_ROLLBACK);
-out:
+  return rc;
+}
+
+static int sq_msg_insert_batch(struct store *s, struct store_message_new *m, size_t n,
+                               int *status) {
+  int *orig = xmalloc(n * sizeof(*orig));
+  memcpy(orig, status, n * sizeof(*orig));
+  struct sq_conn *c = sq_writer(s);
+  int rc = sq_msg_batch_try(c, m, n, status, false);
+  if (rc == EG_EEXISTS) {
+    memcpy(status, orig, n * sizeof(*orig));
+    rc = sq_msg_batch_try(c, m, n, status, true);
+  }
   sq_writer_put(s);
+  free(orig);
   return rc;
 }
 
