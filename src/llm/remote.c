@@ -210,7 +210,13 @@ static int remote_data(void *ud, const uint8_t *p, size_t n) {
 
 static int64_t remote_should_retry(void *ud, const struct httpc_response *resp) {
   struct llm_stream *s = ud;
-  if (resp->status == 0 || s->d->retry_hint == NULL)
+  if (resp->status == 0)
+    return 0;
+  /* OpenAI's explicit override, honoured as its SDK does. */
+  const char *xs = httpc_response_header(resp, "x-should-retry");
+  if (xs != NULL && strcmp(xs, "false") == 0)
+    return -1;
+  if (s->d->retry_hint == NULL)
     return 0;
   json_t *j = json_loadb(resp->body.p, resp->body.len, 0, NULL);
   int64_t d = s->d->retry_hint(resp->status, j);

@@ -609,6 +609,20 @@ static void test_openai_failures(void **state) {
     json_decref(r);
     out_free(&o);
   }
+  /* x-should-retry: false is obeyed. */
+  fake_llm_reset(&fake);
+  fake_llm_script(&fake, "[{\"type\":\"status\",\"status\":503,"
+                         "\"headers\":{\"x-should-retry\":\"false\"}}]");
+  {
+    struct out o;
+    out_init(&o);
+    run(&e, &o);
+    expect_fail(&o, EG_EUPSTREAM, "HTTP 503");
+    json_t *r = requests();
+    assert_int_equal(json_array_size(r), 1);
+    json_decref(r);
+    out_free(&o);
+  }
   /* 429 with retry-after-ms is retried and then succeeds. */
   fake_llm_reset(&fake);
   fake_llm_script(&fake, "[{\"type\":\"rate_limit\",\"retryAfterMs\":100}]");
