@@ -201,9 +201,18 @@ test("messages: oldest first, ?before= and ?limit= pages (through ai-message)", 
     assert.equal(big.length, 8);
     // The other user cannot page through it either.
     await json(await api(users.b, "GET", `/api/chat/messages/${chat._id}?before=${last3[0]._id}`), 404);
-    // Deleting the chat takes its messages along.
+    // Deleting the chat takes its messages along, and their memories (when this build
+    // serves /api/memory).
+    const mem = async () => {
+      const r = await api(users.a, "GET", "/api/memory?limit=200");
+      if (r.status !== 200) return null;
+      return (await r.json()).memories.filter((m) => m.chatId === chat._id);
+    };
+    const before = await mem();
+    if (before !== null) assert.ok(before.length > 0, "the chat's messages are memories");
     await json(await api(users.a, "DELETE", `/api/chat/${chat._id}`), 200);
     await json(await api(users.a, "GET", `/api/chat/messages/${chat._id}`), 404);
+    if (before !== null) assert.deepEqual(await mem(), []);
   } finally {
     s.close();
   }
