@@ -127,13 +127,15 @@ static void send_error(struct http_req *r, int status, const char *msg) {
   check_sent(http_respond_error(r, status, msg));
 }
 
+/* Encodes and releases j. NULL when j is NULL (json_pack refused a value, e.g. text that
+   is not UTF-8 in a row written by another tool): the caller answers 500 then. */
 static char *dump(json_t *j) {
+  if (j == NULL) {
+    log_error("api: a response could not be encoded as JSON");
+    return NULL;
+  }
   char *s = json_dumps(j, JSON_COMPACT);
   json_decref(j);
-  if (s == NULL) {
-    log_error("api: out of memory encoding JSON");
-    abort();
-  }
   return s;
 }
 
@@ -141,6 +143,8 @@ static void set_error(struct job *j, int status, const char *msg) {
   j->status = status;
   free(j->body);
   j->body = dump(json_pack("{s:s}", "message", msg));
+  if (j->body == NULL)
+    j->body = xstrdup("{\"message\":\"Internal server error\"}");
 }
 
 static json_t *iso(int64_t ms) {
@@ -488,8 +492,11 @@ static void job_done(void *arg, int status) {
     return;
   if (j->kind == JOB_CHAT_DELETE && j->status == 200 && a->d.on_chat_deleted != NULL)
     a->d.on_chat_deleted(a->d.ud, j->user_id, j->chat_id);
-  if (j->body == NULL)
+  if (j->body == NULL) {
     set_error(j, 500, "Internal server error");
+    free(j->cookie);
+    j->cookie = NULL;
+  }
   struct http_header h[1];
   size_t nh = 0;
   if (j->cookie != NULL)

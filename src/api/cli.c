@@ -72,8 +72,13 @@ static int user_add(int argc, char **argv, const struct cli_env *env) {
     fprintf(env->err, "engram user add: '%s' is not a valid email address\n", email);
     return 1;
   }
-  if (strlen(first) > 400 || strlen(last) > 400) {
-    fprintf(env->err, "engram user add: names must be at most 100 characters\n");
+  json_t *fj = json_string(first), *lj = json_string(last);
+  bool names_ok = fj != NULL && lj != NULL && strlen(first) <= 4 * API_NAME_MAX &&
+                  strlen(last) <= 4 * API_NAME_MAX;
+  json_decref(fj);
+  json_decref(lj);
+  if (!names_ok) {
+    fprintf(env->err, "engram user add: names must be UTF-8, at most 100 characters\n");
     return 1;
   }
   char pw[AUTH_PW_MAX + 2];

@@ -37,6 +37,9 @@ grep -q "already exists" "$DIR/err" || fail "duplicate message: $(cat "$DIR/err"
 if echo short | "$BIN" user add third@example.com --password-stdin 2>"$DIR/err"; then fail "short password"; fi
 grep -q "at least 8" "$DIR/err" || fail "short password message"
 if echo 'long enough pw' | "$BIN" user add not-an-email --password-stdin 2>/dev/null; then fail "bad email"; fi
+if echo 'long enough pw' | "$BIN" user add bad-name@example.com --password-stdin --first $'\xff' 2>/dev/null; then
+  fail "a name that is not UTF-8 was accepted"
+fi
 set +e
 "$BIN" user add x@example.com >/dev/null 2>&1; [ $? -eq 2 ] || fail "no password source is a usage error"
 "$BIN" user frobnicate >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown subcommand is a usage error"
