@@ -1,0 +1,144 @@
+/*
+ * The web UI's HTTP side: routes for the compiled-in assets and the conditional / gzip
+ * logic (see web.h). http_serve_static cannot add the security headers, so this module
+ * answers with http_respond_ex itself.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "http/http.h"
+#include "web/web_int.h"
+
+static bool is_ows(char c) { return c == ' ' || c == '\t'; }
+
+static struct slice trim(const char *p, const char *e) {
+  while (p < e && is_ows(*p))
+    p++;
+  while (e > p && is_ows(e[-1]))
+    e--;
+  return (struct slice){p, (size_t)(e - p)};
+}
+
+/* q-value of one list element's parameters ("q=0.5"), as thousandths; 1000 when absent
+   or malformed (RFC 9110 12.4.2: qvalue = 0[.ddd] / 1[.000]). */
+static int qvalue(const char *p, const char *e) {
+  while (p < e) {
+    const char *semi = p;
+    while (semi < e && *semi != ';')
+      semi++;
+    struct slice prm = trim(p, semi);
+    if (prm.len >= 2 && (prm.p[0] == 'q' || prm.p[0] == 'Q') && prm.p[1] == '=') {
+      const char *v = prm.p + 2, *ve = prm.p + prm.len;
+      if (v < ve && (*v == '0' || *v == '1')) {
+        int q = (*v - '0') * 1000, scale = 100;
+        v++;
+        if (v < ve && *v == '.') {
+          v++;
+          while (v < ve && *v >= '0' && *v <= '9' && scale > 0) {
+            q += (*v - '0') * scale;
+            scale /= 10;
+            v++;
+          }
+        }
+        return q > 1000 ? 1000 : q;
+      }
+      return 1000;
+    }
+    p = semi < e ? semi + 1 : e;
+  }
+  return 1000;
+}
+
+bool web_accepts_gzip(struct slice v) {
+  const char *p = v.p, *end = v.p + v.len;
+  int gzip_q = -1, star_q = -1;
+  while (p < end) {
+    const char *c = p;
+    while (c < end && *c != ',')
+      c++;
+    const char *semi = p;
+    while (semi < c && *semi != ';')
+      semi++;
+    struct slice tok = trim(p, semi);
+    int q = qvalue(semi < c ? semi + 1 : c, c);
+    if (slice_case_eq_cstr(tok, "gzip") || slice_case_eq_cstr(tok, "x-gzip"))
+      gzip_q = q;
+    else if (slice_eq_cstr(tok, "*"))
+      star_q = q;
+    p = c < end ? c + 1 : end;
+  }
+  if (gzip_q >= 0)
+    return gzip_q > 0;
+  return star_q > 0;
+}
+
+bool web_etag_matches(struct slice v, const char *etag) {
+  const char *p = v.p, *end = v.p + v.len;
+  size_t el = strlen(etag);
+  while (p < end) {
+    const char *c = p;
+    while (c < end && *c != ',')
+      c++;
+    struct slice t = trim(p, c);
+    if (t.len == 1 && t.p[0] == '*')
+      return true;
+    if (t.len >= 2 && t.p[0] == 'W' && t.p[1] == '/') {
+      t.p += 2;
+      t.len -= 2;
+    }
+    if (t.len == el && memcmp(t.p, etag, el) == 0)
+      return true;
+    p = c < end ? c + 1 : end;
+  }
+  return false;
+}
+
+const struct web_asset *web_assets(size_t *n) {
+  *n = web__nassets;
+  return web__assets;
+}
+
+const struct web_asset *web_find(struct slice path) {
+  if (slice_eq_cstr(path, "/"))
+    path = SLICE_LIT("/index.html");
+  for (size_t i = 0; i < web__nassets; i++)
+    if (slice_eq_cstr(path, web__assets[i].path))
+      return &web__assets[i];
+  return NULL;
+}
+
+static void on_asset(struct http_req *r, void *ud) {
+  const struct web_asset *a = ud;
+  struct http_header h[8];
+  size_t n = 0;
+  h[n++] = (struct http_header){"ETag", a->etag};
+  h[n++] = (struct http_header){"Cache-Control", "no-cache"};
+  h[n++] = (struct http_header){"Content-Security-Policy", WEB_CSP};
+  h[n++] = (struct http_header){"X-Content-Type-Options", "nosniff"};
+  h[n++] = (struct http_header){"Referrer-Policy", "same-origin"};
+  if (a->gz)
+    h[n++] = (struct http_header){"Vary", "Accept-Encoding"};
+  struct slice inm, ae;
+  int rc;
+  if (http_req_header(r, "if-none-match", &inm) && web_etag_matches(inm, a->etag)) {
+    rc = http_respond_ex(r, 304, NULL, h, n, NULL, 0);
+  } else if (a->gz && http_req_header(r, "accept-encoding", &ae) && web_accepts_gzip(ae)) {
+    h[n++] = (struct http_header){"Content-Encoding", "gzip"};
+    rc = http_respond_ex(r, 200, a->content_type, h, n, a->gz, a->gz_len);
+  } else {
+    rc = http_respond_ex(r, 200, a->content_type, h, n, a->data, a->len);
+  }
+  (void)rc; /* EG_ECLOSED: the client left, nothing more to do */
+}
+
+int web_register(struct http_router *rt) {
+  int rc = 0;
+  for (size_t i = 0; i < web__nassets && rc == 0; i++) {
+    void *ud = (void *)(uintptr_t)&web__assets[i];
+    if (strcmp(web__assets[i].path, "/index.html") == 0)
+      rc = http_router_add(rt, HTTP_GET, "/", on_asset, ud);
+    if (rc == 0)
+      rc = http_router_add(rt, HTTP_GET, web__assets[i].path, on_asset, ud);
+  }
+  return rc;
+}

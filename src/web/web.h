@@ -1,0 +1,66 @@
+/*
+ * web: the browser UI (the files of web/ and the socket.io client bundle), compiled
+ * into the binary at build time (cmake/web.cmake runs cmake/webgen.c) and served from
+ * memory: no file is read at run time.
+ *
+ * Routes added by web_register (GET, HEAD falls back to GET in the router):
+ *   /                               web/index.html
+ *   /<name>                         every other file of web/ ("/app.js", "/style.css")
+ *   /socket.io/socket.io.min.js     node_modules/socket.io-client/dist/socket.io.min.js
+ * Register them BEFORE the Engine.IO wildcard route ("/socket.io/" + "*"): the router takes the first
+ * route that matches, in the order added.
+ *
+ * Every response carries a strong ETag (computed at build time; If-None-Match -> 304),
+ * Cache-Control: no-cache (revalidate each time, so a new binary is picked up at once),
+ * the gzip copy when the client accepts gzip (Vary: Accept-Encoding), and the security
+ * headers: a strict Content-Security-Policy (WEB_CSP: no inline script or style),
+ * X-Content-Type-Options: nosniff, Referrer-Policy: same-origin.
+ *
+ * Threads: web_register and the handlers run on the loop thread. The asset table is
+ * read-only static data. Return codes: 0, or EG_EINVAL (the router refused a pattern).
+ */
+#ifndef ENGRAM_WEB_H
+#define ENGRAM_WEB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/base.h"
+
+struct http_router;
+
+#define WEB_CSP                                                                            \
+  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "        \
+  "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; "                      \
+  "frame-ancestors 'none'; form-action 'self'"
+
+/* One compiled-in file. */
+struct web_asset {
+  const char *path;         /* URL path: "/index.html", "/socket.io/socket.io.min.js" */
+  const char *content_type; /* "text/html; charset=utf-8" */
+  const uint8_t *data;
+  size_t len;
+  const uint8_t *gz; /* gzip copy or NULL when it would not be smaller */
+  size_t gz_len;
+  const char *etag; /* "\"<16 hex>\"" */
+};
+
+/* Adds the routes above to r. */
+EG_WUR int web_register(struct http_router *r);
+
+/* The asset served at path ("/" is "/index.html"), or NULL. */
+const struct web_asset *web_find(struct slice path);
+/* Every asset: *n set to their count. */
+const struct web_asset *web_assets(size_t *n);
+
+/* ---- header matching (pure; exposed for tests and fuzzing) ------------------------------ */
+
+/* True if an Accept-Encoding value accepts gzip: "gzip" or "x-gzip" or "*" listed with a
+   q-value above zero (a gzip entry with q=0 refuses it even when "*" is listed). */
+bool web_accepts_gzip(struct slice accept_encoding);
+/* True if an If-None-Match value matches etag ("*", or a list of tags, weak or strong:
+   weak comparison as RFC 9110 13.1.2 asks for GET). */
+bool web_etag_matches(struct slice if_none_match, const char *etag);
+
+#endif

@@ -1,0 +1,10 @@
+/* web internals: the generated asset table (build/web_assets.c, from cmake/webgen.c). */
+#ifndef ENGRAM_WEB_INT_H
+#define ENGRAM_WEB_INT_H
+
+#include "web/web.h"
+
+extern const struct web_asset web__assets[];
+extern const size_t web__nassets;
+
+#endif
