@@ -183,7 +183,8 @@ static json_t *memory_json(const char *id, const char *chat_id, const char *role
                    text ? text : "", "score", score, "createdAt", iso(created_at));
 }
 
-/* Builds the session cookie for user_id (max_age < 0: the logout cookie). */
+/* Builds the session cookie value for token (max_age 0 with an empty token: the logout
+   cookie, which the browser drops at once). */
 static char *session_cookie(const struct api *a, const char *token, int64_t max_age) {
   struct buf b;
   buf_init(&b, 8192);
