@@ -38,6 +38,7 @@
 #include "sio/sio.h"
 #include "store/store.h"
 #include "store/store_async.h"
+#include "web/web.h"
 
 #define BACKFILL_EVERY_MS 60000
 
@@ -281,6 +282,7 @@ static int setup(struct engram *e) {
 
   e->router = http_router_new();
   if ((rc = http_router_add(e->router, HTTP_GET, "/healthz", on_healthz, e)) != 0 ||
+      (rc = web_register(e->router)) != 0 || /* before /socket.io/ + "*": first match wins */
       (rc = http_router_add(e->router, HTTP_GET, "/metrics", on_metrics, e)) != 0 ||
       (rc = http_router_add(e->router, HTTP_METHOD_UNKNOWN, "/socket.io/*",
                             api_socketio_handler, e->api)) != 0 ||
