@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The ai-message pipeline benchmark (issue: language models and the pipeline).
+# With the instant fake model (bench/fake_model.c: an OpenAI-compatible server answering
+# at once), SQLite, the hash embedder and MEMORIES memories per user: ai-messages per
+# second, client-observed latency p50/p99, the server's share of the latency (model time
+# excluded, from /metrics engram_answer_overhead_seconds) and the server's CPU
+# microseconds per ai-message, with CONNS connections (each its own chat).
+#
+#   bench/pipeline.sh [CONNS=100] [USERS=10] [MEMORIES=10000] [DURATION=15]
+# Expects `make build`. Everything on 127.0.0.1; every process is stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${ENGRAM_BUILD:-build}
+CONNS=${CONNS:-100}; USERS=${USERS:-10}; MEMORIES=${MEMORIES:-10000}; DURATION=${DURATION:-15}
+SECRET=bench-pipeline-secret-0123456789abcdef
+work=$(mktemp -d /tmp/engram-pipeline.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+echo "pipeline: prefilling $USERS users x $MEMORIES memories ($(( CONNS / USERS )) chats each)"
+"$B/chat_prefill" --db "$work/engram.db" --users "$USERS" --chats $(( (CONNS + USERS - 1) / USERS )) \
+  --memories "$MEMORIES" --out "$work/pairs" 2>&1 | tail -1
+
+"$B/fake_model" 0 >"$work/fake.out" & pids+=($!)
+for _ in $(seq 50); do grep -q PORT= "$work/fake.out" 2>/dev/null && break; sleep 0.1; done
+fport=$(sed -n 's/^PORT=//p' "$work/fake.out")
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$port ENGRAM_DB="$work/engram.db" ENGRAM_DATA_DIR="$work" JWT_SECRET=$SECRET \
+  ENGRAM_LLM=openai OPENAI_BASE_URL="http://127.0.0.1:$fport/v1" ENGRAM_LLM_MODEL=fake \
+  ENGRAM_RATE_MESSAGES=0 ENGRAM_LOG_LEVEL=warn "$B/engram" 2>"$work/engram.log" & epid=$!
+pids+=($epid)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+
+echo "pipeline: load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$B/chatload" --port "$port" --pairs "$work/pairs" --secret "$SECRET" --conns "$CONNS" \
+  --warmup 5 --duration "$DURATION" --server-pid "$epid" | tee "$work/result"
+curl -s "http://127.0.0.1:$port/metrics" >"$work/metrics"
+/usr/bin/python3 - "$work/metrics" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+b = [(float(m.group(1)) if m.group(1) != "+Inf" else float("inf"), int(m.group(2)))
+     for m in re.finditer(r'^engram_answer_overhead_seconds_bucket\{le="([^"]+)"\} (\d+)$', text, re.M)]
+total = b[-1][1] if b else 0
+def q(p):
+    want = p * total
+    for le, c in b:
+        if c >= want:
+            return le
+    return float("inf")
+if total:
+    print("pipeline: server overhead (model excluded, bucket upper bounds): p50 <= %.2f ms, p99 <= %.2f ms over %d answers"
+          % (q(0.5) * 1000, q(0.99) * 1000, total))
+PY
+echo "pipeline: load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
