@@ -28,6 +28,10 @@
 
 #define NBUCKETS 1024
 #define ID_BYTES 12
+#define SCAN_BLOCK 64 /* rows scored per kernel call */
+#ifndef CCAP
+#define CCAP 32 /* least number of int8 candidates re-scored with the float query */
+#endif
 
 struct uix {
   struct uix *next;             /* bucket chain */
@@ -525,7 +529,7 @@ int mem_index_search(struct mem_index *ix, const char *user, const char *model,
   for (size_t i = 0; i < n_exclude; i++)
     if (id_to_bin(exclude[i], ex[nex]))
       nex++;
-  size_t ccap = EG_MAX(4 * k, (size_t)32);
+  size_t ccap = EG_MAX(4 * k, (size_t)CCAP);
   struct cand *heap = xmalloc(ccap * sizeof(*heap));
   size_t hn = 0;
   bool avx2 = mem_simd_avx2();
@@ -535,10 +539,17 @@ int mem_index_search(struct mem_index *ix, const char *user, const char *model,
     rc = EG_EINVAL;
     goto unlock;
   }
+  int32_t dots[SCAN_BLOCK];
   for (size_t r = 0; r < u->n; r++) {
-    const int8_t *row = u->q + r * dim;
-    int32_t d = avx2 ? mem__dot_i8_avx2(qq, row, dim) : mem__dot_i8_scalar(qq, row, dim);
-    float s = (float)d * u->scale[r];
+    size_t b = r % SCAN_BLOCK;
+    if (b == 0) {
+      size_t nb = EG_MIN((size_t)SCAN_BLOCK, u->n - r);
+      if (avx2)
+        mem__scan_i8_avx2(qq, u->q + r * dim, nb, dim, dots);
+      else
+        mem__scan_i8_scalar(qq, u->q + r * dim, nb, dim, dots);
+    }
+    float s = (float)dots[b] * u->scale[r];
     if (hn == ccap && !(s > heap[0].s))
       continue;
     bool skip = false;

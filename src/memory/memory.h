@@ -103,6 +103,11 @@ int32_t mem__dot_i8_scalar(const int8_t *a, const int8_t *b, size_t n);
 int32_t mem__dot_i8_avx2(const int8_t *a, const int8_t *b, size_t n);
 float mem__dot_f32_i8_scalar(const float *a, const int8_t *b, size_t n);
 float mem__dot_f32_i8_avx2(const float *a, const int8_t *b, size_t n);
+/* out[r] = dot(q, rows + r * dim) for r < nrows (int8 rows in [-127, 127]). */
+void mem__scan_i8_scalar(const int8_t *q, const int8_t *rows, size_t nrows, size_t dim,
+                         int32_t *out);
+void mem__scan_i8_avx2(const int8_t *q, const int8_t *rows, size_t nrows, size_t dim,
+                       int32_t *out);
 /* True when the AVX2+FMA kernels are in use (CPU support and not disabled by
    ENGRAM_NO_AVX2=1 in the environment). */
 bool mem_simd_avx2(void);

@@ -164,3 +164,65 @@ float mem_quantize_i8(const float *v, size_t n, int8_t *q) {
   }
   return scale;
 }
+
+/* ---- block scan: int8 query against many int8 rows --------------------------------------- */
+
+void mem__scan_i8_scalar(const int8_t *q, const int8_t *rows, size_t nrows, size_t dim,
+                         int32_t *out) {
+  for (size_t r = 0; r < nrows; r++)
+    out[r] = mem__dot_i8_scalar(q, rows + r * dim, dim);
+}
+
+/* The sign trick: |q| (unsigned) times sign(q)*row (signed) with maddubs gives q*row in
+   pairs of int16 (no saturation: |q|,|row| <= 127, so a pair is at most 32258), which
+   madd with ones widens to int32. Four rows per pass share the query loads. */
+__attribute__((target("avx2,fma"))) void mem__scan_i8_avx2(const int8_t *q, const int8_t *rows,
+                                                           size_t nrows, size_t dim,
+                                                           int32_t *out) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  size_t vd = dim & ~(size_t)31;
+  size_t r = 0;
+  for (; r + 4 <= nrows; r += 4) {
+    const int8_t *r0 = rows + r * dim, *r1 = r0 + dim, *r2 = r1 + dim, *r3 = r2 + dim;
+    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+    __m256i a2 = _mm256_setzero_si256(), a3 = _mm256_setzero_si256();
+    for (size_t i = 0; i < vd; i += 32) {
+      __m256i qv = _mm256_loadu_si256((const __m256i *)(q + i));
+      __m256i qa = _mm256_abs_epi8(qv);
+      __m256i x0 = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(r0 + i)), qv);
+      __m256i x1 = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(r1 + i)), qv);
+      __m256i x2 = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(r2 + i)), qv);
+      __m256i x3 = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(r3 + i)), qv);
+      a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_maddubs_epi16(qa, x0), ones));
+      a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_maddubs_epi16(qa, x1), ones));
+      a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_maddubs_epi16(qa, x2), ones));
+      a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_maddubs_epi16(qa, x3), ones));
+    }
+    int32_t s0 = hsum256_epi32(a0), s1 = hsum256_epi32(a1);
+    int32_t s2 = hsum256_epi32(a2), s3 = hsum256_epi32(a3);
+    for (size_t i = vd; i < dim; i++) {
+      s0 += (int32_t)q[i] * r0[i];
+      s1 += (int32_t)q[i] * r1[i];
+      s2 += (int32_t)q[i] * r2[i];
+      s3 += (int32_t)q[i] * r3[i];
+    }
+    out[r] = s0;
+    out[r + 1] = s1;
+    out[r + 2] = s2;
+    out[r + 3] = s3;
+  }
+  for (; r < nrows; r++) {
+    const int8_t *rr = rows + r * dim;
+    __m256i a0 = _mm256_setzero_si256();
+    for (size_t i = 0; i < vd; i += 32) {
+      __m256i qv = _mm256_loadu_si256((const __m256i *)(q + i));
+      __m256i x0 = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(rr + i)), qv);
+      a0 = _mm256_add_epi32(
+          a0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(qv), x0), ones));
+    }
+    int32_t s0 = hsum256_epi32(a0);
+    for (size_t i = vd; i < dim; i++)
+      s0 += (int32_t)q[i] * rr[i];
+    out[r] = s0;
+  }
+}
