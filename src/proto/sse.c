@@ -89,10 +89,10 @@ static int dispatch(struct sse_parser *p, bool at_eof, sse_event_fn cb, void *ud
   return 0;
 }
 
-/* Processes the complete line in p->line and clears it. */
-static int process_line(struct sse_parser *p, sse_event_fn cb, void *ud) {
-  const uint8_t *l = p->line.data;
-  size_t n = p->line.len;
+/* Processes one complete line l[0..n) (p->line, or a line lying whole in the input) and
+   clears p->line. */
+static int process_line(struct sse_parser *p, const uint8_t *l, size_t n, sse_event_fn cb,
+                        void *ud) {
   int rc = 0;
   if (n == 0) {
     rc = dispatch(p, false, cb, ud);
@@ -145,10 +145,10 @@ static int process_line(struct sse_parser *p, sse_event_fn cb, void *ud) {
     if (ok)
       p->retry_ms = v;
   }
-  if (pending_size(p) > p->max_event)
-    rc = fail(p, EG_ETOOBIG);
 out:
   buf_reset(&p->line);
+  if (rc == 0 && pending_size(p) > p->max_event)
+    rc = fail(p, EG_ETOOBIG);
   return rc;
 }
 
@@ -165,7 +165,7 @@ int sse_feed(struct sse_parser *p, const uint8_t *b, size_t n, sse_event_fn cb, 
     return p->err;
   if (p->finished)
     return EG_EINVAL;
-  size_t i = 0;
+  size_t i = 0, next_lf = SIZE_MAX;
   while (i < n) {
     switch (p->state) {
     case SSE_BOM:
@@ -189,18 +189,33 @@ int sse_feed(struct sse_parser *p, const uint8_t *b, size_t n, sse_event_fn cb, 
       continue;
     case SSE_LINE: {
       /* Take the longest run without CR or LF in one go. */
-      size_t j = i;
-      while (j < n && b[j] != '\r' && b[j] != '\n')
-        j++;
-      if (line_bytes(p, b + i, j - i) != 0)
-        return p->err;
+      /* The next LF is remembered across lines, so CR-only streams stay linear. */
+      if (next_lf == SIZE_MAX || next_lf < i) {
+        const uint8_t *lf = memchr(b + i, '\n', n - i);
+        next_lf = lf ? (size_t)(lf - b) : n;
+      }
+      const uint8_t *cr = memchr(b + i, '\r', next_lf - i);
+      size_t j = cr ? (size_t)(cr - b) : next_lf;
       if (j == n) {
+        if (line_bytes(p, b + i, j - i) != 0)
+          return p->err;
         i = n;
         break;
       }
       p->state = b[j] == '\r' ? SSE_AFTER_CR : SSE_LINE;
+      int rc;
+      if (p->line.len == 0) {
+        /* The whole line is in this input: no copy. */
+        if (j - i + pending_size(p) > p->max_event)
+          return fail(p, EG_ETOOBIG);
+        rc = process_line(p, b + i, j - i, cb, ud);
+      } else {
+        if (line_bytes(p, b + i, j - i) != 0)
+          return p->err;
+        rc = process_line(p, p->line.data, p->line.len, cb, ud);
+      }
       i = j + 1;
-      if (process_line(p, cb, ud) != 0)
+      if (rc != 0)
         return p->err;
       break;
     }
@@ -228,7 +243,7 @@ int sse_finish(struct sse_parser *p, sse_event_fn cb, void *ud) {
     p->has_data = false;
     return 0;
   }
-  if (pending_line && process_line(p, cb, ud) != 0)
+  if (pending_line && process_line(p, p->line.data, p->line.len, cb, ud) != 0)
     return p->err;
   return dispatch(p, true, cb, ud);
 }
