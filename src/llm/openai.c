@@ -22,6 +22,20 @@
 #include <string.h>
 
 static int openai_event(struct llm_stream *s, json_t *obj) {
+  const char *kind = json_string_value(json_object_get(obj, "object"));
+  if (kind != NULL && strcmp(kind, "error") == 0) {
+    /* vLLM before v0.10.1: a flat {"object":"error","message":...} envelope. */
+    const char *m = llm__error_text(obj);
+    char msg[320] = "";
+    if (m != NULL) {
+      size_t n = llm__utf8_cut(m, strlen(m), 300);
+      memcpy(msg, m, n);
+      msg[n] = 0;
+    }
+    llm__fail(s, EG_EUPSTREAM, "The language model reported an error: %s",
+              *msg ? msg : "unknown error");
+    return EG_EUPSTREAM;
+  }
   json_t *usage = json_object_get(obj, "usage");
   if (json_is_object(usage)) {
     json_t *pt = json_object_get(usage, "prompt_tokens");

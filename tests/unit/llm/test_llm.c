@@ -587,6 +587,9 @@ static void test_openai_failures(void **state) {
       {"[{\"type\":\"midstream_error\",\"dialect\":\"llamacpp\"}]", EG_EUPSTREAM,
        "middle of its answer", 1},
       {"[{\"type\":\"named_error\"}]", EG_EUPSTREAM, "boom", 1},
+      {"[{\"type\":\"raw\",\"chunks\":[\"data: {\\\"object\\\":\\\"error\\\",\\\"message\\\":"
+       "\\\"legacy vllm\\\",\\\"code\\\":400}\\n\\n\"]}]",
+       EG_EUPSTREAM, "legacy vllm", 1},
       {"[{\"type\":\"truncate\"}]", EG_EUPSTREAM, "cut off", 1},
       {"[{\"type\":\"truncate_clean\"}]", EG_EUPSTREAM, "without a finish_reason or [DONE]", 1},
       {"[{\"type\":\"malformed\"}]", EG_EUPSTREAM, "malformed JSON", 1},
