@@ -89,7 +89,7 @@ static void test_jwt_speed(void **state) {
   auth_jwt_init_key(&j, KEY, strlen(KEY), 3600);
   char *tok = NULL, id[ID_LEN + 1];
   assert_int_equal(auth_jwt_sign(&j, UID, NOW, &tok), 0);
-  enum { N = 20000 };
+  enum { N = 3000 };
   uint64_t t0 = clock_mono_ns();
   for (int i = 0; i < N; i++)
     assert_int_equal(verify(&j, tok, id), 0);
