@@ -79,6 +79,33 @@ struct mem_embedder {
    on every machine. Batches are computed on the libuv thread pool. */
 struct mem_embedder *mem_embedder_hash_new(uv_loop_t *loop);
 
+/* Remote embedders over httpc (src/httpc/httpc.h), on the same loop:
+   - "gemini": POST {base_url}/v1beta/models/{model}:embedContent (one text) or
+     :batchEmbedContents (up to 100 per request), x-goog-api-key, taskType
+     RETRIEVAL_DOCUMENT / RETRIEVAL_QUERY, outputDimensionality = dim.
+   - "openai": POST {base_url}/embeddings (base_url includes /v1), Authorization: Bearer
+     when api_key is set, `dimensions` sent to text-embedding-3* models only; results are
+     placed by their `index`.
+   Vectors are L2-normalised; a response whose vectors do not have dim values fails with
+   EG_EUPSTREAM. Retries (408/429/5xx, Retry-After) are httpc's, max_tries in all. Empty
+   texts are not sent (zero vector). Model id: "<kind>:<model>/<dim>". The httpc client
+   must outlive the embedder. */
+struct httpc;
+struct mem_remote_config {
+  const char *kind;     /* "gemini" | "openai" */
+  const char *base_url; /* NULL = the vendor's (Gemini: without /v1beta; OpenAI: with /v1) */
+  const char *api_key;  /* NULL = none (local OpenAI-compatible servers) */
+  const char *model;    /* NULL = gemini-embedding-001 / text-embedding-3-small */
+  int dim;              /* 0 = MEM_DIM */
+  size_t batch;         /* texts per request; 0 = 100 (gemini, also its maximum) / 256 */
+  int max_tries;        /* 0 = 4 */
+  uint32_t timeout_ms;  /* per attempt until the first byte; 0 = 30000 */
+};
+/* Returns 0 and *out, or EG_EINVAL (unknown kind, bad URL scheme, NULL loop/http). */
+EG_WUR int mem_embedder_remote_new(uv_loop_t *loop, struct httpc *http,
+                                   const struct mem_remote_config *cfg,
+                                   struct mem_embedder **out);
+
 /* Convenience wrappers over e->ops. */
 EG_WUR int mem_embed(struct mem_embedder *e, const char *const *texts, const size_t *lens,
                      size_t n, enum mem_task task, mem_embed_cb cb, void *ud);
