@@ -70,6 +70,10 @@ static const char *auto_provider(const struct llm_config *cfg) {
   return "offline";
 }
 
+static bool http_url(const char *u) {
+  return u != NULL && (strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0);
+}
+
 int llm_provider_new(uv_loop_t *loop, struct httpc *http, const struct llm_config *cfg,
                      struct llm_provider **out) {
   const char *name = auto_provider(cfg);
@@ -79,10 +83,12 @@ int llm_provider_new(uv_loop_t *loop, struct httpc *http, const struct llm_confi
     ops = &llm__gemini_ops;
     if (!cfg->gemini_api_key || !*cfg->gemini_api_key || http == NULL)
       return EG_EINVAL;
+    if (cfg->gemini_base_url && *cfg->gemini_base_url && !http_url(cfg->gemini_base_url))
+      return EG_EINVAL;
     model = cfg->model ? cfg->model : "gemini-2.5-flash";
   } else if (strcasecmp(name, "openai") == 0) {
     ops = &llm__openai_ops;
-    if (!cfg->openai_base_url || !*cfg->openai_base_url || http == NULL)
+    if (!http_url(cfg->openai_base_url) || http == NULL)
       return EG_EINVAL;
     model = cfg->model ? cfg->model : "gpt-4o-mini";
   } else if (strcasecmp(name, "offline") == 0) {

@@ -144,7 +144,8 @@ void llm_config_from_env(struct llm_config *cfg);
 
 /* Creates the configured provider. `http` is required for gemini/openai (may be NULL
    for offline). Returns 0, EG_EINVAL (unknown provider name, gemini without a key,
-   openai without a base URL). The config's strings are copied. */
+   openai without a base URL, a base URL that is not http:// or https://). The config's
+   strings are copied. */
 EG_WUR int llm_provider_new(uv_loop_t *loop, struct httpc *http, const struct llm_config *cfg,
                             struct llm_provider **out);
 /* Frees the provider. Streams still running are cancelled first (their on_done runs with
@@ -155,7 +156,8 @@ const char *llm_provider_name(const struct llm_provider *p);  /* "gemini", ... *
 const char *llm_provider_model(const struct llm_provider *p); /* model id or "offline" */
 
 /* Starts a streamed completion. Returns 0 and sets *out (may be NULL), or EG_EINVAL
-   (empty message, missing on_done). On error no callback is called. */
+   (empty message, missing on_done, a prompt over the 4 MiB request limit). On error no
+   callback is called. */
 EG_WUR int llm_stream_start(struct llm_provider *p, const struct llm_prompt *prompt,
                             const struct llm_callbacks *cb, struct llm_stream **out);
 void llm_stream_cancel(struct llm_stream *s);

@@ -802,6 +802,10 @@ static void test_config(void **state) {
   setenv("ENGRAM_LLM", "nonsense", 1);
   llm_config_from_env(&c);
   assert_int_equal(llm_provider_new(&loop, h, &c, &p), EG_EINVAL);
+  setenv("ENGRAM_LLM", "openai", 1);
+  setenv("OPENAI_BASE_URL", "localhost:11434/v1", 1); /* no scheme */
+  llm_config_from_env(&c);
+  assert_int_equal(llm_provider_new(&loop, h, &c, &p), EG_EINVAL);
   setenv("ENGRAM_LLM", "gemini", 1);
   unsetenv("GEMINI_API_KEY");
   llm_config_from_env(&c);
