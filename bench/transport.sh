@@ -109,6 +109,22 @@ stop_server() {
   SRV_PID=
 }
 
+# Waits (at most 10 s) until the server's RSS stops moving, so that the idle test's
+# baseline is not blurred by start-up work (engram frees its password-hashing memory a
+# moment after the first hash).
+settle_rss() {
+  local prev=-1 cur i
+  for ((i = 0; i < 20; i++)); do
+    cur=$(awk '/^VmRSS:/ {print $2}' "/proc/$SRV_PID/status" 2>/dev/null) || return 0
+    [ -n "$cur" ] || return 0
+    if [ "$prev" -ge 0 ] && [ $((cur - prev)) -le 64 ] && [ $((prev - cur)) -le 64 ]; then
+      return 0
+    fi
+    prev=$cur
+    sleep 0.5
+  done
+}
+
 # Arguments the load generator needs for a server (protocol, event, auth).
 lg_args() {
   case $1 in
@@ -169,9 +185,11 @@ for s in $SERVERS; do
   # that earlier connections left in the allocator.
   if start_server "$s"; then
     [ "$s" = engram ] && engram_auth
+    settle_rss
     if run "$s" idle --mode idle --conns "$IDLE_CONNS" --settle "$SETTLE" --hold 5 &&
       stop_server && start_server "$s"; then
       [ "$s" = engram ] && engram_auth
+      settle_rss
       if run "$s" held --mode idle --conns "$HELD_CONNS" --settle "$SETTLE" --hold "$HOLD"; then
         for c in $CONNS; do
           run "$s" "echo$c" --mode echo --conns "$c" --inflight "$INFLIGHT" \
@@ -199,6 +217,12 @@ held() {
   local s=$1
   [ -n "$(g "$s:held:ready")" ] || { echo n/a; return; }
   echo "$(g "$s:held:open")/$(g "$s:held:conns") ($(g "$s:held:failed") failed, $(g "$s:held:errors") lost)"
+}
+
+idle_cpu() { # server CPU during the hold, in % of one core
+  local c=${R[$1:held:srv_cpu_us]:-} t=${R[$1:held:secs]:-}
+  [ -n "$c" ] && [ -n "$t" ] || { echo n/a; return; }
+  awk -v c="$c" -v t="$t" 'BEGIN{ if (c >= 0 && t > 0) printf "%.1f%%", c / t / 1e4; else print "n/a" }'
 }
 
 {
@@ -232,6 +256,8 @@ held() {
     "$(num floor:held:rss_per_conn_b %.0f)" "$(num engram:held:rss_per_conn_b %.0f)" \
     "$(num node:held:rss_per_conn_b %.0f)"
   printf "%-28s %14s %14s %14s\n" "held ${HOLD}s" "$(held floor)" "$(held engram)" "$(held node)"
+  printf "%-28s %14s %14s %14s\n" "CPU % of a core while held" "$(idle_cpu floor)" \
+    "$(idle_cpu engram)" "$(idle_cpu node)"
   for s in $SERVERS; do
     case $s in floor|engram|node) ;; *)
       echo "$s: CPU us/rt $(for c in $CONNS; do printf '@%s %s ' "$c" "$(num $s:echo$c:srv_us_per_rt %.2f)"; done)," \
