@@ -34,6 +34,7 @@ struct api {
   unsigned hashing; /* hashing jobs submitted to the pool */
   size_t queued;    /* hashing jobs waiting for a slot */
   struct job *qhead, *qtail;
+  struct api_stats st;
 };
 
 enum job_kind {
@@ -482,6 +483,12 @@ static void job_done(void *arg, int status) {
     return;
   }
   int64_t now = clock_wall_ms();
+  if (j->kind == JOB_REGISTER && j->status == 201)
+    a->st.registered++;
+  if (j->login_failed)
+    a->st.logins_failed++;
+  if (j->login_ok)
+    a->st.logins_ok++;
   if (j->login_failed) {
     if (j->login.email[0])
       auth_throttle_fail(a->by_account, slice_from_cstr(j->login.email), now);
@@ -529,6 +536,7 @@ static void submit(struct job *j) {
   if (hashes(j)) {
     if (a->hashing >= HASH_SLOTS) {
       if (a->queued >= HASH_QUEUE_MAX) {
+        a->st.busy++;
         send_error(j->req, 503, "Server busy, try again shortly");
         job_free(j);
         return;
@@ -574,6 +582,7 @@ static bool origin_ok(struct api *a, struct http_req *r) {
   if (auth_origin_allowed(origin, host, a->d.cookie_secure ? "https" : "http", a->d.public_url,
                           a->d.origins))
     return true;
+  a->st.origin_refused++;
   send_error(r, 403, "Origin not allowed");
   return false;
 }
@@ -714,6 +723,9 @@ static void h_login(struct http_req *r, void *ud) {
     limited = true;
   if (limited) {
     int ra = EG_MAX(ra1, ra2);
+    a->st.logins_throttled++;
+    log_info("api: login throttled (%s%s), retry in %d s", ra1 > 0 ? j->addr_key : "",
+             ra2 > 0 ? (ra1 > 0 ? " and account" : "account") : "", ra);
     char secs[16], msgbuf[128];
     snprintf(secs, sizeof secs, "%d", ra);
     snprintf(msgbuf, sizeof msgbuf,
@@ -1077,4 +1089,13 @@ int api_handshake(struct api *a, struct slice cookie_header, struct slice auth_t
 
 const struct api_deps *api__deps(const struct api *a) {
   return &a->d;
+}
+
+struct api_stats *api__stats(struct api *a) {
+  return &a->st;
+}
+
+void api_stats(const struct api *a, struct api_stats *out) {
+  *out = a->st;
+  out->hash_queued = a->queued;
 }

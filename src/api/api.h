@@ -106,6 +106,20 @@ EG_WUR int api_register(struct api *a, struct http_router *r);
 /* Frees. No request may be in flight (stop the HTTP server and drain the store first). */
 void api_free(struct api *a);
 
+/* Counters since api_new (loop thread), for /metrics. */
+struct api_stats {
+  uint64_t registered;       /* accounts created over REST */
+  uint64_t logins_ok;        /* successful logins */
+  uint64_t logins_failed;    /* 401s of /api/auth/login */
+  uint64_t logins_throttled; /* 429s of /api/auth/login */
+  uint64_t handshakes_ok;    /* Socket.IO connects accepted */
+  uint64_t handshakes_no_token, handshakes_invalid, handshakes_no_user;
+  uint64_t origin_refused; /* 403s for a foreign Origin (REST and Socket.IO) */
+  uint64_t busy;           /* 503s: hashing queue full */
+  uint64_t hash_queued;    /* hashing jobs waiting now */
+};
+void api_stats(const struct api *a, struct api_stats *out);
+
 /* Socket.IO handshake check for the connect middleware. Picks the token (cookie header,
    else the CONNECT payload's auth.token, else the Authorization header), verifies it,
    then looks the user up on the thread pool. done(arg, 0, user_id, NULL) on success, or

@@ -6,5 +6,7 @@
 
 /* The dependencies given to api_new (for sio_auth.c). */
 const struct api_deps *api__deps(const struct api *a);
+/* The counters, writable (sio_auth.c counts handshakes and Origin refusals). */
+struct api_stats *api__stats(struct api *a);
 
 #endif

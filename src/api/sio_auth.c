@@ -14,6 +14,7 @@ void api_socketio_handler(struct http_req *req, void *ud) {
     (void)http_req_header(req, "Host", &host);
     if (!auth_origin_allowed(origin, host, d->cookie_secure ? "https" : "http", d->public_url,
                              d->origins)) {
+      api__stats(ud)->origin_refused++;
       log_info("api: refused a Socket.IO request from origin %.*s",
                (int)EG_MIN(origin.len, 200), origin.p);
       if (http_respond_json(req, 403, "{\"code\":4,\"message\":\"Origin not allowed\"}") != 0)
@@ -32,6 +33,15 @@ struct hs {
 static void hs_done(void *arg, int status, const char *user_id, const char *message) {
   struct hs *h = arg;
   const struct api_deps *d = api__deps(h->a);
+  struct api_stats *st = api__stats(h->a);
+  if (status == 0)
+    st->handshakes_ok++;
+  else if (message == NULL || strcmp(message, AUTH_MSG_INVALID_TOKEN) == 0)
+    st->handshakes_invalid++;
+  else if (strcmp(message, AUTH_MSG_NO_TOKEN) == 0)
+    st->handshakes_no_token++;
+  else if (strcmp(message, AUTH_MSG_USER_NOT_FOUND) == 0)
+    st->handshakes_no_user++;
   if (status == 0) {
     /* The socket is still connecting here (sio_socket_connected() is false until the
        accept), and stays allocated until sio_accept. If its client left during the
