@@ -237,8 +237,9 @@ static void remote_done(void *ud, int err, const struct httpc_response *resp) {
     return;
   }
   if (resp->status >= 400 || s->mode == 3) {
-    json_t *j = json_loadb(resp->body.len ? resp->body.p : (const char *)s->body.data,
-                           resp->body.len ? resp->body.len : s->body.len, 0, NULL);
+    const char *bp = resp->body.len ? resp->body.p : (const char *)s->body.data;
+    size_t bl = resp->body.len ? resp->body.len : s->body.len;
+    json_t *j = bl ? json_loadb(bp, bl, 0, NULL) : NULL;
     struct buf msg;
     buf_init(&msg, 1024);
     int st = s->d->http_error(s, resp->status, j, &msg);
@@ -273,10 +274,21 @@ static void remote_done(void *ud, int err, const struct httpc_response *resp) {
     if (sse_finish(&s->sse, on_sse_event, s) != 0 && !s->fail)
       llm__fail(s, EG_EUPSTREAM, "The language model's stream could not be parsed.");
   } else if (s->mode == 2) {
-    if (s->body.len == 0)
+    if (s->body.len == 0) {
       llm__fail(s, EG_EUPSTREAM, "The language model sent an empty response.");
-    else if (handle_json(s, (const char *)s->body.data, s->body.len, false) != 0 && !s->fail)
+    } else if (s->streaming && (memcmp(s->body.data, "data:", EG_MIN(s->body.len, 5)) == 0 ||
+                                s->body.data[0] == ':')) {
+      /* An event stream under another Content-Type (text/plain, ...): parse it as one. */
+      s->mode = 1;
+      sse_init(&s->sse, SSE_EVENT_MAX, true);
+      if ((sse_feed(&s->sse, s->body.data, s->body.len, on_sse_event, s) != 0 ||
+           sse_finish(&s->sse, on_sse_event, s) != 0) &&
+          !s->fail)
+        llm__fail(s, EG_EUPSTREAM, "The language model's stream could not be parsed.");
+    } else if (handle_json(s, (const char *)s->body.data, s->body.len, false) != 0 &&
+               !s->fail) {
       llm__fail(s, EG_EUPSTREAM, "The language model's response could not be parsed.");
+    }
   }
   if (!s->fail && !s->canceled)
     s->d->end(s);

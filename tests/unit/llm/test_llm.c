@@ -704,6 +704,17 @@ static void test_upstream_quirks(void **state) {
   assert_int_equal(o.status, 0);
   assert_string_equal((char *)o.text.data, "whole answer");
   out_free(&o);
+  /* An event stream labelled text/plain. */
+  fake_llm_script(&fake,
+                  "[{\"type\":\"raw\",\"headers\":{\"Content-Type\":\"text/plain\"},"
+                  "\"chunks\":[\"data: {\\\"choices\\\":[{\\\"delta\\\":{\\\"content\\\":"
+                  "\\\"plain\\\"},\\\"finish_reason\\\":\\\"stop\\\"}]}\\n\\n\","
+                  "\"data: [DONE]\\n\\n\"]}]");
+  out_init(&o);
+  run(&e, &o);
+  assert_int_equal(o.status, 0);
+  assert_string_equal((char *)o.text.data, "plain");
+  out_free(&o);
   env_free(&e);
 }
 
