@@ -249,6 +249,8 @@ static void test_failures_and_cancel(void **state) {
   r = embed_wait(e, q, 1, MEM_TASK_QUERY);
   assert_int_equal(r.status, EG_EINVAL);
   /* A hung request is cancelled by freeing the embedder. */
+  mem_embedder_free(e);
+  assert_int_equal(mem_embedder_remote_new(&loop, http, &cfg, &e), 0);
   json_decref(ctl("POST", "/__script", "{\"queue\":[{\"match\":\"embed\",\"type\":\"hang\"}]}"));
   size_t len = 5;
   struct res rc = {0};
