@@ -98,7 +98,7 @@ static int user_add(int argc, char **argv, const struct cli_env *env) {
   const char *why = NULL;
   if (rc != 0 || auth_password_check(pwlen, &why) != 0) {
     fprintf(env->err, "engram user add: %s\n",
-            why ? why : "Password must be at most 128 characters");
+            why ? why : "Password must be at most 128 bytes long");
     sodium_memzero(pw, sizeof pw);
     return 1;
   }

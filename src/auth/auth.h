@@ -42,7 +42,7 @@
 #define AUTH_HASH_MAX 128 /* == crypto_pwhash_STRBYTES, NUL included */
 
 /* Checks the length bounds. Returns 0 or EG_EINVAL with *why set to a message for the user
-   ("Password must be at least 8 characters" / "... at most 128 characters"). */
+   ("Password must be at least 8 bytes long" / "... at most 128 bytes long"). */
 int auth_password_check(size_t len, const char **why);
 /* Hashes pw into out (NUL-terminated "$argon2id$..."). ops/mem 0 mean the defaults.
    Returns 0, EG_EINVAL (length out of bounds) or EG_ENOMEM (libsodium could not allocate). */

@@ -14,11 +14,11 @@ static void sodium_ready(void) {
 
 int auth_password_check(size_t len, const char **why) {
   if (len < AUTH_PW_MIN) {
-    *why = "Password must be at least 8 characters";
+    *why = "Password must be at least 8 bytes long";
     return EG_EINVAL;
   }
   if (len > AUTH_PW_MAX) {
-    *why = "Password must be at most 128 characters";
+    *why = "Password must be at most 128 bytes long";
     return EG_EINVAL;
   }
   *why = NULL;

@@ -74,7 +74,7 @@ static void test_register_errors(void **state) {
       {"{\"email\":\"a@b.co\"}", "password is required"},
       {"{\"email\":\"a@b.co\",\"password\":[]}", "password must be a string"},
       {"{\"email\":\"a@b.co\",\"password\":\"1234567\"}",
-       "Password must be at least 8 characters"},
+       "Password must be at least 8 bytes long"},
       {"{\"email\":\"a@b.co\",\"password\":\"12345678\"}", "fullName is required"},
       {"{\"email\":\"a@b.co\",\"password\":\"12345678\",\"fullName\":\"A B\"}",
        "fullName must be an object {firstName, lastName}"},
@@ -104,7 +104,7 @@ static void test_register_errors(void **state) {
   pw[129] = '\0';
   char body[600];
   snprintf(body, sizeof body, "{\"email\":\"a@b.co\",\"password\":\"%s\"%s", pw, fn);
-  assert_string_equal(reg_msg(body), "Password must be at most 128 characters");
+  assert_string_equal(reg_msg(body), "Password must be at most 128 bytes long");
   pw[128] = '\0';
   snprintf(body, sizeof body, "{\"email\":\"a@b.co\",\"password\":\"%s\"%s", pw, fn);
   assert_null(reg_msg(body));
