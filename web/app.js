@@ -336,7 +336,7 @@ function memMeta(m) {
   const t = timeEl(m.createdAt);
   t.textContent = dateFmt.format(new Date(m.createdAt));
   meta.append(t);
-  if (typeof m.score === "number") meta.append(el("span", "", `relevance ${Math.round(m.score * 100) / 100}`));
+  if (typeof m.score === "number" && m.score > 0) meta.append(el("span", "", `relevance ${Math.round(m.score * 100) / 100}`));
   return meta;
 }
 

@@ -1,0 +1,123 @@
+/* Unit tests of src/web: the asset table and the Accept-Encoding / If-None-Match matchers
+   (whole values, and every prefix of each value must not crash or read past its end). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "web/web.h"
+
+static bool gz(const char *v) { return web_accepts_gzip(slice_from_cstr(v)); }
+
+static void test_accepts_gzip(void **st) {
+  (void)st;
+  assert_true(gz("gzip"));
+  assert_true(gz("GZip"));
+  assert_true(gz("deflate, gzip"));
+  assert_true(gz("br;q=1.0, gzip;q=0.8, *;q=0.1"));
+  assert_true(gz(" gzip ; q=0.001 "));
+  assert_true(gz("x-gzip"));
+  assert_true(gz("*"));
+  assert_true(gz("identity, *;q=0.5"));
+  assert_false(gz(""));
+  assert_false(gz("identity"));
+  assert_false(gz("br, deflate"));
+  assert_false(gz("gzip;q=0"));
+  assert_false(gz("gzip;q=0.000"));
+  assert_false(gz("gzip;q=0, *"));  /* an explicit refusal beats the wildcard */
+  assert_false(gz("*;q=0"));
+  assert_false(gz("gzipx, xgzip")); /* whole tokens only */
+  assert_false(gz(",,,;;;"));
+  assert_true(gz("gzip;level=1;q=1"));
+}
+
+static bool tag(const char *v, const char *etag) {
+  return web_etag_matches(slice_from_cstr(v), etag);
+}
+
+static void test_etag(void **st) {
+  (void)st;
+  const char *e = "\"0123456789abcdef\"";
+  assert_true(tag("\"0123456789abcdef\"", e));
+  assert_true(tag("W/\"0123456789abcdef\"", e));
+  assert_true(tag("\"x\", \"0123456789abcdef\"", e));
+  assert_true(tag(" * ", e));
+  assert_false(tag("", e));
+  assert_false(tag("\"0123456789abcde\"", e));
+  assert_false(tag("0123456789abcdef", e));
+  assert_false(tag("\"0123456789abcdef\"x", e));
+  assert_false(tag("W/", e));
+  assert_false(tag("**", e));
+}
+
+/* Every prefix of every value, in an exact-size heap copy (ASan catches over-reads). */
+static void test_prefixes(void **st) {
+  (void)st;
+  const char *vals[] = {"br;q=1.0, gzip;q=0.8, *;q=0.1", "gzip;q=0, *", " gzip ; q=0.5",
+                        "W/\"a\", \"0123456789abcdef\" , *", "x-gzip;q=1.000;q=0"};
+  for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+    size_t n = strlen(vals[i]);
+    for (size_t k = 0; k <= n; k++) {
+      char *c = malloc(k ? k : 1);
+      memcpy(c, vals[i], k);
+      struct slice s = {c, k};
+      (void)web_accepts_gzip(s);
+      (void)web_etag_matches(s, "\"0123456789abcdef\"");
+      free(c);
+    }
+  }
+}
+
+static void test_assets(void **st) {
+  (void)st;
+  size_t n = 0;
+  const struct web_asset *a = web_assets(&n);
+  assert_true(n >= 5);
+  const struct web_asset *index = web_find(SLICE_LIT("/"));
+  assert_non_null(index);
+  assert_ptr_equal(index, web_find(SLICE_LIT("/index.html")));
+  assert_string_equal(index->content_type, "text/html; charset=utf-8");
+  assert_non_null(web_find(SLICE_LIT("/app.js")));
+  assert_non_null(web_find(SLICE_LIT("/style.css")));
+  const struct web_asset *sio = web_find(SLICE_LIT("/socket.io/socket.io.min.js"));
+  assert_non_null(sio);
+  assert_non_null(sio->gz);
+  assert_true(sio->gz_len < sio->len);
+  assert_null(web_find(SLICE_LIT("/nope.js")));
+  assert_null(web_find(SLICE_LIT("")));
+  size_t own = 0;
+  for (size_t i = 0; i < n; i++) {
+    assert_true(a[i].len > 0);
+    assert_int_equal(strlen(a[i].etag), 18);
+    assert_int_equal(a[i].etag[0], '"');
+    if (a[i].gz) { /* gzip magic, and only kept when smaller */
+      assert_int_equal(a[i].gz[0], 0x1f);
+      assert_int_equal(a[i].gz[1], 0x8b);
+      assert_true(a[i].gz_len < a[i].len);
+    }
+    if (strncmp(a[i].path, "/socket.io/", 11) != 0)
+      own += a[i].len;
+  }
+  assert_true(own < 60 * 1024); /* page weight budget of our own files */
+  /* index.html is not NUL-terminated: copy it to search it. */
+  char *html = calloc(1, index->len + 1);
+  memcpy(html, index->data, index->len);
+  assert_non_null(strstr(html, "<script type=\"module\" src=\"/app.js\"></script>"));
+  assert_null(strstr(html, "<script>"));
+  assert_null(strstr(html, "style=\""));
+  free(html);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_accepts_gzip),
+      cmocka_unit_test(test_etag),
+      cmocka_unit_test(test_prefixes),
+      cmocka_unit_test(test_assets),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
