@@ -270,3 +270,11 @@ test("without JWT_SECRET a random secret is kept in the data folder (0600) acros
     fs.rmSync(d3, { recursive: true, force: true });
   }
 });
+
+test("unknown API paths are 404 and wrong methods 405, both as {message}", async () => {
+  await errorOf(await fetch(srv.url + "/api/nope"), 404);
+  await errorOf(await fetch(srv.url + "/api/auth/nope", { method: "POST" }), 404);
+  const r = await fetch(srv.url + "/api/auth/login");
+  await errorOf(r, 405);
+  assert.match(r.headers.get("allow") || "", /POST/);
+});
