@@ -691,14 +691,48 @@ static int pg_chat_delete(struct store *s, const char *user_id, const char *chat
 
 /* ---- messages ------------------------------------------------------------------------ */
 
+/* The 8 parameters of PG_MSG_INSERT for m (t: room for the time). */
+static void pg_msg_params(const struct store_message_new *m, char t[24], const char *v[8]) {
+  fmt_i64(t, 24, m->created_at);
+  v[0] = m->id;
+  v[1] = m->chat_id;
+  v[2] = m->user_id;
+  v[3] = m->role;
+  v[4] = m->content;
+  v[5] = m->client_id && *m->client_id ? m->client_id : NULL;
+  v[6] = t;
+  v[7] = m->cancelled ? "true" : "false";
+}
+
+/* The message's status from PG_MSG_INSERT's one result row. */
+static int pg_msg_parse(const PGresult *r, struct store_message_new *m) {
+  m->existed = false;
+  if (PQntuples(r) != 1)
+    return EG_EDB;
+  long inserted = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+  bool chat_ok = PQgetvalue(r, 0, 3)[0] == 't';
+  bool client = m->client_id && *m->client_id;
+  if (inserted == 1)
+    return 0;
+  if (!chat_ok)
+    return EG_ENOTFOUND;
+  if (client && !PQgetisnull(r, 0, 1)) {
+    val_copy(r, 0, 1, m->id, sizeof(m->id));
+    m->created_at = val_i64(r, 0, 2);
+    m->existed = true;
+    return 0;
+  }
+  /* A concurrent insert of the same client_id committed after this statement's snapshot:
+     report a conflict; a retry sees it as an existing message. */
+  return EG_EEXISTS;
+}
+
 /* One message through the CTE statement on an open connection. Returns the message's
    status; a SQL error (which aborts an enclosing transaction) comes back as *sql_err. */
 static int pg_msg_one(struct pg_conn *c, struct store_message_new *m, int *sql_err) {
   char t[24];
-  fmt_i64(t, sizeof(t), m->created_at);
-  const char *client = m->client_id && *m->client_id ? m->client_id : NULL;
-  const char *v[8] = {m->id,      m->chat_id, m->user_id, m->role, m->content,
-                      client,     t,          m->cancelled ? "true" : "false"};
+  const char *v[8];
+  pg_msg_params(m, t, v);
   int rc;
   *sql_err = 0;
   m->existed = false;
@@ -707,22 +741,7 @@ static int pg_msg_one(struct pg_conn *c, struct store_message_new *m, int *sql_e
     *sql_err = rc;
     return rc;
   }
-  long inserted = strtol(PQgetvalue(r, 0, 0), NULL, 10);
-  bool chat_ok = PQgetvalue(r, 0, 3)[0] == 't';
-  if (inserted == 1) {
-    rc = 0;
-  } else if (!chat_ok) {
-    rc = EG_ENOTFOUND;
-  } else if (client && !PQgetisnull(r, 0, 1)) {
-    val_copy(r, 0, 1, m->id, sizeof(m->id));
-    m->created_at = val_i64(r, 0, 2);
-    m->existed = true;
-    rc = 0;
-  } else {
-    /* A concurrent insert of the same client_id committed after this statement's
-       snapshot: report it as a conflict; a retry sees it as an existing message. */
-    rc = EG_EEXISTS;
-  }
+  rc = pg_msg_parse(r, m);
   PQclear(r);
   return rc;
 }
@@ -771,10 +790,138 @@ static int op_batch(struct pg_conn *c, void *arg) {
   return rc;
 }
 
+/* Prepares statement id on c if it is not yet (outside pipeline mode). */
+static int pg_prepare(struct pg_conn *c, enum pg_stmt id, char name[16]) {
+  snprintf(name, 16, "eg%d", (int)id);
+  if (c->prepared & (1ull << id))
+    return 0;
+  PGresult *r = PQprepare(c->conn, name, pg_sql[id], 0, NULL);
+  int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : pg_err(c->conn, r, pg_sql[id]);
+  PQclear(r);
+  if (rc == 0)
+    c->prepared |= 1ull << id;
+  return rc;
+}
+
+/* In pipeline mode: the result of the next command, with its terminating NULL consumed.
+   NULL when the connection failed. */
+static PGresult *pipe_result(PGconn *conn) {
+  PGresult *r = PQgetResult(conn);
+  if (r && PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+    PGresult *x;
+    while ((x = PQgetResult(conn)) != NULL)
+      PQclear(x);
+  }
+  return r;
+}
+
+/* Waits for the sync result that ends a pipeline chunk. */
+static bool pipe_sync(PGconn *conn) {
+  for (;;) {
+    PGresult *r = PQgetResult(conn);
+    if (!r)
+      return false;
+    ExecStatusType es = PQresultStatus(r);
+    PQclear(r);
+    if (es == PGRES_PIPELINE_SYNC)
+      return true;
+  }
+}
+
+#define PG_PIPE_CHUNK 64
+
+/* The batch as one transaction whose statements are pipelined (libpq pipeline mode):
+   BEGIN, then chunks of PG_PIPE_CHUNK inserts each sent at once and answered at once,
+   then COMMIT: one network round trip per chunk instead of one per message. Chunks keep
+   what is in flight small, so neither side ever blocks on a full socket buffer. A SQL
+   error in a row aborts the transaction: ROLLBACK, and the caller replays row by row. */
+static int op_batch_pipe(struct pg_conn *c, void *arg) {
+  struct pg_batch *b = arg;
+  b->fallback = false;
+  char name[16];
+  int rc = pg_prepare(c, PG_MSG_INSERT, name);
+  if (rc != 0)
+    return rc;
+  int *st = xmalloc(b->n * sizeof(*st));
+  memcpy(st, b->status, b->n * sizeof(*st));
+  rc = pg_simple(c, "BEGIN");
+  if (rc != 0) {
+    free(st);
+    return rc;
+  }
+  PGconn *conn = c->conn;
+  bool row_error = false;
+  if (!PQenterPipelineMode(conn)) {
+    rc = pg_err(conn, NULL, "pipeline mode");
+    goto done;
+  }
+  for (size_t from = 0; from < b->n && rc == 0 && !row_error;) {
+    size_t sent[PG_PIPE_CHUNK];
+    size_t k = 0, i = from;
+    bool ok = true;
+    for (; i < b->n && k < PG_PIPE_CHUNK && ok; i++) {
+      if (st[i] != 0)
+        continue;
+      char t[24];
+      const char *v[8];
+      pg_msg_params(&b->m[i], t, v);
+      ok = PQsendQueryPrepared(conn, name, 8, v, NULL, NULL, 0) == 1;
+      sent[k++] = i;
+    }
+    from = i;
+    if (k == 0)
+      break;
+    if (!ok || !PQpipelineSync(conn)) {
+      rc = pg_err(conn, NULL, "pipeline send");
+      break;
+    }
+    for (size_t j = 0; j < k; j++) {
+      PGresult *r = pipe_result(conn);
+      if (!r) {
+        rc = pg_err(conn, NULL, "pipeline result");
+        break;
+      }
+      ExecStatusType es = PQresultStatus(r);
+      if (es == PGRES_TUPLES_OK) {
+        st[sent[j]] = pg_msg_parse(r, &b->m[sent[j]]);
+      } else if (es != PGRES_PIPELINE_ABORTED) {
+        int e = pg_err(conn, r, "message insert");
+        if (e == EG_ECLOSED)
+          rc = e;
+        row_error = true;
+      }
+      PQclear(r);
+    }
+    if (rc == 0 && !pipe_sync(conn))
+      rc = pg_err(conn, NULL, "pipeline sync");
+  }
+  if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF && !PQexitPipelineMode(conn) && rc == 0)
+    rc = pg_err(conn, NULL, "pipeline exit");
+done:
+  if (rc == 0 && !row_error) {
+    c->commit_sent = true;
+    rc = pg_simple(c, "COMMIT");
+  } else {
+    if (rc == 0) {
+      rc = EG_EDB;
+      b->fallback = true; /* one bad row must not fail the others */
+    }
+    if (PQstatus(conn) == CONNECTION_OK)
+      (void)pg_simple(c, "ROLLBACK");
+  }
+  if (rc == 0)
+    memcpy(b->status, st, b->n * sizeof(*st));
+  free(st);
+  return rc;
+}
+
 static int pg_msg_insert_batch(struct store *s, struct store_message_new *m, size_t n,
                                int *status) {
   struct pg_batch b = {m, n, status, false};
-  int rc = pg_call(s, op_batch, &b, PG_RETRY_UNCOMMITTED);
+  size_t valid = 0;
+  for (size_t i = 0; i < n; i++)
+    valid += status[i] == 0;
+  int rc = pg_call(s, valid > 1 ? op_batch_pipe : op_batch, &b, PG_RETRY_UNCOMMITTED);
   if (rc != 0 && b.fallback) {
     rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
