@@ -14,9 +14,10 @@
  *
  * Group commit. A batch of messages is one transaction of one statement per message (a CTE
  * that checks the chat's owner, honours UNIQUE(chat_id, client_id) with ON CONFLICT DO
- * NOTHING, adds the memory and moves the chat's last_activity). Any SQL error aborts a
- * PostgreSQL transaction, so an error in a batch rolls it back and the rows are replayed
- * one by one (each statement is atomic by itself).
+ * NOTHING, adds the memory and moves the chat's last_activity), pipelined (libpq pipeline
+ * mode, PG_PIPE_CHUNK statements per round trip). Any SQL error aborts a PostgreSQL
+ * transaction, so an error in a batch rolls it back and the rows are replayed one by one
+ * (each statement is atomic by itself).
  *
  * Full text: memories.tsv is a generated tsvector ('english') with a GIN index; search
  * ranks with ts_rank_cd over an OR of the quoted words (to_tsquery), one user only.

@@ -18,6 +18,7 @@
  *     cache, but a power loss could drop the last commits: acked messages would vanish.)
  *     The cost of one fsync per commit is paid back by group commit (store_async.h): one
  *     transaction, hence one fsync, for every message queued while the previous commit ran.
+ *     Figures: bench/README.md "Store" (bench/store.sh).
  *   - PostgreSQL: synchronous_commit as the server has it (on by default).
  *
  * Data model. Ids are 24 lowercase hex chars from id_new() (base.h); times are wall-clock
@@ -34,7 +35,8 @@
  *             chat). Each has an embedding model and a float32 vector, both NULL until
  *             embedded (store_memory_set_vector). A full-text index covers the text.
  * Deleting a chat deletes its messages and their memories; deleting a user deletes
- * everything of theirs. Deleting a memory keeps its message.
+ * everything of theirs (messages through their chats: a message's user_id is always its
+ * chat's user, which store_message_insert checks). Deleting a memory keeps its message.
  *
  * Keyword search. SQLite: FTS5 with tokenize='porter unicode61', ranked by bm25(), score =
  * -bm25() (higher is better). PostgreSQL: a tsvector column ('english' config) with a GIN
