@@ -113,9 +113,11 @@ static void *writer_main(void *arg) {
       a->stats.max_batch = n;
     uv_async_send(&a->async);
   }
+  /* Sent under the lock: the loop cannot see writer_done (and close the handle) before
+     this send is over. */
   a->writer_done = true;
-  pthread_mutex_unlock(&a->mu);
   uv_async_send(&a->async);
+  pthread_mutex_unlock(&a->mu);
   free(batch);
   free(status);
   return NULL;
