@@ -198,6 +198,54 @@ struct mem_index_stats {
 };
 void mem_index_stats(struct mem_index *ix, struct mem_index_stats *st);
 
+/* ---- Pinecone vector store ---------------------------------------------------------------- */
+
+/* The `pinecone` vector store (REST data plane over httpc, on the loop thread; callbacks
+   run there, never inside the starting call). Every vector carries metadata {user, chat,
+   text, model, createdAt}; queries filter on user AND model ({$and:[{user:{$eq}},
+   {model:{$eq}}]}) and drop any match whose metadata is not that user's and model's.
+   Upserts go 100 vectors per request, deletes 1000 ids per request. Retries on
+   408/429/5xx. The calls return 0 (the callback will run) or EG_EINVAL (bad arguments:
+   no callback). Callback status: 0, EG_EAUTH (401), EG_EINVAL (400), EG_ELIMIT (429 after
+   the last try), EG_EUPSTREAM (5xx, malformed body), EG_ETIMEOUT, EG_EIO, EG_ECANCELED
+   (mem_pinecone_free). The httpc client must outlive the store. */
+struct mem_pinecone_config {
+  const char *host;       /* index host ("idx-abc.svc.us-east1-gcp.pinecone.io" gets
+                             https://) or a full http(s):// URL (tests) */
+  const char *api_key;    /* required */
+  const char *name_space; /* NULL = "" (the default namespace) */
+  int max_tries;          /* 0 = 4 */
+  uint32_t timeout_ms;    /* per attempt until the first byte; 0 = 15000 */
+};
+struct mem_pinecone;
+struct mem_pc_record {
+  const char *id; /* 24 hex chars (the message id) */
+  const char *user;
+  const char *chat; /* NULL = "" (notes) */
+  const char *text; /* NULL = "" */
+  int64_t created_at;
+  const float *vec; /* dim floats */
+};
+typedef void (*mem_pc_done_cb)(void *ud, int status);
+/* hits: best first, valid during the call. */
+typedef void (*mem_pc_query_cb)(void *ud, int status, const struct mem_hit *hits, size_t n);
+
+EG_WUR int mem_pinecone_new(uv_loop_t *loop, struct httpc *http,
+                            const struct mem_pinecone_config *cfg, struct mem_pinecone **out);
+/* Cancels what is in flight (callbacks get EG_ECANCELED on later loop turns) and frees. */
+void mem_pinecone_free(struct mem_pinecone *pc);
+EG_WUR int mem_pinecone_upsert(struct mem_pinecone *pc, const char *model,
+                               const struct mem_pc_record *recs, size_t n, int dim,
+                               mem_pc_done_cb cb, void *ud);
+EG_WUR int mem_pinecone_query(struct mem_pinecone *pc, const char *user, const char *model,
+                              const float *vec, int dim, size_t top_k, mem_pc_query_cb cb,
+                              void *ud);
+EG_WUR int mem_pinecone_delete(struct mem_pinecone *pc, const char *const *ids, size_t n,
+                               mem_pc_done_cb cb, void *ud);
+/* Forget-all: deletes every vector whose metadata user is `user` (filter delete). */
+EG_WUR int mem_pinecone_delete_user(struct mem_pinecone *pc, const char *user,
+                                    mem_pc_done_cb cb, void *ud);
+
 /* ---- recall ---------------------------------------------------------------------------- */
 
 enum mem_role { MEM_ROLE_USER, MEM_ROLE_MODEL };
