@@ -397,8 +397,8 @@ static void on_tq(struct tq *q, struct tq_node *n) {
   }
   if (s->state != ST_OPEN)
     return;
-  /* n->lane was LANE_PING or LANE_PONG; it is unqueued now. Which one fired is told by
-     hb_refreshed/ping bookkeeping: kind 0 = ping due, kind 2 = pong overdue. */
+  /* The heartbeat node's kind says which wait ended: 0 = the next ping is due (it was on
+     LANE_PING), 2 = the pong is overdue (LANE_PONG). */
   if (n->kind == 2) {
     sess_close(s, "ping timeout");
     return;
