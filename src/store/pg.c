@@ -174,9 +174,25 @@ static struct pg_store *PGS(struct store *s) { return (struct pg_store *)s; }
 
 /* ---- connections --------------------------------------------------------------------- */
 
+/* libpq messages span lines; the log wants one line: a per-thread cleaned copy. */
+static const char *one_line(const char *msg) {
+  static _Thread_local char out[512];
+  size_t n = 0;
+  for (const char *p = msg ? msg : ""; *p && n + 1 < sizeof(out); p++) {
+    char ch = *p == '\n' || *p == '\r' || *p == '\t' ? ' ' : *p;
+    if (ch == ' ' && (n == 0 || out[n - 1] == ' '))
+      continue;
+    out[n++] = ch;
+  }
+  while (n > 0 && out[n - 1] == ' ')
+    n--;
+  out[n] = 0;
+  return out;
+}
+
 static void pg_notice(void *arg, const char *msg) {
   (void)arg;
-  log_debug("store: postgres notice: %s", msg);
+  log_debug("store: postgres notice: %s", one_line(msg));
 }
 
 static PGconn *pg_connect(const char *url) {
@@ -248,7 +264,7 @@ static void pg_put(struct pg_store *p, struct pg_conn *c) {
 static int pg_err(PGconn *conn, PGresult *res, const char *what) {
   if (PQstatus(conn) != CONNECTION_OK) {
     log_warn("store: postgres connection broken during %.60s: %s", what,
-             PQerrorMessage(conn));
+             one_line(PQerrorMessage(conn)));
     return EG_ECLOSED;
   }
   const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
@@ -262,7 +278,7 @@ static int pg_err(PGconn *conn, PGresult *res, const char *what) {
       return EG_EINVAL;
   }
   log_error("store: postgres %.80s: %s", what,
-            res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
+            one_line(res ? PQresultErrorMessage(res) : PQerrorMessage(conn)));
   return EG_EDB;
 }
 
@@ -320,7 +336,7 @@ static int pg_call(struct store *s, int (*fn)(struct pg_conn *c, void *arg), voi
   struct pg_conn *c = pg_get(p);
   int rc;
   if (PQstatus(c->conn) != CONNECTION_OK) {
-    log_error("store: postgres unreachable: %s", PQerrorMessage(c->conn));
+    log_error("store: postgres unreachable: %s", one_line(PQerrorMessage(c->conn)));
     rc = EG_ECLOSED;
     goto out;
   }
@@ -469,7 +485,7 @@ int store__pg_open(const char *url, struct store **out) {
   PGconn *c = pg_connect(url);
   if (!c || PQstatus(c) != CONNECTION_OK) {
     log_error("store: cannot connect to postgres: %s",
-              c ? PQerrorMessage(c) : "out of memory");
+              c ? one_line(PQerrorMessage(c)) : "out of memory");
     if (c)
       PQfinish(c);
     pg_close(&p->base);

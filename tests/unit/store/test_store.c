@@ -1146,6 +1146,28 @@ static void t_sqlite_open(void **state) {
   sqlite3_close(db);
 }
 
+static void t_open_errors(void **state) {
+  (void)state;
+  struct store *s = (struct store *)1;
+  /* Nothing listens on port 1: refused at once. */
+  assert_int_equal(store_open("postgres://engram@127.0.0.1:1/engram", NULL, &s), EG_ECLOSED);
+  assert_null(s);
+  assert_int_equal(store_open("postgresql://127.0.0.1:1/x?connect_timeout=2", NULL, &s),
+                   EG_ECLOSED);
+  assert_int_equal(store_open("/nonexistent-dir-engram/sub/engram.db", NULL, &s), EG_EIO);
+  assert_null(s);
+  /* A file that is not a database. */
+  char path[] = "/tmp/engram-notdb-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, "this is not a database, just text ......................", 56),
+                   56);
+  close(fd);
+  assert_int_not_equal(store_open(path, NULL, &s), 0);
+  unlink(path);
+  store_close(NULL);
+}
+
 #define TESTS                                                                                \
   cmocka_unit_test(t_migrations), cmocka_unit_test(t_users), cmocka_unit_test(t_chats),      \
       cmocka_unit_test(t_messages), cmocka_unit_test(t_client_id), cmocka_unit_test(t_batch), \
@@ -1155,7 +1177,8 @@ static void t_sqlite_open(void **state) {
 
 int main(void) {
   log_init_from_env();
-  const struct CMUnitTest pure[] = {cmocka_unit_test(t_fts_terms)};
+  const struct CMUnitTest pure[] = {cmocka_unit_test(t_fts_terms),
+                                    cmocka_unit_test(t_open_errors)};
   const struct CMUnitTest tests[] = {TESTS};
   int fails = cmocka_run_group_tests_name("store/pure", pure, NULL, NULL);
   fails += cmocka_run_group_tests_name("store/sqlite", tests, open_sqlite, close_sqlite);
