@@ -308,7 +308,7 @@ static void test_retry_429_retry_after(void **state) {
   call_init(&c);
   struct httpc_request r = post(url(GEN_PATH), GEN_BODY, &c, true);
   r.retry.max_tries = 3;
-  r.retry.base_ms = 5000; /* the headers, not the backoff, must decide */
+  r.retry.base_ms = 20000; /* the headers, not the backoff (>= 10 s), must decide */
   uint64_t t0 = clock_mono_ms();
   assert_int_equal(httpc_start(e.h, &r, &c.req), 0);
   run_until(&e, &c, 1);
@@ -318,7 +318,7 @@ static void test_retry_429_retry_after(void **state) {
   assert_int_equal(c.attempts, 3);
   assert_int_equal(c.n_response, 1); /* the 429s were never delivered */
   assert_true(took >= 1150);
-  assert_true(took < 4000);
+  assert_true(took < 8000);
   json_t *reqs = fake_llm_requests(&fake);
   assert_int_equal(json_array_size(reqs), 3);
   json_decref(reqs);
@@ -427,7 +427,7 @@ static void test_first_byte_timeout(void **state) {
   uint64_t took = clock_mono_ms() - t0;
   assert_int_equal(c.err, EG_ETIMEOUT);
   assert_int_equal(c.attempts, 2); /* first-byte timeouts are retried */
-  assert_true(took >= 400 && took < 2000);
+  assert_true(took >= 400 && took < 5000);
   assert_non_null(strstr(c.error, "first byte"));
   call_free(&c);
   env_free(&e);
@@ -473,7 +473,7 @@ static void test_total_timeout(void **state) {
   run_until(&e, &c, 1);
   assert_int_equal(c.err, EG_ETIMEOUT);
   uint64_t took = clock_mono_ms() - t0;
-  assert_true(took >= 290 && took < 1000);
+  assert_true(took >= 290 && took < 3000);
   assert_non_null(strstr(c.error, "total"));
   call_free(&c);
   env_free(&e);
