@@ -199,6 +199,24 @@ describe("wire rules (raw HTTP)", () => {
     ws.close();
   });
 
+  test("a bad probe aborts the upgrade; the session stays on polling", async () => {
+    const { sid } = await handshake();
+    const url = `ws://127.0.0.1:${srv.port}/engine.io/?EIO=4&transport=websocket&sid=${sid}`;
+    const ws = new WebSocket(url);
+    ws.on("error", () => {});
+    await waitFor(ws, "open");
+    // A second upgrade attempt while one runs is closed at once.
+    const ws2 = new WebSocket(url);
+    ws2.on("error", () => {});
+    await waitFor(ws2, "close");
+    ws.send("4not a probe");
+    await waitFor(ws, "close");
+    const p = await fetch(q(`EIO=4&transport=polling&sid=${sid}`), { method: "POST", body: "4still polling" });
+    assert.equal(p.status, 200);
+    const r = await fetch(q(`EIO=4&transport=polling&sid=${sid}`));
+    assert.equal(await r.text(), "4still polling");
+  });
+
   test("websocket: handshake without upgrades, heartbeat, close packet", async () => {
     const ws = new WebSocket(`ws://127.0.0.1:${srv.port}/engine.io/?EIO=4&transport=websocket`);
     const first = await nextMsg(ws);
