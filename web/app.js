@@ -113,6 +113,7 @@ function showAuth() {
   }
   $("app").hidden = true;
   $("auth").hidden = false;
+  ready();
   document.title = "Sign in – engram";
   $("email").focus();
 }
@@ -158,13 +159,40 @@ async function logout() {
   showAuth();
 }
 
+// First screen shown (sign-in form or the app shell): a performance mark for tests.
+function ready() {
+  if (!performance.getEntriesByName("engram:ready").length) performance.mark("engram:ready");
+}
+
 // ---- socket -----------------------------------------------------------------------------
 
-function connectSocket() {
-  if (typeof io !== "function") {
+// The official socket.io browser bundle, loaded after the first screen is shown (it is
+// not needed to sign in, and parsing it would delay the first render).
+let ioLoading = null;
+function loadIo() {
+  if (typeof window.io === "function") return Promise.resolve(window.io);
+  ioLoading ??= new Promise((resolve, reject) => {
+    const sc = document.createElement("script");
+    sc.src = "/socket.io/socket.io.min.js";
+    sc.onload = () => resolve(window.io);
+    sc.onerror = () => {
+      ioLoading = null;
+      reject(new Error("socket.io client failed to load"));
+    };
+    document.head.append(sc);
+  });
+  return ioLoading;
+}
+
+async function connectSocket() {
+  let io;
+  try {
+    io = await loadIo();
+  } catch {
     banner("The real-time client failed to load. Reload the page.");
     return;
   }
+  if (!state.me || state.socket) return;
   const s = io({ withCredentials: true });
   state.socket = s;
   s.on("connect", () => {
@@ -684,6 +712,7 @@ async function start(user) {
   $("me-name").title = user.email;
   $("auth").hidden = true;
   $("app").hidden = false;
+  ready();
   connectSocket();
   await loadChats();
   await route();
