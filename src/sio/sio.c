@@ -438,7 +438,10 @@ int sio_local_broadcast(struct sio_nsp *n, const struct sio_bcast *to,
   for (size_t i = 0; i < nrooms; i++) {
     const char *name = i < to->nrooms ? to->rooms[i] : to->room;
     struct sio_room *r = room_find(n, name, str_hash(name));
-    for (struct sio_member *m = r ? r->head : NULL; m; m = m->rnext) {
+    /* next is read before delivering: a send that overflows a client's backlog may
+       close it synchronously, which unlinks (and frees) its membership. */
+    for (struct sio_member *m = r ? r->head : NULL, *next; m; m = next) {
+      next = m->rnext;
       struct sio_socket *s = m->sock;
       if (s->gen == gen || s->state != SOCK_CONNECTED)
         continue;
