@@ -270,6 +270,7 @@ static int setup(struct engram *e) {
                         .public_url = c->public_url,
                         .origins = c->origins,
                         .io = e->io,
+                        .recall = e->recall,
                         .on_chat_deleted = on_chat_deleted,
                         .on_socket_user = on_socket_user,
                         .ud = e};
