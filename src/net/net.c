@@ -89,6 +89,7 @@ struct net_server {
   struct net_seg *free_segs;
   int nfree;
   bool flushing_active;
+  uint64_t write_calls;
   bool stopping;
   bool listener_closed;
   int handles_to_close;
@@ -357,7 +358,7 @@ static void append_owned(struct net_conn *c, const void *p, size_t n) {
 }
 
 static bool can_write(const struct net_conn *c) {
-  return !(c->flags & (F_CLOSED | F_FAILED | F_SHUTDOWN));
+  return !(c->flags & (F_CLOSING | F_CLOSED | F_FAILED | F_SHUTDOWN));
 }
 
 int net_conn_write(struct net_conn *c, const void *p, size_t n) {
@@ -475,6 +476,7 @@ static void conn_flush(struct net_conn *c) {
       iov[n++] = uv_buf_init((char *)g->p, (unsigned)g->len);
       batch += g->len;
     }
+    c->srv->write_calls++;
     int r = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
     if (r == UV_EAGAIN || r == UV_ENOSYS)
       r = 0;
@@ -870,6 +872,7 @@ int net_server_port(const struct net_server *s) { return s->port; }
 void *net_server_ud(const struct net_server *s) { return s->opts.ud; }
 uv_loop_t *net_server_loop(const struct net_server *s) { return s->loop; }
 size_t net_server_conn_count(const struct net_server *s) { return s->nconns; }
+uint64_t net_server_write_calls(const struct net_server *s) { return s->write_calls; }
 
 void net_server_foreach(struct net_server *s, void (*fn)(struct net_conn *c, void *ud),
                         void *ud) {

@@ -169,6 +169,9 @@ uv_loop_t *net_server_loop(const struct net_server *s);
 void net_server_set_timeout(struct net_server *s, int cls, uint64_t ms);
 /* Number of open connections. */
 size_t net_server_conn_count(const struct net_server *s);
+/* Write system calls made so far (uv_try_write + uv_write), for tests and metrics: with
+   coalescing, many net_conn_write calls in one loop turn cost one. (Added after v1.) */
+uint64_t net_server_write_calls(const struct net_server *s);
 /* Calls fn for every open connection (fn may close c). */
 void net_server_foreach(struct net_server *s, void (*fn)(struct net_conn *c, void *ud),
                         void *ud);
