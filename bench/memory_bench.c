@@ -122,17 +122,24 @@ int main(int argc, char **argv) {
     struct mem_hit hits[64];
     uint32_t ex[64];
     size_t found = 0, near = 0;
+    /* Index searches first, all timed back to back (the index stays warm as it would
+       under steady traffic), then the exact float scans, which would evict it. */
+    struct mem_hit *allhits = xcalloc(nq * k, sizeof(*allhits));
+    size_t *nhs = xcalloc(nq, sizeof(size_t));
     for (size_t qi = 0; qi < nq; qi++) {
       bv_query(q, vecs, n, qi);
-      size_t nh = 0;
       uint64_t a = clock_mono_ns();
-      if (mem_index_search(ix, "bench", "bench", q, k, NULL, 0, hits, &nh) != 0)
+      if (mem_index_search(ix, "bench", "bench", q, k, NULL, 0, allhits + qi * k, &nhs[qi]) != 0)
         return 1;
+      lat[qi] = (double)(clock_mono_ns() - a) / 1e6;
+    }
+    for (size_t qi = 0; qi < nq; qi++) {
+      bv_query(q, vecs, n, qi);
       uint64_t b = clock_mono_ns();
       exact_topk(vecs, n, q, k, ex);
-      uint64_t c = clock_mono_ns();
-      lat[qi] = (double)(b - a) / 1e6;
-      flat[qi] = (double)(c - b) / 1e6;
+      flat[qi] = (double)(clock_mono_ns() - b) / 1e6;
+      memcpy(hits, allhits + qi * k, k * sizeof(*hits));
+      size_t nh = nhs[qi];
       float kth = mem_dot_f32(q, vecs + (size_t)ex[k - 1] * BV_DIM, BV_DIM);
       for (size_t h = 0; h < nh; h++) {
         size_t row = (size_t)strtoull(hits[h].id + 8, NULL, 16) - 1;
@@ -145,6 +152,8 @@ int main(int argc, char **argv) {
           found += strcmp(hits[h].id, want) == 0;
       }
     }
+    free(allhits);
+    free(nhs);
     double recall = (double)found / (double)(nq * k);
     double near_recall = (double)near / (double)(nq * k);
 
