@@ -67,6 +67,11 @@ struct csock {
   char user[ID_LEN + 1];
   char room[ID_LEN + 6];
   struct job *jobs;
+  /* Until on_connection: in the chat's pending list (a socket refused or gone before it
+     connected is freed by sio without a disconnect callback; its csock is swept later
+     without touching the socket). */
+  struct csock *pnext, **pprev;
+  uint64_t created_ms;
 };
 
 struct chatq {
@@ -86,6 +91,7 @@ struct chat {
   struct hmap rates;  /* user id -> struct rate */
   struct chat_stats st;
   struct sio_nsp *nsp; /* where the user rooms are */
+  struct csock *pending; /* csocks whose socket has not connected yet, oldest last */
   bool closing;
   uv_timer_t deadline;
   bool deadline_on;
@@ -679,10 +685,38 @@ static void on_ai_cancel(struct sio_socket *s, const char *event, json_t *args, 
     ack(s, &ackid, json_pack("{s:b}", "ok", found));
 }
 
+static void pending_unlink(struct csock *cs) {
+  if (cs->pprev == NULL)
+    return;
+  *cs->pprev = cs->pnext;
+  if (cs->pnext)
+    cs->pnext->pprev = cs->pprev;
+  cs->pprev = NULL;
+  cs->pnext = NULL;
+}
+
+/* Frees the csocks of sockets that never connected (longer ago than any connect takes). */
+static void pending_sweep(struct chat *c, uint64_t older_than_ms) {
+  uint64_t now = clock_mono_ms();
+  struct csock **pp = &c->pending;
+  while (*pp) {
+    struct csock *cs = *pp;
+    if (now - cs->created_ms < older_than_ms) {
+      pp = &cs->pnext;
+      continue;
+    }
+    pending_unlink(cs);
+    free(cs);
+  }
+}
+
 static void on_connection(struct sio_socket *s, void *ud) {
   (void)ud;
   struct csock *cs = sio_socket_data(s);
-  if (cs && sio_join(s, cs->room) != 0)
+  if (cs == NULL)
+    return;
+  pending_unlink(cs);
+  if (sio_join(s, cs->room) != 0)
     log_warn("chat: joining %s failed", cs->room);
 }
 
@@ -693,6 +727,7 @@ static void on_disconnect(struct sio_socket *s, const char *reason, void *ud) {
     return;
   while (cs->jobs)
     job_unlink_socket(cs->jobs);
+  pending_unlink(cs);
   sio_socket_set_data(s, NULL);
   free(cs);
 }
@@ -733,9 +768,16 @@ void chat_attach(struct chat *c, struct sio_nsp *nsp) {
 void chat_socket_user(struct chat *c, struct sio_socket *s, const char *user_id) {
   struct csock *cs = sio_socket_data(s);
   if (cs == NULL) {
+    pending_sweep(c, 120000);
     cs = xcalloc(1, sizeof *cs);
     cs->c = c;
     cs->s = s;
+    cs->created_ms = clock_mono_ms();
+    cs->pnext = c->pending;
+    cs->pprev = &c->pending;
+    if (c->pending)
+      c->pending->pprev = &cs->pnext;
+    c->pending = cs;
     sio_socket_set_data(s, cs);
   }
   snprintf(cs->user, sizeof cs->user, "%s", user_id);
@@ -775,6 +817,7 @@ void chat_shutdown(struct chat *c, uint32_t deadline_ms, void (*on_idle)(void *u
 
 static void on_timer_closed(uv_handle_t *h) {
   struct chat *c = h->data;
+  pending_sweep(c, 0);
   size_t slot;
   for (struct hmap_entry *e = hmap_first(&c->rates, &slot); e;
        e = hmap_next(&c->rates, e, &slot))
