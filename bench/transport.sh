@@ -20,6 +20,8 @@
 #   ENGRAM_TOKEN  a JWT to send as the `token` cookie (else the script registers a user
 #                 through the REST API if engram serves it; without REST, none is sent)
 #   OUT           also append the table to this file
+#   NICE          run servers and load generator at this nice level (e.g. -10, needs root)
+#                 so that other work on a shared machine disturbs the figures less
 #
 # Every run is bounded (timeout); servers are stopped on exit, whatever happens.
 set -uo pipefail
@@ -40,6 +42,8 @@ HOLD=${HOLD:-30}
 # The raw TCP message for the floor: the size of the Socket.IO request frame
 # (2-byte header + 4-byte mask + `42` + ack id + `["echo","` + data + `"]`).
 FLOOR_SIZE=$((SIZE + 20))
+NICE_CMD=
+[ -n "${NICE:-}" ] && NICE_CMD="nice -n $NICE"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 LG=$B/loadgen
@@ -77,20 +81,20 @@ start_server() {
   local name=$1
   PORT=$(free_port)
   case $name in
-    floor) "$B/floor_server" --port "$PORT" >"$TMP/$name.log" 2>&1 & ;;
+    floor) $NICE_CMD "$B/floor_server" --port "$PORT" >"$TMP/$name.log" 2>&1 & ;;
     engram)
       [ -x "$B/engram" ] || { NOTE[$name]="not built"; return 1; }
       # A fresh data folder for every start (the benchmark user is registered anew).
       rm -rf "$TMP/data"
       mkdir -p "$TMP/data"
       PORT=$PORT ENGRAM_DATA_DIR=$TMP/data ENGRAM_LOG_LEVEL=warn \
-        "$B/engram" serve >"$TMP/$name.log" 2>&1 & ;;
+        $NICE_CMD "$B/engram" serve >"$TMP/$name.log" 2>&1 & ;;
     echo-server)
       [ -x "$B/echo-server" ] || { NOTE[$name]="not built"; return 1; }
-      PORT=$PORT ENGRAM_LOG_LEVEL=warn "$B/echo-server" >"$TMP/$name.log" 2>&1 & ;;
+      PORT=$PORT ENGRAM_LOG_LEVEL=warn $NICE_CMD "$B/echo-server" >"$TMP/$name.log" 2>&1 & ;;
     node)
       [ -d "$ROOT/node_modules/socket.io" ] || { NOTE[$name]="node_modules/socket.io missing"; return 1; }
-      node "$ROOT/bench/node-echo.mjs" "$PORT" >"$TMP/$name.log" 2>&1 & ;;
+      $NICE_CMD node "$ROOT/bench/node-echo.mjs" "$PORT" >"$TMP/$name.log" 2>&1 & ;;
   esac
   SRV_PID=$!
   if ! wait_port "$PORT" 15; then
@@ -161,7 +165,7 @@ run() {
   local budget=$(awk "BEGIN{print int($WARMUP + $DURATION + $HOLD + $SETTLE + 150)}")
   echo "== $name $test: loadgen $* $(lg_args "$name")" >&2
   # shellcheck disable=SC2046
-  timeout -k 5 "$budget" "$LG" --port "$PORT" --server-pid "$SRV_PID" --label "$name-$test" \
+  timeout -k 5 "$budget" $NICE_CMD "$LG" --port "$PORT" --server-pid "$SRV_PID" --label "$name-$test" \
     $(lg_args "$name") "${extra[@]}" "$@" >"$TMP/out" 2>"$TMP/err"
   local rc=$?
   cat "$TMP/err" "$TMP/out" | grep -v '^RESULT' | sed 's/^/   /' >&2
@@ -227,7 +231,7 @@ idle_cpu() { # server CPU during the hold, in % of one core
 
 {
   echo
-  echo "Transport benchmark, $START, $(nproc) cores, load average before $LOAD_BEFORE, after $LOAD_AFTER"
+  echo "Transport benchmark, $START, $(nproc) cores, load average before $LOAD_BEFORE, after $LOAD_AFTER${NICE:+, nice $NICE}"
   echo "echo: K=$INFLIGHT in flight per connection, $SIZE B of data per message (floor: $FLOOR_SIZE raw bytes), ${WARMUP}s warm-up, ${DURATION}s window"
   printf "%-28s %14s %14s %14s %12s %12s\n" "" floor engram node engram/floor node/engram
   for c in $CONNS; do
