@@ -556,8 +556,15 @@ function onResponse(r) {
   const chatId = r.chat;
   const s = state.streams.get(chatId);
   if (r.error || r.code) {
-    const st = finishStream(chatId, true);
-    if (!st || st.node === null || chatId === state.chatId) codeBanner(r.code, r.error);
+    finishStream(chatId, true);
+    codeBanner(r.code, r.error);
+    if (chatId === state.chatId && !isMemoryRoute()) {
+      const lastMsg = [...list().querySelectorAll(".msg")].pop();
+      if (lastMsg && lastMsg.classList.contains("user")) {
+        const meta = lastMsg.querySelector(".meta");
+        if (!meta.querySelector(".unanswered")) meta.append(el("span", "unanswered", "not answered"));
+      }
+    }
     return;
   }
   finishStream(chatId);

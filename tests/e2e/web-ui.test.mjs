@@ -305,6 +305,45 @@ test("Memory page: list, search, delete one", async (t) => {
   await page.fill("#note-text", "I prefer window seats");
   await page.press("#note-text", "Enter");
   await page.locator("#memory-list .mem-card", { hasText: "I prefer window seats" }).waitFor();
+  await page.click("#forget-all"); // confirm() is accepted
+  await page.waitForFunction(() => /^Forgot/.test(document.querySelector("#memory-status").textContent));
+  const none = await page.evaluate(async () => (await (await fetch("/api/memory")).json()).memories.length);
+  assert.equal(none, 0);
+  await page.click("#chat-list a");
+});
+
+test("history pages in on scroll; rename and delete a chat", async () => {
+  // 30 questions and answers through the official client, with this browser's cookie.
+  const { io } = await import("socket.io-client");
+  const cookie = (await ctx.cookies()).find((c) => c.name === "token");
+  const chat = await page.evaluate(async () => (await (await fetch("/api/chat", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ title: "Long chat" }) })).json()).chat._id);
+  const s = io(srv.url, { transports: ["websocket"], extraHeaders: { cookie: `token=${cookie.value}` }, forceNew: true, reconnection: false });
+  await new Promise((res, rej) => (s.once("connect", res), s.once("connect_error", rej)));
+  for (let i = 0; i < 30; i++) {
+    const done = new Promise((res) => s.once("ai-response", res));
+    const ack = await s.timeout(10000).emitWithAck("ai-message", { chatId: chat, content: `message number ${i}` });
+    assert.equal(ack.ok, true);
+    await done;
+  }
+  s.close();
+  await sleep(300);
+  await page.goto(srv.url + `/#/chat/${chat}`);
+  await page.waitForFunction(() => document.querySelectorAll("#messages .msg").length === 50);
+  assert.equal(await page.locator("#messages .msg.user").first().textContent().then((t) => t.includes("message number 5")), true);
+  await page.evaluate(() => (document.querySelector("#messages").scrollTop = 0));
+  await page.waitForFunction(() => document.querySelectorAll("#messages .msg").length === 60);
+  const firsts = await page.locator("#messages .msg").evaluateAll((ms) => ms.slice(0, 3).map((m) => m.outerHTML));
+  assert.match(firsts[0], /message number 0\b/, firsts.join("\n"));
+  // rename (prompt) and delete (confirm)
+  page.__promptAnswer = "Renamed long chat";
+  await page.click("#rename-chat");
+  await page.waitForFunction(() => document.querySelector("#chat-title").textContent === "Renamed long chat");
+  await page.waitForFunction(() => document.querySelector("#chat-list a")?.textContent.includes("Renamed long chat"));
+  await page.click("#delete-chat");
+  await page.waitForFunction((id) => !document.querySelector(`#chat-list a[data-id="${id}"]`), chat);
+  const st = await page.evaluate(async (id) => (await fetch(`/api/chat/messages/${id}`)).status, chat);
+  assert.equal(st, 404);
+  await page.goto(srv.url + `/#/chat/${chatA}`);
 });
 
 test("a second tab of the same user sees new messages live", async () => {
@@ -315,8 +354,12 @@ test("a second tab of the same user sees new messages live", async () => {
   await page.waitForSelector("#messages .msg");
   await sleep(300); // both sockets connected
   const n = await answers(page);
+  assert.notEqual(await page.getAttribute("#chat-list li:first-child a", "data-id"), chatA);
   await say(page, "Live sync check from tab one");
   await waitAnswer(page, n);
+  // the chat moves to the top of the list (last activity), in both tabs
+  await page.waitForFunction((id) => document.querySelector("#chat-list a")?.dataset.id === id, chatA);
+  await page2.waitForFunction((id) => document.querySelector("#chat-list a")?.dataset.id === id, chatA);
   await page2.locator("#messages .msg.user", { hasText: "Live sync check from tab one" }).waitFor({ timeout: 5000 });
   await page2.locator("#messages .msg.model", { hasText: "You said: Live sync check from tab one" }).waitFor({ timeout: 5000 });
   await page2.close();
@@ -331,6 +374,7 @@ test("error banners name the failure", async () => {
   assert.equal(await b.getAttribute("data-code"), "llm_unavailable");
   assert.match(await b.textContent(), /language model is unavailable/);
   assert.equal(await answers(page), n);
+  await page.locator("#messages .msg.user").last().locator(".unanswered").waitFor();
   await b.locator("button").click();
   await page.waitForFunction(() => !document.querySelector("#input").disabled && !document.querySelector("#send").disabled);
   // too large: over the 64 KiB limit
