@@ -74,6 +74,22 @@ static void on_message_with_ack(struct sio_socket *s, const char *ev, json_t *ar
     log_debug("echo-server: ack failed");
 }
 
+/* The same two handlers on the fast path: plain-JSON events never become jansson trees
+   (binary ones still reach the tree handlers above). */
+static void on_message_raw(struct sio_socket *s, const char *ev, struct slice args,
+                           int64_t ack, void *ud) {
+  (void)ev, (void)ack, (void)ud;
+  if (sio_emit_raw(s, "message-back", args) != 0)
+    log_debug("echo-server: emit failed");
+}
+
+static void on_message_with_ack_raw(struct sio_socket *s, const char *ev, struct slice args,
+                                    int64_t ack, void *ud) {
+  (void)ev, (void)ud;
+  if (ack != SIO_NO_ACK && sio_ack_raw(s, ack, args) != 0)
+    log_debug("echo-server: ack failed");
+}
+
 struct ack_ctx {
   uint32_t timeout_ms;
 };
@@ -171,6 +187,8 @@ static void setup_nsp(struct sio_nsp *n) {
   sio_on_connection(n, on_connection, NULL);
   sio_on(n, "message", on_message, NULL);
   sio_on(n, "message-with-ack", on_message_with_ack, NULL);
+  sio_on_raw(n, "message", on_message_raw, NULL);
+  sio_on_raw(n, "message-with-ack", on_message_with_ack_raw, NULL);
   sio_on(n, "server-ack", on_server_ack, NULL);
   sio_on(n, "join", on_join, NULL);
   sio_on(n, "leave", on_join, NULL);

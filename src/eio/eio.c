@@ -827,6 +827,24 @@ int eio_send_packet(struct eio_session *s, const char *p, size_t len) {
   return poll_queue(s, &pkt);
 }
 
+int eio_send_packetv(struct eio_session *s, const uv_buf_t *parts, unsigned nparts) {
+  if (nparts == 0 || parts[0].len == 0 || parts[0].base[0] < '0' || parts[0].base[0] > '6')
+    return EG_EINVAL;
+  if (s->state != ST_OPEN)
+    return EG_ECLOSED;
+  if (s->transport == EIO_TRANSPORT_WEBSOCKET && s->ws)
+    return ws_sendv(s->ws, WS_OP_TEXT, parts, nparts);
+  struct buf b;
+  buf_init(&b, s->srv->o.max_buffer);
+  int rc = 0;
+  for (unsigned i = 0; rc == 0 && i < nparts; i++)
+    rc = buf_append(&b, parts[i].base, parts[i].len);
+  if (rc == 0)
+    rc = eio_send_packet(s, (const char *)b.data, b.len);
+  buf_free(&b);
+  return rc;
+}
+
 int eio_send_packet_shared(struct eio_session *s, struct net_sbuf *frame, const char *p,
                            size_t len) {
   if (s->state != ST_OPEN)

@@ -125,6 +125,8 @@ EG_WUR int eio_send_binary(struct eio_session *s, const void *data, size_t len);
 /* Sends a whole Engine.IO text packet already starting with its type digit (e.g. "4..."
    as sio_encode(SIO_ENC_EIO_PREFIX) writes it): saves a copy on WebSocket. */
 EG_WUR int eio_send_packet(struct eio_session *s, const char *pkt, size_t len);
+/* Same, with the packet given in pieces (joined; no copy on WebSocket). */
+EG_WUR int eio_send_packetv(struct eio_session *s, const uv_buf_t *parts, unsigned nparts);
 /* Broadcast form of eio_send_packet: frame is a ready WebSocket frame of the same packet
    (ws_frame_new(WS_OP_TEXT, ...)), sent by reference to WebSocket sessions; polling
    sessions copy pkt. frame may be NULL (then built per call, for polling-only use). */

@@ -24,6 +24,7 @@
 
 #include "eio/timerq.h"
 #include "proto/eio.h"
+#include "sio/jscan.h"
 #include "proto/sio.h"
 
 static inline void ignore_rc(int rc) { (void)rc; }
@@ -37,6 +38,8 @@ struct sio_handler {
   char *event; /* NULL = catch-all */
   sio_event_fn fn;
   void *ud;
+  sio_raw_fn raw; /* fast-path handler (sio_on_raw) */
+  void *raw_ud;
 };
 
 struct sio_mw {
@@ -130,6 +133,7 @@ struct sio_server {
   struct sio_limits lim;
   size_t clients;
   bool closing;
+  bool has_raw; /* some namespace has a raw handler: try the fast path */
   void (*on_closed)(void *ud);
   void *closed_ud;
 };
@@ -580,20 +584,29 @@ void sio_on_disconnect(struct sio_nsp *n, sio_disconnect_fn fn, void *ud) {
   n->on_disc_ud = ud;
 }
 
-void sio_on(struct sio_nsp *n, const char *event, sio_event_fn fn, void *ud) {
+static struct sio_handler *handler_get(struct sio_nsp *n, const char *event) {
   for (struct sio_handler *h = n->handlers; h; h = h->next) {
-    if ((!event && !h->event) || (event && h->event && strcmp(event, h->event) == 0)) {
-      h->fn = fn;
-      h->ud = ud;
-      return;
-    }
+    if ((!event && !h->event) || (event && h->event && strcmp(event, h->event) == 0))
+      return h;
   }
   struct sio_handler *h = xcalloc(1, sizeof(*h));
   h->event = event ? xstrdup(event) : NULL;
-  h->fn = fn;
-  h->ud = ud;
   h->next = n->handlers;
   n->handlers = h;
+  return h;
+}
+
+void sio_on(struct sio_nsp *n, const char *event, sio_event_fn fn, void *ud) {
+  struct sio_handler *h = handler_get(n, event);
+  h->fn = fn;
+  h->ud = ud;
+}
+
+void sio_on_raw(struct sio_nsp *n, const char *event, sio_raw_fn fn, void *ud) {
+  struct sio_handler *h = handler_get(n, event);
+  h->raw = fn;
+  h->raw_ud = ud;
+  n->io->has_raw = true;
 }
 
 static void nsp_free(struct sio_nsp *n) {
@@ -827,10 +840,25 @@ static void dispatch_event(struct sio_socket *s, struct sio_packet *p) {
   }
   if (!h)
     h = any;
-  if (h) {
+  if (h && h->fn) {
     sock_hold(s);
     h->fn(s, ev, data, p->id, h->ud);
     sock_release(s);
+  } else if (h && h->raw) {
+    /* A raw-only handler reached by the slow path: re-serialise the arguments. */
+    if (sio_has_binary(data)) {
+      log_debug("sio: binary arguments for raw-only handler \"%s\" dropped", ev);
+    } else {
+      char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+      if (text) {
+        size_t len = strlen(text);
+        struct slice args = {text + 1, len >= 2 ? len - 2 : 0}; /* without [ ] */
+        sock_hold(s);
+        h->raw(s, ev, args, p->id, h->raw_ud);
+        sock_release(s);
+        free(text);
+      }
+    }
   }
   json_decref(name);
 }
@@ -887,6 +915,153 @@ static bool handle_packet(struct sio_client *c, struct sio_packet *p) {
   default:
     break;
   }
+  return true;
+}
+
+/* ---- fast path (raw JSON arguments) ---------------------------------------------------------------- */
+
+/* "4" (Engine.IO message) + type + [nsp ","] + [id]: the head of a packet, in out. */
+static size_t raw_head(char *out, size_t cap, char type, const char *nsp, int64_t id) {
+  size_t n = 0;
+  out[n++] = '4';
+  out[n++] = type;
+  if (strcmp(nsp, "/") != 0) {
+    size_t l = strlen(nsp);
+    if (n + l + 1 >= cap)
+      return 0;
+    memcpy(out + n, nsp, l);
+    n += l;
+    out[n++] = ',';
+  }
+  if (id >= 0) {
+    int w = snprintf(out + n, cap - n, "%lld", (long long)id);
+    if (w < 0 || (size_t)w >= cap - n)
+      return 0;
+    n += (size_t)w;
+  }
+  return n;
+}
+
+int sio_ack_raw(struct sio_socket *s, int64_t ack, struct slice args) {
+  if (ack < 0)
+    return EG_EINVAL;
+  if (s->state != SOCK_CONNECTED || !s->c->es)
+    return EG_ECLOSED;
+  char head[SIO_NSP_MAX + 32];
+  size_t hl = raw_head(head, sizeof(head) - 1, '3', s->nsp->name, ack);
+  if (hl == 0)
+    return EG_EINVAL;
+  head[hl++] = '[';
+  uv_buf_t parts[3] = {uv_buf_init(head, (unsigned)hl),
+                       uv_buf_init((char *)(uintptr_t)args.p, (unsigned)args.len),
+                       uv_buf_init((char *)"]", 1)};
+  return eio_send_packetv(s->c->es, parts, 3);
+}
+
+int sio_emit_raw(struct sio_socket *s, const char *event, struct slice args) {
+  if (!event || is_reserved(event))
+    return EG_EINVAL;
+  for (const char *p = event; *p; p++) {
+    if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
+      return EG_EINVAL;
+  }
+  if (s->state != SOCK_CONNECTED || !s->c->es)
+    return EG_ECLOSED;
+  char head[SIO_NSP_MAX + 32];
+  size_t hl = raw_head(head, sizeof(head) - 2, '2', s->nsp->name, SIO_NO_ID);
+  if (hl == 0)
+    return EG_EINVAL;
+  head[hl++] = '[';
+  head[hl++] = '"';
+  uv_buf_t parts[5] = {uv_buf_init(head, (unsigned)hl),
+                       uv_buf_init((char *)(uintptr_t)event, (unsigned)strlen(event)),
+                       uv_buf_init((char *)(args.len ? "\"," : "\""), args.len ? 2 : 1),
+                       uv_buf_init((char *)(uintptr_t)args.p, (unsigned)args.len),
+                       uv_buf_init((char *)"]", 1)};
+  return eio_send_packetv(s->c->es, parts, 5);
+}
+
+/* Tries to dispatch a text packet to a raw handler without building a tree. Returns
+   false when the packet is not a plain EVENT for a connected socket with a raw handler,
+   or its JSON is outside the scanner's subset: the caller then takes the slow path,
+   which also answers every error exactly as usual. */
+static bool try_fast(struct sio_client *c, const uint8_t *d, size_t len) {
+  struct sio_server *io = c->io;
+  if (len < 4 || d[0] != '2' || len > io->lim.max_packet)
+    return false;
+  size_t i = 1;
+  const uint8_t *nsp = (const uint8_t *)"/";
+  size_t nsp_len = 1;
+  if (d[i] == '/') {
+    const uint8_t *comma = memchr(d + i, ',', len - i);
+    if (!comma)
+      return false;
+    nsp = d + i;
+    nsp_len = (size_t)(comma - nsp);
+    i = (size_t)(comma - d) + 1;
+  }
+  int64_t id = SIO_NO_ACK;
+  if (i < len && d[i] >= '0' && d[i] <= '9') {
+    id = 0;
+    size_t start = i;
+    while (i < len && d[i] >= '0' && d[i] <= '9') {
+      if (i - start >= 15)
+        return false;
+      id = id * 10 + (d[i++] - '0');
+    }
+  }
+  if (i + 2 >= len || d[i] != '[' || d[i + 1] != '"')
+    return false;
+  const uint8_t *payload = d + i;
+  size_t plen = len - i;
+  struct sio_socket *s = NULL;
+  for (struct sio_socket *x = c->sockets; x; x = x->cnext) {
+    if (x->state == SOCK_CONNECTED && strlen(x->nsp->name) == nsp_len &&
+        memcmp(x->nsp->name, nsp, nsp_len) == 0) {
+      s = x;
+      break;
+    }
+  }
+  if (!s)
+    return false;
+  /* The event name: a plain string (no escapes). */
+  char ev[128];
+  size_t k = 2, el = 0;
+  for (; k < plen && payload[k] != '"'; k++) {
+    uint8_t ch = payload[k];
+    if (ch == '\\' || ch < 0x20 || ch >= 0x80 || el + 1 >= sizeof(ev))
+      return false;
+    ev[el++] = (char)ch;
+  }
+  if (k >= plen)
+    return false;
+  ev[el] = 0;
+  struct sio_handler *h = NULL;
+  for (struct sio_handler *x = s->nsp->handlers; x; x = x->next) {
+    if (x->event && strcmp(x->event, ev) == 0) {
+      h = x;
+      break;
+    }
+  }
+  if (!h || !h->raw || is_reserved(ev))
+    return false;
+  if (jscan_validate(payload, plen, (uint32_t)io->lim.max_depth) != 0)
+    return false;
+  /* Valid JSON array: after the name comes ']' or ',' (maybe after whitespace), and the
+     last non-space byte is the closing ']'. */
+  size_t a = k + 1;
+  while (a < plen && (payload[a] == ' ' || payload[a] == '\t' || payload[a] == '\n' ||
+                      payload[a] == '\r'))
+    a++;
+  size_t end = plen;
+  while (end > 0 && payload[end - 1] != ']')
+    end--;
+  struct slice args = {"", 0};
+  if (a < plen && payload[a] == ',' && end > a + 1)
+    args = (struct slice){(const char *)payload + a + 1, end - 1 - (a + 1)};
+  sock_hold(s);
+  h->raw(s, ev, args, id, h->raw_ud);
+  sock_release(s);
   return true;
 }
 
@@ -947,6 +1122,8 @@ static void eio_on_message(struct eio_session *es, bool binary, const uint8_t *d
     }
   } else if (c->bin) {
     rc = EG_EPROTO; /* a text packet while attachments were expected */
+  } else if (io->has_raw && try_fast(c, data, len)) {
+    return;
   } else {
     rc = sio_decoder_feed_text(&io->dec, (const char *)data, len, &p);
     if (rc == EG_EAGAIN) {

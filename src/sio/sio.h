@@ -147,6 +147,23 @@ void sio_on_connection(struct sio_nsp *nsp, sio_connection_fn fn, void *ud);
 void sio_on(struct sio_nsp *nsp, const char *event, sio_event_fn fn, void *ud);
 void sio_on_disconnect(struct sio_nsp *nsp, sio_disconnect_fn fn, void *ud);
 
+/* Fast path: a handler that takes the arguments as raw JSON text, without a jansson tree
+   (no allocation per event). args is the text of the arguments as they came, the
+   elements of the packet's array after the event name, comma-separated, without the
+   brackets ("" when none): for 42["echo","hi",{"a":1}] it is "hi",{"a":1} with quotes.
+   Packets outside the scanner's subset (jscan.h: \u escapes, non-ASCII, long numbers)
+   reach it re-serialised from the tree. Binary arguments never reach a raw handler:
+   register a tree handler (sio_on) for the same event too; when both exist, plain
+   packets go to the raw one and binary ones to the tree one. */
+typedef void (*sio_raw_fn)(struct sio_socket *s, const char *event, struct slice args,
+                           int64_t ack, void *ud);
+void sio_on_raw(struct sio_nsp *nsp, const char *event, sio_raw_fn fn, void *ud);
+/* Ack / emit with raw JSON arguments (same form as above: comma-separated values, no
+   brackets; the caller guarantees they are valid JSON). The event name must not need
+   JSON escaping (EG_EINVAL otherwise). */
+EG_WUR int sio_ack_raw(struct sio_socket *s, int64_t ack, struct slice args);
+EG_WUR int sio_emit_raw(struct sio_socket *s, const char *event, struct slice args);
+
 /* ---- sockets ---------------------------------------------------------------------------------- */
 
 const char *sio_socket_id(const struct sio_socket *s);
