@@ -133,7 +133,8 @@ int main(int argc, char **argv) {
         "#include \"web/web_int.h\"\n\n",
         o);
   int nfiles = argc - 2, status = 0;
-  size_t *gzl = calloc((size_t)nfiles, sizeof *gzl), *lens = calloc((size_t)nfiles, sizeof *lens);
+  size_t *gzl = calloc((size_t)nfiles, sizeof *gzl),
+         *lens = calloc((size_t)nfiles, sizeof *lens);
   uint64_t *tags = calloc((size_t)nfiles, sizeof *tags);
   for (int i = 0; i < nfiles && status == 0; i++) {
     const char *arg = argv[i + 2];

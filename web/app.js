@@ -107,6 +107,9 @@ function setMode(mode) {
 
 function showAuth() {
   state.me = null;
+  state.streams.clear();
+  state.generating.clear();
+  state.wasConnected = false;
   if (state.socket) {
     state.socket.disconnect();
     state.socket = null;

@@ -14,12 +14,12 @@
 #include "base/base.h"
 #include "web/web.h"
 
-#define CHECK(c)                                                                            \
-  do {                                                                                      \
-    if (!(c)) {                                                                             \
-      fprintf(stderr, "check failed: %s (%s:%d)\n", #c, __FILE__, __LINE__);                \
-      abort();                                                                              \
-    }                                                                                       \
+#define CHECK(c)                                                                               \
+  do {                                                                                         \
+    if (!(c)) {                                                                                \
+      fprintf(stderr, "check failed: %s (%s:%d)\n", #c, __FILE__, __LINE__);                   \
+      abort();                                                                                 \
+    }                                                                                          \
   } while (0)
 
 static const char ETAG[] = "\"0123456789abcdef\"";

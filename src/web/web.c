@@ -9,7 +9,9 @@
 #include "http/http.h"
 #include "web/web_int.h"
 
-static bool is_ows(char c) { return c == ' ' || c == '\t'; }
+static bool is_ows(char c) {
+  return c == ' ' || c == '\t';
+}
 
 static struct slice trim(const char *p, const char *e) {
   while (p < e && is_ows(*p))

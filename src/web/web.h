@@ -7,8 +7,8 @@
  *   /                               web/index.html
  *   /<name>                         every other file of web/ ("/app.js", "/style.css")
  *   /socket.io/socket.io.min.js     node_modules/socket.io-client/dist/socket.io.min.js
- * Register them BEFORE the Engine.IO wildcard route ("/socket.io/" + "*"): the router takes the first
- * route that matches, in the order added.
+ * Register them BEFORE the Engine.IO wildcard route ("/socket.io/" + "*"): the router takes the
+ * first route that matches, in the order added.
  *
  * Every response carries a strong ETag (computed at build time; If-None-Match -> 304),
  * Cache-Control: no-cache (revalidate each time, so a new binary is picked up at once),
@@ -30,9 +30,9 @@
 
 struct http_router;
 
-#define WEB_CSP                                                                            \
-  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "        \
-  "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; "                      \
+#define WEB_CSP                                                                                \
+  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "            \
+  "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; "                          \
   "frame-ancestors 'none'; form-action 'self'"
 
 /* One compiled-in file. */

@@ -11,7 +11,9 @@
 
 #include "web/web.h"
 
-static bool gz(const char *v) { return web_accepts_gzip(slice_from_cstr(v)); }
+static bool gz(const char *v) {
+  return web_accepts_gzip(slice_from_cstr(v));
+}
 
 static void test_accepts_gzip(void **st) {
   (void)st;
@@ -28,7 +30,7 @@ static void test_accepts_gzip(void **st) {
   assert_false(gz("br, deflate"));
   assert_false(gz("gzip;q=0"));
   assert_false(gz("gzip;q=0.000"));
-  assert_false(gz("gzip;q=0, *"));  /* an explicit refusal beats the wildcard */
+  assert_false(gz("gzip;q=0, *")); /* an explicit refusal beats the wildcard */
   assert_false(gz("*;q=0"));
   assert_false(gz("gzipx, xgzip")); /* whole tokens only */
   assert_false(gz(",,,;;;"));
