@@ -192,6 +192,18 @@ struct cli_env {
 int cli_user(int argc, char **argv, const struct cli_env *env);
 /* `engram migrate`: applies pending migrations, prints the schema version. */
 int cli_migrate(int argc, char **argv, const struct cli_env *env);
+/* `engram memory search --user EMAIL [--k N] QUERY...` (hash-embedder vectors + keywords,
+   fused as the server does), `engram memory list --user EMAIL [--limit N] [--before ID]`,
+   `engram memory forget --user EMAIL (--all | ID...)` (src/api/cli_memory.c). JSON on out. */
+int cli_memory(int argc, char **argv, const struct cli_env *env);
+/* `engram import --user EMAIL FILE...`: chats and messages exported from the Node design's
+   MongoDB with mongoexport (JSON lines, or --jsonArray), Extended JSON ids and dates
+   (`_id.$oid`, `chat.$oid`, `createdAt.$date`; chats have `title`, `lastActivity`). All of
+   it becomes the named user's; ids and dates are kept; messages are embedded (hash) as
+   memories in batches with a progress line on err; bad records are reported with their
+   line number and skipped; a re-import skips what is there; on a storage failure the
+   chats this import created are removed again. */
+int cli_import(int argc, char **argv, const struct cli_env *env);
 /* `engram export --user EMAIL`: {user, chats:[{..., messages:[...]}]} as JSON on out. */
 int cli_export(int argc, char **argv, const struct cli_env *env);
 

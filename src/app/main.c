@@ -357,6 +357,10 @@ static void usage(FILE *out) {
           "  engram user list | engram user delete EMAIL\n"
           "  engram migrate                      apply schema migrations\n"
           "  engram export --user EMAIL          a user's chats and messages as JSON\n"
+          "  engram import --user EMAIL FILE...  chats and messages from mongoexport files\n"
+          "  engram memory search --user EMAIL [--k N] QUERY...\n"
+          "  engram memory list --user EMAIL [--limit N] [--before ID]\n"
+          "  engram memory forget --user EMAIL (--all | ID...)\n"
           "  engram --help | --version\n\n",
           engram_version());
   config_print_help(out);
@@ -405,6 +409,10 @@ int main(int argc, char **argv) {
     rc = cli_migrate(nrest + 1, cargv, &env);
   } else if (!strcmp(cmd, "export")) {
     rc = cli_export(nrest + 1, cargv, &env);
+  } else if (!strcmp(cmd, "memory")) {
+    rc = cli_memory(nrest + 1, cargv, &env);
+  } else if (!strcmp(cmd, "import")) {
+    rc = cli_import(nrest + 1, cargv, &env);
   } else {
     fprintf(stderr, "engram: unknown command '%s' (see engram --help)\n", cmd);
     rc = 2;

@@ -45,24 +45,25 @@ static bool valid_user(const char *user_id) {
   return user_id != NULL && id_valid(user_id, strlen(user_id));
 }
 
-/* Loads the user's vectors of the current model into the index (pool thread). */
-static int ensure_loaded(struct recall *r, struct store *s, const char *user) {
-  if (mem_index_loaded(r->d.index, user))
+/* Loads the user's vectors of model into the index (blocking). */
+static int ensure_loaded(struct store *s, struct mem_index *ix, const char *model, int dim,
+                         const char *user) {
+  if (mem_index_loaded(ix, user))
     return 0;
   struct store_vectors v;
-  int rc = store_memory_load_vectors(s, user, r->d.embedder->model, &v);
+  int rc = store_memory_load_vectors(s, user, model, &v);
   if (rc)
     return rc;
   struct mem_row *rows = xcalloc(v.n ? v.n : 1, sizeof *rows);
   size_t n = 0;
-  if (v.n == 0 || (int)v.dims == r->d.embedder->dim) {
+  if (v.n == 0 || (int)v.dims == dim) {
     for (size_t i = 0; i < v.n; i++, n++) {
       memcpy(rows[n].id, v.ids[i], ID_LEN + 1);
       rows[n].created_at = v.created_at[i];
       rows[n].vec = v.vec + i * v.dims;
     }
   }
-  rc = mem_index_load(r->d.index, user, r->d.embedder->model, rows, n);
+  rc = mem_index_load(ix, user, model, rows, n);
   free(rows);
   store_vectors_free(&v);
   return rc;
@@ -84,10 +85,14 @@ struct search_job {
   size_t n;
 };
 
+void recall_items_free(struct recall_item *items, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    free(items[i].text);
+  free(items);
+}
+
 static void search_job_free(struct search_job *j) {
-  for (size_t i = 0; i < j->n; i++)
-    free(j->items[i].text);
-  free(j->items);
+  recall_items_free(j->items, j->n);
   for (size_t i = 0; i < j->n_exclude; i++)
     free(j->exclude[i]);
   free(j->exclude);
@@ -112,22 +117,24 @@ static void fill_cand(struct mem_cand *c, const struct store_memory *m, float sc
   c->score = score;
 }
 
-static int search_work(struct store *s, void *arg) {
-  struct search_job *j = arg;
-  struct recall *r = j->r;
-  size_t kc = 4 * j->k + j->n_exclude + 16;
+int recall_search_sync(struct store *s, struct mem_index *ix, const char *model, int dim,
+                       const struct mem_recall_opts *fuse, const char *user, const char *query,
+                       const float *vec, size_t k, const char *const *exclude, size_t n_exclude,
+                       struct recall_item **items_out, size_t *n_out) {
+  *items_out = NULL;
+  *n_out = 0;
+  size_t kc = 4 * k + n_exclude + 16;
   if (kc > 400)
     kc = 400;
   struct mem_hit *vh = xcalloc(kc, sizeof *vh);
   size_t nv = 0;
   int rc = 0;
-  if (j->vec) {
+  if (vec) {
     for (int attempt = 0; attempt < 2; attempt++) {
-      rc = ensure_loaded(r, s, j->user);
+      rc = ensure_loaded(s, ix, model, dim, user);
       if (rc)
         break;
-      rc = mem_index_search(r->d.index, j->user, r->d.embedder->model, j->vec, kc,
-                            (const char *const *)j->exclude, j->n_exclude, vh, &nv);
+      rc = mem_index_search(ix, user, model, vec, kc, exclude, n_exclude, vh, &nv);
       if (rc != EG_ENOTFOUND) /* evicted between load and search: once more */
         break;
     }
@@ -138,7 +145,7 @@ static int search_work(struct store *s, void *arg) {
     }
   }
   struct store_hits kh = {0};
-  rc = store_memory_search(s, j->user, j->query, kc, &kh);
+  rc = store_memory_search(s, user, query, kc, &kh);
   if (rc) {
     free(vh);
     return rc;
@@ -151,7 +158,7 @@ static int search_work(struct store *s, void *arg) {
     ids[nids++] = kh.v[i].id;
   struct store_memories mems = {0};
   if (nids)
-    rc = store_memory_get_many(s, j->user, ids, nids, &mems);
+    rc = store_memory_get_many(s, user, ids, nids, &mems);
   if (rc == 0 && mems.n) {
     struct mem_cand *vc = xcalloc(nv + 1, sizeof *vc), *kcand = xcalloc(kh.n + 1, sizeof *kcand);
     size_t nvc = 0, nkc = 0;
@@ -165,18 +172,23 @@ static int search_work(struct store *s, void *arg) {
       if (m)
         fill_cand(&kcand[nkc++], m, (float)kh.v[i].score);
     }
-    struct mem_recall_opts o = r->fuse;
-    o.k = j->k;
-    o.exclude = (const char *const *)j->exclude;
-    o.n_exclude = j->n_exclude;
-    struct mem_recalled *out = xcalloc(j->k, sizeof *out);
+    struct mem_recall_opts o;
+    if (fuse)
+      o = *fuse;
+    else
+      mem_recall_defaults(&o);
+    o.k = k;
+    o.exclude = exclude;
+    o.n_exclude = n_exclude;
+    struct mem_recalled *out = xcalloc(k ? k : 1, sizeof *out);
     size_t n = mem_recall_fuse(vc, nvc, kcand, nkc, &o, out);
-    j->items = xcalloc(n ? n : 1, sizeof *j->items);
+    struct recall_item *items = xcalloc(n ? n : 1, sizeof *items);
+    size_t ni = 0;
     for (size_t i = 0; i < n; i++) {
       const struct store_memory *m = find_mem(&mems, out[i].id);
       if (m == NULL) /* cannot happen: every candidate came from mems */
         continue;
-      struct recall_item *it = &j->items[j->n++];
+      struct recall_item *it = &items[ni++];
       memcpy(it->id, m->id, sizeof it->id);
       memcpy(it->chat_id, m->chat_id, sizeof it->chat_id);
       snprintf(it->role, sizeof it->role, "%s", m->role);
@@ -184,6 +196,8 @@ static int search_work(struct store *s, void *arg) {
       it->created_at = m->created_at;
       it->score = out[i].score;
     }
+    *items_out = items;
+    *n_out = ni;
     free(out);
     free(vc);
     free(kcand);
@@ -193,6 +207,14 @@ static int search_work(struct store *s, void *arg) {
   store_hits_free(&kh);
   free(vh);
   return rc;
+}
+
+static int search_work(struct store *s, void *arg) {
+  struct search_job *j = arg;
+  struct recall *r = j->r;
+  return recall_search_sync(s, r->d.index, r->d.embedder->model, r->d.embedder->dim, &r->fuse,
+                            j->user, j->query, j->vec, j->k, (const char *const *)j->exclude,
+                            j->n_exclude, &j->items, &j->n);
 }
 
 static void search_done(void *arg, int status) {

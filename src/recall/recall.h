@@ -73,6 +73,17 @@ EG_WUR int recall_search(struct recall *r, const char *user_id, const char *quer
                          const float *vec, size_t k, const char *const *exclude,
                          size_t n_exclude, recall_search_cb cb, void *ud);
 
+/* The search itself, blocking (pool threads, operator commands): the user's index is
+   loaded from the store when needed, vector (when vec) and keyword candidates are fused.
+   *items (free with recall_items_free) gets at most k results, best first. */
+struct mem_recall_opts;
+EG_WUR int recall_search_sync(struct store *s, struct mem_index *ix, const char *model, int dim,
+                              const struct mem_recall_opts *fuse, const char *user,
+                              const char *query, const float *vec, size_t k,
+                              const char *const *exclude, size_t n_exclude,
+                              struct recall_item **items, size_t *n);
+void recall_items_free(struct recall_item *items, size_t n);
+
 typedef void (*recall_done_cb)(void *ud, int status);
 /* Embeds and records one memory (see above). vec: its document embedding when known (the
    hash embedder gives the same vector for queries and documents), else NULL. cb may be
