@@ -125,6 +125,8 @@ static int num_end(struct jscan *j, uint8_t c) {
 }
 
 static int step(struct jscan *j, uint8_t c) {
+  if (c == 0)
+    return fail(j, EG_EUNSUPPORTED); /* jansson stops at a NUL: let it decide */
   switch (j->state) {
   case S_VALUE:
     if (is_ws(c))

@@ -4,8 +4,8 @@
  * tree, so an event whose handler takes raw JSON (sio_on_raw) costs no allocation.
  *
  * It deliberately covers a SUBSET: text that it accepts is always accepted by jansson
- * too, and whatever it is unsure about (a \u escape, a byte >= 0x80, a number with more
- * than 15 digits, a fraction or an exponent of more than 2 digits) makes it answer
+ * too, and whatever it is unsure about (a \u escape, a NUL or a byte >= 0x80, a number
+ * with more than 15 digits, a fraction or an exponent of more than 2 digits) makes it answer
  * EG_EUNSUPPORTED, and the caller takes the slow path (jansson), which decides.
  *
  * States (one byte at a time; `stack` holds one bit per open container, 1 = object):
