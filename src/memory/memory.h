@@ -75,8 +75,9 @@ struct mem_embedder {
 };
 
 /* The offline default: 768-dim signed feature hashing of NFKC-casefolded, Snowball-stemmed
-   words and word pairs, sublinear tf, stopword down-weighting, L2-normalised. Deterministic
-   on every machine. Batches are computed on the libuv thread pool. */
+   words, 5-byte word prefixes and word pairs, sublinear tf, stopword down-weighting,
+   L2-normalised (details and measured choices in hash.c). Deterministic on every machine.
+   Batches are computed on the libuv thread pool. */
 struct mem_embedder *mem_embedder_hash_new(uv_loop_t *loop);
 
 /* Remote embedders over httpc (src/httpc/httpc.h), on the same loop:
