@@ -637,6 +637,8 @@ async function loadMemories({ more = false } = {}) {
     if (q) url = `/api/memory?q=${encodeURIComponent(q)}&k=20`;
     else url = `/api/memory?limit=${PAGE}` + (state.memCursor ? `&before=${state.memCursor}` : "");
     const r = await get(url);
+    // A search lists what matched: results scored 0 share nothing with the query.
+    if (q) r.memories = r.memories.filter((m) => typeof m.score !== "number" || m.score > 0);
     for (const m of r.memories) ul.append(memoryCard(m));
     const n = ul.children.length;
     $("memory-status").textContent = q
