@@ -1,14 +1,18 @@
 /*
- * libFuzzer target for src/proto/sse. The first input byte picks the parser options and
- * a chunk size; the rest is the stream. The stream is parsed twice, whole and in chunks,
- * and the two event logs (and results) must be identical: splitting reads must never
- * change what is parsed.
+ * libFuzzer target for src/proto/sse and the providers' stream parsing on top of it.
+ * The first input byte picks the parser options and a chunk size; the rest is the
+ * stream. The stream is parsed twice, whole and in chunks, and the two event logs (and
+ * results) must be identical: splitting reads must never change what is parsed. Then the
+ * same bytes are replayed as a model answer through the gemini and openai dialects
+ * (llm__replay: SSE or a JSON body, no network), whole and in chunks: same text, same
+ * status, the text always valid UTF-8, and a Gemini success always has a finish reason.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/base.h"
+#include "llm/llm_int.h"
 #include "proto/sse.h"
 
 struct acc {
@@ -46,7 +50,55 @@ static int parse(const uint8_t *d, size_t n, size_t chunk, bool flush, size_t ma
   return rc;
 }
 
+static bool valid_utf8(const uint8_t *p, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    uint8_t c = p[i];
+    size_t len = c < 0x80             ? 1
+                 : (c & 0xE0) == 0xC0 ? 2
+                 : (c & 0xF0) == 0xE0 ? 3
+                 : (c & 0xF8) == 0xF0 ? 4
+                                      : 0;
+    if (len == 0 || i + len > n || (len == 2 && c < 0xC2))
+      return false;
+    for (size_t k = 1; k < len; k++)
+      if ((p[i + k] & 0xC0) != 0x80)
+        return false;
+    i += len;
+  }
+  return true;
+}
+
+static void replay(const struct llm__dialect *d, bool json, const uint8_t *data, size_t size,
+                   size_t chunk) {
+  const char *ct = json ? "application/json" : "text/event-stream";
+  struct buf t1, t2;
+  buf_init(&t1, 1u << 26);
+  buf_init(&t2, 1u << 26);
+  int st1, st2;
+  bool f1, f2;
+  llm__replay(d, ct, true, data, size, 0, &t1, &st1, &f1);
+  llm__replay(d, ct, true, data, size, chunk, &t2, &st2, &f2);
+  if (st1 != st2 || f1 != f2 || t1.len != t2.len ||
+      (t1.len && memcmp(t1.data, t2.data, t1.len) != 0))
+    abort();
+  if (!valid_utf8(t1.data, t1.len))
+    abort();
+  if (st1 == 0 && d == &llm__gemini_dialect && !f1)
+    abort();
+  if (st1 == 0 && t1.len == 0)
+    abort(); /* an empty answer is never a success */
+  buf_free(&t1);
+  buf_free(&t2);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  static bool quiet;
+  if (!quiet) {
+    setenv("ENGRAM_LOG_LEVEL", "error", 1);
+    log_init_from_env();
+    quiet = true;
+  }
   if (size < 1)
     return 0;
   uint8_t ctl = data[0];
@@ -68,5 +120,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     abort();
   buf_free(&whole.log);
   buf_free(&split.log);
+  replay(&llm__gemini_dialect, ctl & 2, data, size, chunk);
+  replay(&llm__openai_dialect, ctl & 2, data, size, chunk);
   return 0;
 }

@@ -177,7 +177,7 @@ static int64_t gemini_retry_hint(int status, json_t *body) {
   return delay;
 }
 
-static const struct llm__dialect gemini_dialect = {
+const struct llm__dialect llm__gemini_dialect = {
     .name = "gemini",
     .event = gemini_event,
     .end = gemini_end,
@@ -286,8 +286,8 @@ static int gemini_start(struct llm_provider *p, const struct llm_prompt *prompt,
       {"Accept", p->cfg.stream ? "text/event-stream" : "application/json"},
       {"x-goog-api-key", p->cfg.gemini_api_key},
   };
-  rc = llm__remote_start(p, &gemini_dialect, (const char *)url.data, h, 3, body, strlen(body),
-                         p->cfg.stream, cb, out);
+  rc = llm__remote_start(p, &llm__gemini_dialect, (const char *)url.data, h, 3, body,
+                         strlen(body), p->cfg.stream, cb, out);
 out:
   if (rc == EG_ETOOBIG)
     rc = EG_EINVAL;

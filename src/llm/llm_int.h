@@ -84,6 +84,16 @@ const char *llm__error_text(json_t *body);
 /* Reads "Ns" / "N.Ns" durations (Gemini retryDelay) into ms; -1 if not one. */
 int64_t llm__parse_duration_ms(const char *s);
 
+/* Replays a response body through a dialect's parsing without any network: `data` is
+   fed in pieces of `chunk` bytes (0 = whole) as a 200 response with the given
+   Content-Type; the answer is appended to `text` and the final status / finish reason
+   returned through *status and *finished. For the fuzz target and tests. */
+void llm__replay(const struct llm__dialect *d, const char *content_type, bool streaming,
+                 const uint8_t *data, size_t n, size_t chunk, struct buf *text, int *status,
+                 bool *finished);
+
+extern const struct llm__dialect llm__gemini_dialect;
+extern const struct llm__dialect llm__openai_dialect;
 extern const struct llm_provider_ops llm__gemini_ops;
 extern const struct llm_provider_ops llm__openai_ops;
 extern const struct llm_provider_ops llm__offline_ops;

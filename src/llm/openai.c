@@ -142,7 +142,7 @@ static int64_t openai_retry_hint(int status, json_t *body) {
   return 0;
 }
 
-static const struct llm__dialect openai_dialect = {
+const struct llm__dialect llm__openai_dialect = {
     .name = "openai",
     .event = openai_event,
     .end = openai_end,
@@ -228,8 +228,8 @@ static int openai_start(struct llm_provider *p, const struct llm_prompt *prompt,
     h[2].value = auth;
     nh = 3;
   }
-  rc = llm__remote_start(p, &openai_dialect, (const char *)url.data, h, nh, body, strlen(body),
-                         p->cfg.stream, cb, out);
+  rc = llm__remote_start(p, &llm__openai_dialect, (const char *)url.data, h, nh, body,
+                         strlen(body), p->cfg.stream, cb, out);
 out:
   if (rc == EG_ETOOBIG)
     rc = EG_EINVAL;

@@ -346,3 +346,55 @@ void llm__remote_cancel(struct llm_stream *s) {
   if (s->req)
     httpc_cancel(s->req);
 }
+
+/* ---- offline replay (fuzzing, tests) ----------------------------------------------- */
+
+struct replay {
+  struct buf *text;
+  int status;
+  bool finished;
+};
+
+static void replay_delta(void *ud, const char *t, size_t n) {
+  struct replay *r = ud;
+  if (buf_append(r->text, t, n) != 0)
+    r->status = EG_ETOOBIG;
+}
+
+static void replay_done(void *ud, const struct llm_result *res) {
+  struct replay *r = ud;
+  if (r->status == 0)
+    r->status = res->status;
+  r->finished = res->finish_reason != NULL;
+}
+
+static const struct llm_provider_ops replay_ops = {.name = "replay"};
+
+void llm__replay(const struct llm__dialect *d, const char *content_type, bool streaming,
+                 const uint8_t *data, size_t n, size_t chunk, struct buf *text, int *status,
+                 bool *finished) {
+  struct llm_provider p;
+  memset(&p, 0, sizeof p);
+  p.ops = &replay_ops;
+  p.model = "replay-model";
+  p.refs = 1;
+  struct replay r = {text, 0, false};
+  struct llm_callbacks cb = {replay_delta, replay_done, &r};
+  struct llm_stream *s = llm__stream_new(&p, &cb);
+  s->d = d;
+  s->streaming = streaming;
+  struct httpc_header h[1] = {{"Content-Type", content_type}};
+  struct httpc_response resp = {
+      .status = 200, .headers = h, .n_headers = 1, .error = "", .attempts = 1};
+  int err = remote_response(s, &resp);
+  for (size_t off = 0; err == 0 && off < n;) {
+    size_t k = chunk ? EG_MIN(chunk, n - off) : n - off;
+    err = remote_data(s, data + off, k);
+    off += k;
+  }
+  resp.body = (struct slice){"", 0};
+  /* As httpc would report it: a callback's error ends the transfer with that code. */
+  remote_done(s, err, &resp);
+  *status = r.status;
+  *finished = r.finished;
+}
