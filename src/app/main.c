@@ -29,6 +29,7 @@
 #include "auth/auth.h"
 #include "base/base.h"
 #include "chat/chat.h"
+#include "cluster/cluster.h"
 #include "http/http.h"
 #include "httpc/httpc.h"
 #include "llm/llm.h"
@@ -55,6 +56,7 @@ struct engram {
   struct llm_provider *llm;
   struct chat *chat;
   struct api *api;
+  struct cluster *cluster; /* NULL without ENGRAM_REDIS_URL */
   struct sio_server *io;
   struct http_router *router;
   struct http_server *http;
@@ -75,6 +77,20 @@ static void on_echo(struct sio_socket *s, const char *ev, json_t *args, int64_t 
     log_debug("engram: echo failed: %s", eg_strerror(rc));
 }
 
+/* Readiness: the store answered at start (it is open), Redis is connected when
+   configured, the model provider is set up. 503 lists what is missing. */
+static void on_readyz(struct http_req *req, void *ud) {
+  struct engram *e = ud;
+  bool redis = !e->cluster || cluster_ready(e->cluster);
+  bool ok = redis && e->store && e->llm && !e->stopping;
+  char body[160];
+  snprintf(body, sizeof body, "{\"status\":\"%s\",\"store\":%s,\"redis\":%s,\"model\":%s}",
+           ok ? "ready" : "not ready", e->store ? "true" : "false",
+           !e->cluster ? "null" : redis ? "true" : "false", e->llm ? "true" : "false");
+  if (http_respond_json(req, ok ? 200 : 503, body) != 0)
+    log_debug("engram: readyz answer failed");
+}
+
 static void on_healthz(struct http_req *req, void *ud) {
   (void)ud;
   if (http_respond_json(req, 200, "{\"status\":\"ok\"}") != 0)
@@ -93,6 +109,8 @@ static void on_metrics(struct http_req *req, void *ud) {
   struct buf b;
   buf_init(&b, 1 << 20);
   int rc = app_metrics_render(&src, &b);
+  if (!rc && e->cluster)
+    rc = cluster_metrics_render(e->cluster, &b);
   rc = rc ? http_respond_error(req, 500, "metrics too large")
           : http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8",
                          (const char *)b.data, b.len);
@@ -110,6 +128,7 @@ static void on_chat_deleted(void *ud, const char *user_id, const char *chat_id) 
   (void)chat_id;
   struct engram *e = ud;
   recall_invalidate(e->recall, user_id);
+  cluster_invalidate_user(e->cluster, user_id);
 }
 
 static void on_backfill_timer(uv_timer_t *t) {
@@ -139,9 +158,17 @@ static void on_http_closed(void *ud) {
   store_async_close(e->async, on_async_closed, e);
 }
 
-static void on_sio_closed(void *ud) {
+static void on_cluster_closed(void *ud) {
   struct engram *e = ud;
   http_server_stop(e->http, on_http_closed, e);
+}
+
+static void on_sio_closed(void *ud) {
+  struct engram *e = ud;
+  if (e->cluster)
+    cluster_close(e->cluster, on_cluster_closed, e);
+  else
+    http_server_stop(e->http, on_http_closed, e);
 }
 
 static void on_chat_idle(void *ud) {
@@ -279,10 +306,17 @@ static int setup(struct engram *e) {
   struct sio_nsp *root = sio_of(e->io, "/");
   sio_use(root, api_sio_middleware, e->api);
   chat_attach(e->chat, root);
+  if (*c->redis_url) {
+    struct cluster_opts co = {.loop = e->loop, .redis_url = c->redis_url, .recall = e->recall};
+    if ((rc = cluster_new(&co, &e->cluster)) != 0)
+      return rc;
+    cluster_attach(e->cluster, root); /* before any socket connects */
+  }
   sio_on(root, "echo", on_echo, e);
 
   e->router = http_router_new();
   if ((rc = http_router_add(e->router, HTTP_GET, "/healthz", on_healthz, e)) != 0 ||
+      (rc = http_router_add(e->router, HTTP_GET, "/readyz", on_readyz, e)) != 0 ||
       (rc = web_register(e->router)) != 0 || /* before /socket.io/ + "*": first match wins */
       (rc = http_router_add(e->router, HTTP_GET, "/metrics", on_metrics, e)) != 0 ||
       (rc = http_router_add(e->router, HTTP_METHOD_UNKNOWN, "/socket.io/*",
@@ -334,6 +368,7 @@ static int serve(struct engram *e) {
   http_router_free(e->router);
   api_free(e->api);
   recall_free(e->recall);
+  cluster_free(e->cluster);
   mem_index_free(e->index);
   chat_free(e->chat);
   uv_run(e->loop, UV_RUN_DEFAULT); /* the chat's timer close */
