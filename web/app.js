@@ -483,6 +483,11 @@ function send() {
     if (err || !ack || !ack.ok) {
       node.classList.remove("pending");
       node.classList.add("failed");
+      // Not stored: give the text back so nothing typed is lost.
+      if (!input.value) {
+        input.value = content;
+        autosize();
+      }
       if (err) banner("The server did not confirm your message. It will be retried when you send again.", { code: "timeout" });
       else codeBanner(ack && ack.code, ack && ack.error);
       finishStream(chatId, true);

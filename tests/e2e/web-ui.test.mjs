@@ -385,6 +385,8 @@ test("error banners name the failure", async () => {
   await say(page, "x".repeat(70000));
   const big = page.locator('#banners .banner[data-code="too_large"]');
   await big.waitFor({ timeout: 10000 });
+  assert.equal((await page.inputValue("#input")).length, 70000, "the refused text is given back");
+  await page.fill("#input", "");
   await big.locator("button").click();
 });
 
