@@ -17,6 +17,7 @@
 #include "httpc/httpc.h"
 #include "llm/fake_llm.h"
 #include "llm/llm.h"
+#include "llm/llm_int.h"
 
 static struct fake_llm fake;
 
@@ -717,6 +718,160 @@ static void test_upstream_quirks(void **state) {
   env_free(&e);
 }
 
+/* ---- offline replay of the contract's edge cases (PROVIDER-CONTRACTS section 5) ----- */
+
+struct replay_case {
+  const char *name;
+  bool gemini;
+  const char *ct;
+  const char *body;
+  int status;
+  const char *text; /* expected answer (also checked on failure: partial text) */
+};
+
+#define GEM_EV(t)                                                                              \
+  "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"" t                         \
+  "\"}],\"role\": \"model\"},\"index\": 0}]}"
+#define GEM_FIN(t)                                                                             \
+  "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"" t                         \
+  "\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}]}"
+#define OA_EV(t)                                                                               \
+  "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" t "\"},\"finish_reason\":null}" \
+                                                                 "]}"
+#define OA_FIN "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}"
+
+static const struct replay_case replay_cases[] = {
+    {"gemini crlf", true, "text/event-stream",
+     GEM_EV("Hel") "\r\n\r\n" GEM_FIN("lo") "\r\n\r\n", 0, "Hello"},
+    {"gemini lf", true, "text/event-stream", GEM_EV("Hel") "\n\n" GEM_FIN("lo") "\n\n", 0,
+     "Hello"},
+    {"gemini cr", true, "text/event-stream", GEM_EV("Hel") "\r\r" GEM_FIN("lo") "\r\r", 0,
+     "Hello"},
+    {"gemini mixed eol, bom, keep-alives", true, "text/event-stream",
+     "\xEF\xBB\xBF:\r\n\r\n" GEM_EV("Hel") "\r\n\n: ping\r" GEM_FIN("lo") "\n\r\n", 0, "Hello"},
+    {"gemini multi-line data", true, "text/event-stream",
+     "data: {\"candidates\": [{\"content\":\ndata:  {\"parts\": [{\"text\": \"Hi\"}]},\n"
+     "data: \"finishReason\": \"STOP\"}]}\n\n",
+     0, "Hi"},
+    {"gemini final event without its blank line", true, "text/event-stream",
+     GEM_EV("a") "\r\n\r\n" GEM_FIN("b"), 0, "ab"},
+    {"gemini thought and signature-only parts", true, "text/event-stream",
+     "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"hmm\", \"thought\": "
+     "true}, "
+     "{\"thoughtSignature\": \"c2ln\"}, {\"text\": \"answer\"}]}, \"finishReason\": "
+     "\"STOP\"}]}\n\n",
+     0, "answer"},
+    {"gemini escapes and non-ASCII", true, "text/event-stream",
+     GEM_FIN("\\\"q\\\" \\u00e9 \xE2\x82\xAC \\ud83d\\ude00") "\n\n", 0,
+     "\"q\" \xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"},
+    {"gemini unknown finish reason with text", true, "text/event-stream",
+     "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"x\"}]}, "
+     "\"finishReason\": "
+     "\"SOMETHING_NEW\"}]}\n\n",
+     0, "x"},
+    {"gemini blocked prompt", true, "text/event-stream",
+     "data: {\"promptFeedback\": {\"blockReason\": \"SAFETY\"}}\r\n\r\n", EG_EUPSTREAM, ""},
+    {"gemini no content, OTHER", true, "text/event-stream",
+     "data: {\"candidates\": [{\"finishReason\": \"OTHER\", \"index\": 0}]}\n\n", EG_EUPSTREAM,
+     ""},
+    {"gemini truncated mid-event", true, "text/event-stream",
+     GEM_EV("par") "\r\n\r\ndata: {\"candidates\": [{\"content\": {\"pa", EG_EUPSTREAM, "par"},
+    {"gemini ends without finishReason", true, "text/event-stream", GEM_EV("par") "\r\n\r\n",
+     EG_EUPSTREAM, "par"},
+    {"gemini in-band error", true, "text/event-stream",
+     GEM_EV("par") "\r\n\r\ndata: {\"error\": {\"code\": 503, \"message\": \"overloaded\", "
+                   "\"status\": \"UNAVAILABLE\"}}\r\n\r\n",
+     EG_EUPSTREAM, "par"},
+    {"gemini JSON array (no alt=sse)", true, "application/json",
+     "[{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hel\"}]}}]}\r\n,\r\n"
+     "{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"lo\"}]}, \"finishReason\": "
+     "\"STOP\"}]}]",
+     0, "Hello"},
+    {"openai reference", false, "text/event-stream",
+     "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+     "\"finish_reason\":null}],\"usage\":null}\n\n" OA_EV(
+         "Hi") "\n\n" OA_FIN
+               "\n\ndata: "
+               "{\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n"
+               "data: [DONE]\n\n",
+     0, "Hi"},
+    {"llama.cpp null content and ping", false, "text/event-stream",
+     ":\n\ndata: "
+     "{\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null},"
+     "\"finish_reason\":null}]}\n\n" OA_EV("Hi") "\n\n" OA_FIN "\n\ndata: [DONE]\n\n",
+     0, "Hi"},
+    {"ollama legacy role on every chunk", false, "text/event-stream",
+     "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},"
+     "\"finish_reason\":null}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+     "\"assistant\",\"content\":\"\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+     0, "Hi"},
+    {"finish without [DONE]", false, "text/event-stream", OA_EV("Hi") "\n\n" OA_FIN "\n\n", 0,
+     "Hi"},
+    {"[DONE] without finish", false, "text/event-stream", OA_EV("Hi") "\n\ndata: [DONE]\n\n", 0,
+     "Hi"},
+    {"truncated before [DONE]", false, "text/event-stream", OA_EV("Hi") "\n\n", EG_EUPSTREAM,
+     "Hi"},
+    {"vllm error then [DONE]", false, "text/event-stream",
+     OA_EV("Hi") "\n\ndata: {\"error\":{\"message\":\"boom\",\"type\":\"InternalServerError\","
+                 "\"param\":null,\"code\":500}}\n\ndata: [DONE]\n\n",
+     EG_EUPSTREAM, "Hi"},
+    {"named error event", false, "text/event-stream",
+     OA_EV("Hi") "\n\nevent: error\ndata: {\"error\":{\"message\":\"x\"}}\n\n", EG_EUPSTREAM,
+     "Hi"},
+    {"invalid UTF-8 replaced", false, "text/event-stream",
+     OA_EV("a\xC3\x28 \xFF \x80") "\n\n" OA_FIN "\n\n", 0,
+     "a\xEF\xBF\xBD( \xEF\xBF\xBD \xEF\xBF\xBD"},
+    {"content filter", false, "text/event-stream",
+     OA_EV("Hi") "\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":"
+                 "\"content_filter\"}]}\n\n",
+     EG_EUPSTREAM, "Hi"},
+    {"second choice ignored", false, "text/event-stream",
+     "data: {\"choices\":[{\"index\":1,\"delta\":{\"content\":\"no\"}},{\"index\":0,\"delta\":"
+     "{\"content\":\"yes\"},\"finish_reason\":\"stop\"}]}\n\n",
+     0, "yes"},
+    {"not JSON", false, "text/event-stream", "data: {oops}\n\n", EG_EUPSTREAM, ""},
+};
+
+static void test_replay_edge_cases(void **state) {
+  (void)state;
+  for (size_t i = 0; i < EG_ARRAY_LEN(replay_cases); i++) {
+    const struct replay_case *c = &replay_cases[i];
+    size_t n = strlen(c->body);
+    /* Whole, then every chunk size from 1 byte up. */
+    for (size_t chunk = 0; chunk <= n; chunk++) {
+      struct buf t;
+      buf_init(&t, 1u << 20);
+      assert_int_equal(buf_append(&t, "", 0), 0);
+      int st;
+      bool fin;
+      llm__replay(c->gemini ? &llm__gemini_dialect : &llm__openai_dialect, c->ct, true,
+                  (const uint8_t *)c->body, n, chunk, &t, &st, &fin);
+      if (st != c->status || strcmp((char *)t.data, c->text) != 0) {
+        print_error("case \"%s\" chunk %zu: status %d text \"%s\"\n", c->name, chunk, st,
+                    (char *)t.data);
+        fail();
+      }
+      buf_free(&t);
+    }
+  }
+  /* An event above the 4 MiB cap fails cleanly. */
+  size_t big = (4u << 20) + 100;
+  char *b = xmalloc(big + 64);
+  int k = snprintf(b, 64, "data: {\"choices\":[{\"delta\":{\"content\":\"");
+  memset(b + k, 'x', big);
+  memcpy(b + k + big, "\"}}]}\n\n", 8);
+  struct buf t;
+  buf_init(&t, 16u << 20);
+  int st;
+  bool fin;
+  llm__replay(&llm__openai_dialect, "text/event-stream", true, (const uint8_t *)b, strlen(b),
+              65536, &t, &st, &fin);
+  assert_int_equal(st, EG_EUPSTREAM);
+  assert_int_equal(t.len, 0);
+  buf_free(&t);
+  free(b);
+}
+
 /* ---- offline ------------------------------------------------------------------------ */
 
 static void test_offline(void **state) {
@@ -875,6 +1030,7 @@ int main(void) {
       cmocka_unit_test(test_openai_failures),
       cmocka_unit_test(test_openai_non_streamed),
       cmocka_unit_test(test_upstream_quirks),
+      cmocka_unit_test(test_replay_edge_cases),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
