@@ -18,8 +18,9 @@
  * out for its wire format: the system instruction, then a block "Relevant memories from
  * earlier conversations:" listing each memory with its date (see llm_format_memories),
  * then the recent messages oldest first, then the new user message. Gemini gets the
- * system text + memories block as systemInstruction; OpenAI-compatible servers get them
- * as the first `system` message. llm_stream_start copies what it needs: the prompt may be
+ * system text + memories block as systemInstruction (consecutive messages of one role
+ * become one turn with several parts); OpenAI-compatible servers get them as the first
+ * `system` message. llm_stream_start copies what it needs: the prompt may be
  * freed as soon as it returns.
  *
  * Streaming: on_delta(text, len) is called with each new slice of the answer, in order,
@@ -28,7 +29,7 @@
  * llm_stream_cancel. After on_done the stream handle is gone.
  *
  * result->status:
- *   0             complete answer (finish marker seen)
+ *   0             complete answer (Gemini: a finishReason; OpenAI: finish_reason or [DONE])
  *   EG_ECANCELED  llm_stream_cancel() or llm_provider_free(); code NULL, message
  *                 "generation cancelled"
  *   EG_EUPSTREAM  the model failed: HTTP error status (after retries for 429/5xx), in-band
