@@ -12,11 +12,12 @@
 # Knobs (environment):
 #   ENGRAM_BUILD  build folder (default build)
 #   SERVERS       which servers, in order (default "floor engram node"; also "echo-server":
-#                 the reference test server, event message-with-ack)
+#                 the reference test server, event message-with-ack, heartbeat 25 s/20 s)
 #   CONNS         echo connection counts (default "100 1000"); INFLIGHT (1); SIZE (32 bytes
 #                 of data per message); WARMUP (3 s); DURATION (10 s)
 #   IDLE_CONNS    connections for the RSS measurement (10000); SETTLE (3 s)
 #   HELD_CONNS    connections to hold without error (19000); HOLD (30 s, > pingInterval 25 s)
+#   SKIP_IDLE=1   only the echo runs
 #   ENGRAM_TOKEN  a JWT to send as the `token` cookie (else the script registers a user
 #                 through the REST API if engram serves it; without REST, none is sent)
 #   OUT           also append the table to this file
@@ -91,7 +92,8 @@ start_server() {
         $NICE_CMD "$B/engram" serve >"$TMP/$name.log" 2>&1 & ;;
     echo-server)
       [ -x "$B/echo-server" ] || { NOTE[$name]="not built"; return 1; }
-      PORT=$PORT ENGRAM_LOG_LEVEL=warn $NICE_CMD "$B/echo-server" >"$TMP/$name.log" 2>&1 & ;;
+      PORT=$PORT ENGRAM_LOG_LEVEL=warn PING_INTERVAL=25000 PING_TIMEOUT=20000 \
+        $NICE_CMD "$B/echo-server" >"$TMP/$name.log" 2>&1 & ;;
     node)
       [ -d "$ROOT/node_modules/socket.io" ] || { NOTE[$name]="node_modules/socket.io missing"; return 1; }
       $NICE_CMD node "$ROOT/bench/node-echo.mjs" "$PORT" >"$TMP/$name.log" 2>&1 & ;;
@@ -190,16 +192,21 @@ for s in $SERVERS; do
   if start_server "$s"; then
     [ "$s" = engram ] && engram_auth
     settle_rss
-    if run "$s" idle --mode idle --conns "$IDLE_CONNS" --settle "$SETTLE" --hold 5 &&
-      stop_server && start_server "$s"; then
-      [ "$s" = engram ] && engram_auth
-      settle_rss
-      if run "$s" held --mode idle --conns "$HELD_CONNS" --settle "$SETTLE" --hold "$HOLD"; then
-        for c in $CONNS; do
-          run "$s" "echo$c" --mode echo --conns "$c" --inflight "$INFLIGHT" \
-            --warmup "$WARMUP" --duration "$DURATION" || break
-        done
+    ok=1
+    if [ "${SKIP_IDLE:-0}" != 1 ]; then
+      ok=0
+      if run "$s" idle --mode idle --conns "$IDLE_CONNS" --settle "$SETTLE" --hold 5 &&
+        stop_server && start_server "$s"; then
+        [ "$s" = engram ] && engram_auth
+        settle_rss
+        run "$s" held --mode idle --conns "$HELD_CONNS" --settle "$SETTLE" --hold "$HOLD" && ok=1
       fi
+    fi
+    if [ $ok = 1 ]; then
+      for c in $CONNS; do
+        run "$s" "echo$c" --mode echo --conns "$c" --inflight "$INFLIGHT" \
+          --warmup "$WARMUP" --duration "$DURATION" || break
+      done
     fi
     stop_server
   fi
