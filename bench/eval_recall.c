@@ -216,6 +216,7 @@ struct cands {
   int vec[NCAND];
   float vecs[NCAND];
   size_t nvec;
+  const char *query;
 };
 
 static int leaks;
@@ -230,6 +231,7 @@ static void retrieve(struct store *st, struct mem_index *ix, const struct questi
     exit(2);
   }
   c->nkw = 0;
+  c->query = q->text;
   for (size_t i = 0; i < h.n; i++) {
     int m = find_msg(h.v[i].id);
     if (m < 0 || msgs[m].user != q->user) {
@@ -267,6 +269,7 @@ static const char *method_names[] = {"keyword (FTS5 bm25)", "vector (hash)",
 /* Ranks candidates by method into out[0..MAXK) (msg indices). */
 static int variant;
 static float wdef = -1;
+static float date_boost = -1;
 static size_t rank(const struct cands *c, enum method m, float wvec, int *out) {
   size_t n = 0;
   if (m == M_KW) {
@@ -374,12 +377,15 @@ static size_t rank(const struct cands *c, enum method m, float wvec, int *out) {
   struct mem_cand vc[NCAND], kc[NCAND];
   for (size_t i = 0; i < c->nvec; i++)
     vc[i] = (struct mem_cand){.id = msgs[c->vec[i]].id, .created_at = msgs[c->vec[i]].ts,
-                              .score = c->vecs[i]};
+                              .text = msgs[c->vec[i]].text, .score = c->vecs[i]};
   for (size_t i = 0; i < c->nkw; i++)
     kc[i] = (struct mem_cand){.id = msgs[c->kw[i]].id, .created_at = msgs[c->kw[i]].ts,
-                              .score = c->kws[i]};
+                              .text = msgs[c->kw[i]].text, .score = c->kws[i]};
   struct mem_recall_opts o;
   mem_recall_defaults(&o);
+  o.query = c->query;
+  if (date_boost >= 0)
+    o.date_boost = date_boost;
   o.k = MAXK;
   if (wvec >= 0) {
     o.w_vec = wvec;
@@ -447,6 +453,8 @@ int main(int argc, char **argv) {
       grid = true;
     else if (strcmp(argv[i], "--w") == 0 && i + 1 < argc)
       wdef = (float)atof(argv[++i]);
+    else if (strcmp(argv[i], "--date-boost") == 0 && i + 1 < argc)
+      date_boost = (float)atof(argv[++i]);
     else if (strcmp(argv[i], "--variant") == 0 && i + 1 < argc)
       variant = atoi(argv[++i]);
     else if (strcmp(argv[i], "--kinds") == 0)

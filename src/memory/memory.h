@@ -282,7 +282,16 @@ struct mem_recall_opts {
   float w_vec;     /* weight of the vector side (default mem_recall_defaults) */
   float w_kw;      /* weight of the keyword side */
   float min_score; /* fused scores below are dropped (0 = keep all) */
+  /* Time questions (added 2026-11-25): when query asks "when / what date / what time /
+     which day ...", candidates whose text holds a date or time expression get their fused
+     score multiplied by 1 + date_boost. NULL query = off. */
+  const char *query;
+  float date_boost;
 };
+/* The date heuristics, exposed for tests: a question about time; a text with a date or
+   time expression (month or weekday names, 10:30, 2019, 3rd, 12/05, tomorrow, next week). */
+bool mem__time_question(const char *q);
+bool mem__has_date(const char *text);
 
 /* The measured defaults (bench/eval_recall.c; bench/README.md "Memory"). */
 void mem_recall_defaults(struct mem_recall_opts *o);

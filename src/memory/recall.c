@@ -11,12 +11,84 @@
 
 #include "memory/memory.h"
 
+#ifndef DATE_BOOST
+#define DATE_BOOST 0.3f
+#endif
+
 void mem_recall_defaults(struct mem_recall_opts *o) {
   memset(o, 0, sizeof(*o));
   o->k = 3;
   o->w_vec = 0.45f;
   o->w_kw = 0.55f;
   o->min_score = 0;
+  o->date_boost = DATE_BOOST;
+}
+
+/* ---- time questions -------------------------------------------------------------------- */
+
+static bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+static char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c; }
+
+/* True when the word w (lower case) starts at s[i] as a whole word. */
+static bool word_at(const char *s, size_t i, const char *w) {
+  if (i > 0 && is_alpha(s[i - 1]))
+    return false;
+  size_t j = 0;
+  for (; w[j]; j++)
+    if (lower(s[i + j]) != w[j])
+      return false;
+  return !is_alpha(s[i + j]);
+}
+
+static bool has_word(const char *s, const char *const *words, size_t n) {
+  for (size_t i = 0; s[i]; i++) {
+    if (!is_alpha(s[i]) || (i > 0 && is_alpha(s[i - 1])))
+      continue;
+    for (size_t w = 0; w < n; w++)
+      if (word_at(s, i, words[w]))
+        return true;
+  }
+  return false;
+}
+
+bool mem__time_question(const char *q) {
+  static const char *const w[] = {"when", "date", "time", "day", "days", "month", "year",
+                                  "ago", "until", "schedule", "scheduled"};
+  return q != NULL && has_word(q, w, EG_ARRAY_LEN(w));
+}
+
+bool mem__has_date(const char *t) {
+  static const char *const w[] = {
+      "january", "february", "march", "april", "may", "june", "july", "august",
+      "september", "october", "november", "december", "jan", "feb", "mar", "apr", "jun",
+      "jul", "aug", "sep", "sept", "oct", "nov", "dec", "monday", "tuesday", "wednesday",
+      "thursday", "friday", "saturday", "sunday", "tomorrow", "tonight", "today",
+      "yesterday", "weekend", "noon", "midnight", "am", "pm"};
+  if (t == NULL)
+    return false;
+  if (has_word(t, w, EG_ARRAY_LEN(w)))
+    return true;
+  for (size_t i = 0; t[i]; i++) {
+    if (!is_digit(t[i]) || (i > 0 && is_digit(t[i - 1])))
+      continue;
+    size_t j = i;
+    while (is_digit(t[j]))
+      j++;
+    size_t nd = j - i;
+    /* 10:30, 12/05, 2019, 3rd / 21st / 4th */
+    if ((t[j] == ':' || t[j] == '/') && nd <= 2 && is_digit(t[j + 1]))
+      return true;
+    if (nd == 4 && (t[i] == '1' || t[i] == '2') && !is_digit(t[j]))
+      return true;
+    if (nd <= 2 && is_alpha(t[j]) && is_alpha(t[j + 1]) && !is_alpha(t[j + 2])) {
+      char a = lower(t[j]), b = lower(t[j + 1]);
+      if ((a == 's' && b == 't') || (a == 'n' && b == 'd') || (a == 'r' && b == 'd') ||
+          (a == 't' && b == 'h'))
+        return true;
+    }
+  }
+  return false;
 }
 
 static bool good_id(const char *id) {
@@ -101,6 +173,11 @@ size_t mem_recall_fuse(const struct mem_cand *vec, size_t n_vec, const struct me
     float v = vmax > 0 && all[j].vec_score > 0 ? all[j].vec_score / vmax : 0;
     float b = kmax > 0 && all[j].kw_score > 0 ? all[j].kw_score / kmax : 0;
     all[j].score = (o->w_vec * v + o->w_kw * b) / wsum;
+  }
+  if (o->query != NULL && o->date_boost > 0 && mem__time_question(o->query)) {
+    for (size_t j = 0; j < n; j++)
+      if (mem__has_date(all[j].text))
+        all[j].score *= 1 + o->date_boost;
   }
   qsort(all, n, sizeof(*all), cmp_recalled);
   size_t m = 0;

@@ -107,12 +107,51 @@ static void test_recency_breaks_ties(void **state) {
   assert_string_equal(out[2].id, ID(1));
 }
 
+static void test_time_questions(void **state) {
+  (void)state;
+  assert_true(mem__time_question("When is my flight to Lisbon?"));
+  assert_true(mem__time_question("What time is my dentist appointment?"));
+  assert_true(mem__time_question("which DAY do I leave"));
+  assert_false(mem__time_question("What is my dog called?"));
+  assert_false(mem__time_question("Whenever you like"));
+  assert_false(mem__time_question(NULL));
+  assert_true(mem__has_date("I'm flying to Lisbon on May 3."));
+  assert_true(mem__has_date("dentist at 10:15"));
+  assert_true(mem__has_date("moved here in 2019"));
+  assert_true(mem__has_date("on the 21st"));
+  assert_true(mem__has_date("see you tomorrow"));
+  assert_true(mem__has_date("due 12/05"));
+  assert_false(mem__has_date("maybe later"));
+  assert_false(mem__has_date("I have 3 cats and 12345 stamps"));
+  assert_false(mem__has_date("the firstly thing")); /* no digits before "st" */
+  assert_false(mem__has_date(NULL));
+  /* The boost moves a dated memory above an undated one for a time question only. */
+  struct mem_cand kw[] = {
+      {.id = ID(1), .text = "my flight to Lisbon is booked", .score = 10.0f},
+      {.id = ID(2), .text = "flying to Lisbon on May 3", .score = 8.0f},
+  };
+  struct mem_recall_opts o;
+  mem_recall_defaults(&o);
+  assert_true(o.date_boost > 0);
+  struct mem_recalled out[2];
+  o.query = "When is my flight to Lisbon?";
+  assert_int_equal(mem_recall_fuse(NULL, 0, kw, 2, &o, out), 2);
+  assert_string_equal(out[0].id, ID(2));
+  o.query = "Where am I flying?";
+  assert_int_equal(mem_recall_fuse(NULL, 0, kw, 2, &o, out), 2);
+  assert_string_equal(out[0].id, ID(1));
+  o.query = NULL;
+  assert_int_equal(mem_recall_fuse(NULL, 0, kw, 2, &o, out), 2);
+  assert_string_equal(out[0].id, ID(1));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_fuse_merges_and_ranks),
       cmocka_unit_test(test_exclusions_and_bad_ids),
       cmocka_unit_test(test_recency_breaks_ties),
+      cmocka_unit_test(test_time_questions),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
