@@ -201,6 +201,16 @@ static void job_free(struct job *j) {
 
 static void job_start(struct job *j);
 
+/* The head of a chat's queue starts once the cross-node lock (chat.h) is granted. */
+static void job_granted(void *arg) { job_start(arg); }
+static void job_begin(struct job *j) {
+  const struct chat_lock_ops *l = j->c->d.lock;
+  if (l)
+    l->acquire(l->ud, j->chat, job_granted, j);
+  else
+    job_start(j);
+}
+
 static void maybe_idle(struct chat *c) {
   if (!c->closing || c->st.running || c->queues.count)
     return;
@@ -221,6 +231,8 @@ static void job_finish(struct job *j) {
   struct chatq *q = j->q;
   struct job *next = j->qnext;
   c->st.running--;
+  if (c->d.lock)
+    c->d.lock->release(c->d.lock->ud, j->chat);
   q->head = next;
   if (next == NULL) {
     q->tail = NULL;
@@ -230,7 +242,7 @@ static void job_finish(struct job *j) {
   job_free(j);
   if (next) {
     c->st.queued--;
-    job_start(next);
+    job_begin(next);
   }
   maybe_idle(c);
 }
@@ -663,7 +675,7 @@ static void on_ai_message(struct sio_socket *s, const char *event, json_t *args,
     return;
   }
   q->head = q->tail = j;
-  job_start(j);
+  job_begin(j);
 }
 
 static void on_ai_cancel(struct sio_socket *s, const char *event, json_t *args, int64_t ackid,

@@ -51,6 +51,18 @@ struct llm_provider;
 struct sio_nsp;
 struct sio_socket;
 
+/* Cross-node order (optional; src/cluster implements it with a Redis lock). Before a
+   chat's next message starts, acquire(ud, chat_id, granted, arg) is called; it must call
+   granted(arg) exactly once, now or later on the loop, when this node may handle that
+   chat. release(ud, chat_id) follows once the message is finished (answer stored or
+   failed). At most one acquire per chat is outstanding per node (the in-process queue
+   still orders a node's own messages). NULL = in-process order only. */
+struct chat_lock_ops {
+  void (*acquire)(void *ud, const char *chat_id, void (*granted)(void *arg), void *arg);
+  void (*release)(void *ud, const char *chat_id);
+  void *ud;
+};
+
 struct chat_deps {
   uv_loop_t *loop;
   struct store_async *async;
@@ -63,6 +75,7 @@ struct chat_deps {
   size_t context_chars;      /* 0 = 24000 */
   size_t max_content;        /* 0 = 64 KiB */
   unsigned rate_per_min;     /* ai-messages per user per minute; 0 = no limit */
+  const struct chat_lock_ops *lock; /* NULL = none; must outlive the chat */
 };
 
 struct chat;
