@@ -27,15 +27,19 @@
  *   (payload: the user id; cluster_invalidate_user() publishes one) both call
  *   recall_invalidate() for that user; the index reloads from PostgreSQL on next use.
  *
- * ---- Per-chat order across nodes --------------------------------------------------------------
- *   cluster_chat_lock_ops() implements chat's lock seam (chat.h) with a Redis lock per
- *   chat: SET <prefix>#engram#lock#<chat> <token> NX PX <ttl>, retried every few ms
- *   while another node holds it, refreshed while held, released by a compare-and-delete
- *   script. Redis and not a PostgreSQL advisory lock because an advisory lock pins one
+ * ---- Per-chat order across nodes
+ * -------------------------------------------------------------- cluster_chat_lock_ops()
+ * implements chat's lock seam (chat.h) with a Redis lock per chat: SET
+ * <prefix>#engram#lock#<chat> <token> NX PX <ttl> (default 10 s,
+ *   extended every third of it while the message is answered), released by a
+ * compare-and-delete script; a node waits with backoff (2..50 ms) and goes ahead after twice
+ * the TTL. Redis and not a PostgreSQL advisory lock because an advisory lock pins one
  *   PostgreSQL connection per chat being answered for the whole model call (seconds),
  *   where the Redis lock costs one round trip on the already-open connection. The token
- *   is a fencing counter (INCR <prefix>#engram#fence) so a holder whose lock expired
- *   is detected at refresh time (logged, counted in lock_lost).
+ *   is a fencing counter (INCR <prefix>#engram#fence, in the same script as the SET):
+ *   a holder whose lock expired meanwhile (Redis unreachable longer than the TTL) finds
+ *   out at the next refresh or at release (logged, counted in lock_lost). The store does
+ *   not check the token. A node that dies holding a lock delays that chat by the TTL.
  *
  * Threads: everything on the loop thread (hiredis async on libuv). Redis outages: both
  * connections reconnect every second; while down, broadcasts stay local (counted in
@@ -61,14 +65,17 @@ struct cluster;
 
 struct cluster_opts {
   uv_loop_t *loop;
-  const char *redis_url;  /* redis://[:password@]host[:port][/db][?key=prefix] */
-  struct recall *recall;  /* NULL: no invalidation on receive */
-  uint32_t lock_ttl_ms;   /* 0 = 30000 */
+  const char *redis_url; /* redis://[:password@]host[:port][/db][?key=prefix] */
+  struct recall *recall; /* NULL: no invalidation on receive */
+  uint32_t lock_ttl_ms;  /* 0 = 10000 */
 };
 
 EG_WUR int cluster_new(const struct cluster_opts *o, struct cluster **out);
 /* Installs the Redis adapter on nsp (before sockets connect). One namespace per cluster. */
 void cluster_attach(struct cluster *cl, struct sio_nsp *nsp);
+/* chat's lock seam (chat.h) over Redis (see "Per-chat order"); valid while cl lives. */
+struct chat_lock_ops;
+const struct chat_lock_ops *cluster_chat_lock_ops(struct cluster *cl);
 /* Tells the other nodes that user_id's memories changed. */
 void cluster_invalidate_user(struct cluster *cl, const char *user_id);
 /* Both Redis connections are up (for /readyz). */

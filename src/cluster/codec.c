@@ -17,7 +17,8 @@
 #define MAX_MSG (1u << 20)
 #define MAX_DEPTH 32
 
-/* ---- msgpack -> JSON ------------------------------------------------------------------------ */
+/* ---- msgpack -> JSON ------------------------------------------------------------------------
+ */
 
 static json_t *to_json(const msgpack_object *o, int depth) {
   if (depth > MAX_DEPTH)
@@ -128,8 +129,7 @@ int cluster_msg_decode(const uint8_t *p, size_t n, struct cluster_msg *m) {
   msgpack_unpacked_init(&u);
   size_t off = 0;
   int rc = EG_EPROTO;
-  if (msgpack_unpack_next(&u, (const char *)p, n, &off) != MSGPACK_UNPACK_SUCCESS ||
-      off != n)
+  if (msgpack_unpack_next(&u, (const char *)p, n, &off) != MSGPACK_UNPACK_SUCCESS || off != n)
     goto out;
   const msgpack_object *top = &u.data;
   if (top->type != MSGPACK_OBJECT_ARRAY || top->via.array.size < 2)
@@ -173,7 +173,8 @@ void cluster_msg_free(struct cluster_msg *m) {
   m->data = m->rooms = m->except = NULL;
 }
 
-/* ---- JSON -> msgpack ------------------------------------------------------------------------ */
+/* ---- JSON -> msgpack ------------------------------------------------------------------------
+ */
 
 static int buf_write(void *data, const char *p, size_t n) {
   return buf_append(data, p, n) == 0 ? 0 : -1;
@@ -245,9 +246,8 @@ int cluster_msg_encode(const char *uid, const char *nsp, const json_t *data,
   msgpack_packer pk;
   msgpack_packer_init(&pk, out, buf_write);
   int bad = msgpack_pack_array(&pk, 3) || pack_str(&pk, uid, strlen(uid)) ||
-            msgpack_pack_map(&pk, 3) || pack_str(&pk, "type", 4) ||
-            msgpack_pack_int(&pk, 2) || pack_str(&pk, "data", 4) ||
-            pack_json(&pk, data, 1) || pack_str(&pk, "nsp", 3) ||
+            msgpack_pack_map(&pk, 3) || pack_str(&pk, "type", 4) || msgpack_pack_int(&pk, 2) ||
+            pack_str(&pk, "data", 4) || pack_json(&pk, data, 1) || pack_str(&pk, "nsp", 3) ||
             pack_str(&pk, nsp, strlen(nsp)) || msgpack_pack_map(&pk, 3) ||
             pack_str(&pk, "rooms", 5) || pack_list(&pk, rooms, nrooms) ||
             pack_str(&pk, "except", 6) || pack_list(&pk, except, nexcept) ||

@@ -19,6 +19,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "chat/chat.h"
 #include "recall/recall.h"
 #include "sio/sio.h"
 
@@ -44,11 +45,15 @@ struct cluster {
   uint64_t pending;
   struct buf out;
   struct cluster_stats st;
+  uint32_t lock_ttl_ms;
+  struct lockreq *locks; /* acquiring or held, one per chat at most */
+  struct chat_lock_ops lock_ops;
   void (*on_closed)(void *ud);
   void *closed_ud;
 };
 
-/* ---- URL ---------------------------------------------------------------------------------- */
+/* ---- URL ----------------------------------------------------------------------------------
+ */
 
 /* redis://[[user]:password@]host[:port][/db][?key=prefix] */
 static int parse_url(struct cluster *cl, const char *url) {
@@ -92,7 +97,8 @@ static int parse_url(struct cluster *cl, const char *url) {
   return 0;
 }
 
-/* ---- connections -------------------------------------------------------------------------- */
+/* ---- connections --------------------------------------------------------------------------
+ */
 
 static void connect_missing(struct cluster *cl);
 
@@ -183,9 +189,12 @@ static void connect_missing(struct cluster *cl) {
   cl->ever_up = true;
 }
 
-static void on_retry(uv_timer_t *t) { connect_missing(t->data); }
+static void on_retry(uv_timer_t *t) {
+  connect_missing(t->data);
+}
 
-/* ---- receiving ------------------------------------------------------------------------------ */
+/* ---- receiving ------------------------------------------------------------------------------
+ */
 
 static void deliver_remote(struct cluster *cl, const struct cluster_msg *m) {
   size_t nr = json_array_size(m->rooms), ne = json_array_size(m->except);
@@ -210,8 +219,8 @@ static void deliver_remote(struct cluster *cl, const struct cluster_msg *m) {
   json_t *args = json_array();
   for (size_t i = 1; i < json_array_size(m->data); i++)
     json_array_append(args, json_array_get(m->data, i));
-  struct sio_bcast to = {.rooms = rooms, .nrooms = nr, .except_rooms = except,
-                         .nexcept_rooms = ne};
+  struct sio_bcast to = {
+      .rooms = rooms, .nrooms = nr, .except_rooms = except, .nexcept_rooms = ne};
   cl->delivering = true;
   int rc = sio_broadcast(cl->nsp, &to, event, args);
   cl->delivering = false;
@@ -280,7 +289,8 @@ static void on_sub_message(redisAsyncContext *ac, void *r, void *priv) {
     on_invalidate_msg(cl, rep->element[2]);
 }
 
-/* ---- publishing ----------------------------------------------------------------------------- */
+/* ---- publishing -----------------------------------------------------------------------------
+ */
 
 static void on_published(redisAsyncContext *ac, void *r, void *priv) {
   struct cluster *cl = ac->data;
@@ -332,8 +342,8 @@ static void publish_broadcast(struct cluster *cl, const struct sio_bcast *to,
   if (to && to->except)
     except[k++] = sio_socket_id(to->except);
   buf_reset(&cl->out);
-  int rc = cluster_msg_encode(cl->uid, sio_nsp_name(cl->nsp), pkt->data, rooms, nr, except,
-                              ne, &cl->out);
+  int rc = cluster_msg_encode(cl->uid, sio_nsp_name(cl->nsp), pkt->data, rooms, nr, except, ne,
+                              &cl->out);
   if (rc == 0) {
     char chan[600];
     int chlen = nr == 1 ? snprintf(chan, sizeof chan, "%s%s#", cl->chan, rooms[0])
@@ -348,7 +358,8 @@ static void publish_broadcast(struct cluster *cl, const struct sio_bcast *to,
   free(rooms);
 }
 
-/* ---- the adapter ------------------------------------------------------------------------------ */
+/* ---- the adapter
+ * ------------------------------------------------------------------------------ */
 
 static const struct sio_adapter_ops cluster_ops;
 
@@ -388,7 +399,188 @@ static int ad_broadcast(void *a, struct sio_nsp *nsp, const struct sio_bcast *to
 static const struct sio_adapter_ops cluster_ops = {ad_join, ad_leave, ad_leave_all,
                                                    ad_broadcast, NULL};
 
-/* ---- public --------------------------------------------------------------------------------- */
+/* ---- per-chat lock (see cluster.h)
+ * -------------------------------------------------------------- */
+
+/* One round trip per attempt: a fencing token from the shared counter, then SET NX PX. */
+static const char LOCK_SCRIPT[] =
+    "local t = redis.call('incr', KEYS[2]) "
+    "if redis.call('set', KEYS[1], t, 'NX', 'PX', ARGV[1]) then return t else return 0 end";
+static const char UNLOCK_SCRIPT[] =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
+    "else return 0 end";
+
+static const char REFRESH_SCRIPT[] =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], "
+    "ARGV[2]) else return 0 end";
+
+#define LOCK_RETRY_MIN_MS 2
+#define LOCK_RETRY_MAX_MS 50
+
+struct lockreq {
+  struct cluster *cl;
+  struct lockreq *next;
+  char chat[ID_LEN + 8];
+  void (*granted)(void *arg);
+  void *arg;
+  long long token; /* 0 until held; -1 granted without Redis */
+  uint64_t t0;
+  uint32_t backoff_ms;
+  bool waited;
+  uv_timer_t timer;
+};
+
+static void lock_try(struct lockreq *q);
+
+static void lockreq_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+static void lock_unlink(struct lockreq *q) {
+  for (struct lockreq **pp = &q->cl->locks; *pp; pp = &(*pp)->next) {
+    if (*pp == q) {
+      *pp = q->next;
+      break;
+    }
+  }
+  uv_close((uv_handle_t *)&q->timer, lockreq_closed);
+}
+
+static void on_refresh_reply(redisAsyncContext *ac, void *r, void *priv) {
+  (void)priv;
+  struct cluster *cl = ac->data;
+  const redisReply *rep = r;
+  if (rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0) {
+    cl->st.lock_lost++;
+    log_warn("cluster: a chat lock expired while its message was being answered");
+  }
+}
+
+/* Held: extend the TTL every third of it while the message is being answered. */
+static void on_lock_refresh(uv_timer_t *t) {
+  struct lockreq *q = t->data;
+  struct cluster *cl = q->cl;
+  if (!cl->pub || !cl->pub_up)
+    return;
+  char key[ID_LEN + 300], tok[24], ttl[16];
+  snprintf(key, sizeof key, "%s#engram#lock#%s", cl->prefix, q->chat);
+  snprintf(tok, sizeof tok, "%lld", q->token);
+  snprintf(ttl, sizeof ttl, "%u", cl->lock_ttl_ms);
+  if (redisAsyncCommand(cl->pub, on_refresh_reply, NULL, "EVAL %s 1 %s %s %s", REFRESH_SCRIPT,
+                        key, tok, ttl) != REDIS_OK)
+    log_debug("cluster: lock refresh not sent");
+}
+
+static void lock_grant(struct lockreq *q, long long token) {
+  q->token = token;
+  if (token > 0) {
+    q->cl->st.locks++;
+    histo_add(&q->cl->st.lock_wait, (clock_mono_ns() - q->t0) / 1000);
+    uint64_t every = EG_MAX(q->cl->lock_ttl_ms / 3, 1);
+    uv_timer_start(&q->timer, on_lock_refresh, every, every);
+  } else {
+    q->cl->st.lock_degraded++;
+  }
+  q->granted(q->arg);
+}
+
+static void on_lock_retry(uv_timer_t *t) {
+  lock_try(t->data);
+}
+
+static void on_lock_reply(redisAsyncContext *ac, void *r, void *priv) {
+  (void)ac;
+  struct lockreq *q = priv;
+  const redisReply *rep = r;
+  if (!rep || rep->type != REDIS_REPLY_INTEGER) {
+    if (rep && rep->type == REDIS_REPLY_ERROR)
+      log_warn("cluster: chat lock: %s", rep->str);
+    lock_grant(q, -1); /* Redis gone: keep serving this node's clients */
+    return;
+  }
+  if (rep->integer > 0) {
+    lock_grant(q, rep->integer);
+    return;
+  }
+  /* Held by another node: retry with backoff; past twice the TTL (a holder that never
+     releases would have expired by then) go ahead. */
+  if (!q->waited) {
+    q->waited = true;
+    q->cl->st.lock_waits++;
+  }
+  if ((clock_mono_ns() - q->t0) / 1000000 > 2ull * q->cl->lock_ttl_ms) {
+    lock_grant(q, -1);
+    return;
+  }
+  q->backoff_ms =
+      q->backoff_ms ? EG_MIN(q->backoff_ms * 2, LOCK_RETRY_MAX_MS) : LOCK_RETRY_MIN_MS;
+  uv_timer_start(&q->timer, on_lock_retry, q->backoff_ms, 0);
+}
+
+static void lock_try(struct lockreq *q) {
+  struct cluster *cl = q->cl;
+  char key[ID_LEN + 300], fence[300], ttl[16];
+  snprintf(key, sizeof key, "%s#engram#lock#%s", cl->prefix, q->chat);
+  snprintf(fence, sizeof fence, "%s#engram#fence", cl->prefix);
+  snprintf(ttl, sizeof ttl, "%u", cl->lock_ttl_ms);
+  if (!cl->pub || !cl->pub_up || cl->closing ||
+      redisAsyncCommand(cl->pub, on_lock_reply, q, "EVAL %s 2 %s %s %s", LOCK_SCRIPT, key,
+                        fence, ttl) != REDIS_OK)
+    lock_grant(q, -1);
+}
+
+static void lock_acquire(void *ud, const char *chat_id, void (*granted)(void *arg), void *arg) {
+  struct cluster *cl = ud;
+  struct lockreq *q = xcalloc(1, sizeof *q);
+  q->cl = cl;
+  snprintf(q->chat, sizeof q->chat, "%s", chat_id);
+  q->granted = granted;
+  q->arg = arg;
+  q->t0 = clock_mono_ns();
+  uv_timer_init(cl->loop, &q->timer);
+  q->timer.data = q;
+  q->next = cl->locks;
+  cl->locks = q;
+  lock_try(q);
+}
+
+static void on_unlock_reply(redisAsyncContext *ac, void *r, void *priv) {
+  (void)priv;
+  struct cluster *cl = ac->data;
+  const redisReply *rep = r;
+  if (rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0) {
+    cl->st.lock_lost++; /* it expired (TTL) and maybe another node took it */
+    log_warn("cluster: a chat lock expired before its message was finished");
+  }
+}
+
+static void lock_release(void *ud, const char *chat_id) {
+  struct cluster *cl = ud;
+  struct lockreq *q = cl->locks;
+  while (q && (q->token == 0 || strcmp(q->chat, chat_id) != 0))
+    q = q->next;
+  if (!q)
+    return;
+  if (q->token > 0 && cl->pub && cl->pub_up) {
+    char key[ID_LEN + 300], tok[24];
+    snprintf(key, sizeof key, "%s#engram#lock#%s", cl->prefix, q->chat);
+    snprintf(tok, sizeof tok, "%lld", q->token);
+    if (redisAsyncCommand(cl->pub, on_unlock_reply, NULL, "EVAL %s 1 %s %s", UNLOCK_SCRIPT, key,
+                          tok) != REDIS_OK)
+      log_warn("cluster: chat lock not released (it expires by itself)");
+  }
+  lock_unlink(q);
+}
+
+const struct chat_lock_ops *cluster_chat_lock_ops(struct cluster *cl) {
+  cl->lock_ops.acquire = lock_acquire;
+  cl->lock_ops.release = lock_release;
+  cl->lock_ops.ud = cl;
+  return &cl->lock_ops;
+}
+
+/* ---- public ---------------------------------------------------------------------------------
+ */
 
 int cluster_new(const struct cluster_opts *o, struct cluster **out) {
   *out = NULL;
@@ -397,6 +589,7 @@ int cluster_new(const struct cluster_opts *o, struct cluster **out) {
   struct cluster *cl = xcalloc(1, sizeof *cl);
   cl->loop = o->loop;
   cl->recall = o->recall;
+  cl->lock_ttl_ms = o->lock_ttl_ms ? o->lock_ttl_ms : 10000;
   int rc = parse_url(cl, o->redis_url);
   if (rc) {
     log_error("cluster: bad Redis URL (redis://[:password@]host[:port][/db][?key=prefix])");
@@ -449,7 +642,9 @@ void cluster_invalidate_user(struct cluster *cl, const char *user_id) {
     cl->st.invalidations_sent++;
 }
 
-bool cluster_ready(const struct cluster *cl) { return cl && cl->pub_up && cl->sub_up; }
+bool cluster_ready(const struct cluster *cl) {
+  return cl && cl->pub_up && cl->sub_up;
+}
 
 static void on_timer_closed(uv_handle_t *h) {
   struct cluster *cl = h->data;
