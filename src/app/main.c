@@ -267,6 +267,11 @@ static int setup(struct engram *e) {
     return rc;
   }
 
+  if (*c->redis_url) { /* several nodes: Redis fan-out, per-chat lock, invalidation */
+    struct cluster_opts co = {.loop = e->loop, .redis_url = c->redis_url, .recall = e->recall};
+    if ((rc = cluster_new(&co, &e->cluster)) != 0)
+      return rc;
+  }
   struct chat_deps cd = {.loop = e->loop,
                          .async = e->async,
                          .recall = e->recall,
@@ -277,7 +282,8 @@ static int setup(struct engram *e) {
                          .history = (size_t)c->history,
                          .context_chars = (size_t)c->context_chars,
                          .max_content = (size_t)c->max_content,
-                         .rate_per_min = (unsigned)c->rate_messages};
+                         .rate_per_min = (unsigned)c->rate_messages,
+                         .lock = e->cluster ? cluster_chat_lock_ops(e->cluster) : NULL};
   if ((rc = chat_new(&cd, &e->chat)) != 0)
     return rc;
 
@@ -306,12 +312,8 @@ static int setup(struct engram *e) {
   struct sio_nsp *root = sio_of(e->io, "/");
   sio_use(root, api_sio_middleware, e->api);
   chat_attach(e->chat, root);
-  if (*c->redis_url) {
-    struct cluster_opts co = {.loop = e->loop, .redis_url = c->redis_url, .recall = e->recall};
-    if ((rc = cluster_new(&co, &e->cluster)) != 0)
-      return rc;
+  if (e->cluster)
     cluster_attach(e->cluster, root); /* before any socket connects */
-  }
   sio_on(root, "echo", on_echo, e);
 
   e->router = http_router_new();
