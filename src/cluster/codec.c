@@ -56,7 +56,8 @@ static json_t *to_json(const msgpack_object *o, int depth) {
     json_t *m = json_object();
     for (uint32_t i = 0; i < o->via.map.size; i++) {
       const msgpack_object_kv *kv = &o->via.map.ptr[i];
-      if (kv->key.type != MSGPACK_OBJECT_STR) {
+      if (kv->key.type != MSGPACK_OBJECT_STR ||
+          memchr(kv->key.via.str.ptr, '\0', kv->key.via.str.size)) {
         json_decref(m);
         return NULL;
       }
