@@ -8,7 +8,7 @@ what=${1:-all}
 build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
   libuv1-dev libjansson-dev libjwt-dev libsodium-dev libsqlite3-dev libpq-dev
   libcurl4-openssl-dev libssl-dev libhiredis-dev libmsgpack-dev libutf8proc-dev libstemmer-dev
-  libcmocka-dev)
+  libcmocka-dev zlib1g-dev)
 test_pkgs=(postgresql redis-server python3-socketio python3-websocket python3-requests python3-aiohttp
   chromium nginx valgrind sqlite3 libfaiss-dev libopenblas-dev procps)
 
