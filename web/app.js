@@ -237,7 +237,8 @@ async function resync() {
 // ---- chats ------------------------------------------------------------------------------
 
 function sortedChats() {
-  return [...state.chats.values()].sort((a, b) => String(b.lastActivity).localeCompare(String(a.lastActivity)) || b._id.localeCompare(a._id));
+  const t = (c) => Date.parse(c.lastActivity) || 0;
+  return [...state.chats.values()].sort((a, b) => t(b) - t(a) || b._id.localeCompare(a._id));
 }
 
 function renderChatList() {
@@ -467,7 +468,11 @@ function send() {
   const chatId = state.chatId;
   const input = $("input");
   const content = input.value;
-  if (!chatId || !content.trim() || state.generating.has(chatId) || !state.socket) return;
+  if (!chatId || !content.trim() || state.generating.has(chatId)) return;
+  if (!state.socket) {
+    banner("Still connecting to the server. Try again in a moment.", { kind: "warn", timeout: 4000 });
+    return;
+  }
   input.value = "";
   autosize();
   const node = appendMessage({ role: "user", content, createdAt: new Date().toISOString() }, { force: true });
