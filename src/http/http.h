@@ -54,7 +54,7 @@
  * Errors: functions returning int return 0 or a negative EG_E* code (base.h), as listed.
  *
  * API changes after the first commit are additive only; each is noted here:
- *   (none yet)
+ *   (none yet; net.h: net_conn_cbs.on_read takes writable data; net_server_write_calls)
  */
 #ifndef ENGRAM_HTTP_H
 #define ENGRAM_HTTP_H

@@ -25,6 +25,9 @@
  *
  * Return codes: 0 or a negative EG_E* code (base.h); libuv errors map to EG_EIO unless
  * stated.
+ *
+ * Changes after the first commit: on_read's data became `uint8_t *` (writable scratch);
+ * net_server_write_calls() added. Writes are refused (EG_ECLOSED) once close was asked.
  */
 #ifndef ENGRAM_NET_H
 #define ENGRAM_NET_H

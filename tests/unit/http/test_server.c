@@ -757,6 +757,24 @@ static void test_ws_echo(void **state) {
     cl_send(r.fd, raw + i, 1);
   assert_true(ws_read_frame(&r, &f, 3000));
   assert_memory_equal(f.data, "abc", 3);
+  /* three messages in one write (one read on the server) */
+  {
+    uint8_t three[3 * 9];
+    for (int k = 0; k < 3; k++) {
+      three[k * 9] = 0x81;
+      three[k * 9 + 1] = 0x80 | 3;
+      memset(three + k * 9 + 2, 0, 4);
+      three[k * 9 + 6] = 'm';
+      three[k * 9 + 7] = (uint8_t)('0' + k);
+      three[k * 9 + 8] = '!';
+    }
+    cl_send(r.fd, three, sizeof three);
+    for (int k = 0; k < 3; k++) {
+      assert_true(ws_read_frame(&r, &f, 3000));
+      assert_int_equal(f.len, 3);
+      assert_int_equal(f.data[1], '0' + k);
+    }
+  }
   /* zero-copy broadcast frames */
   ws_send_frame_raw(r.fd, 1, 1, "broadcast", 9, true);
   for (int i = 0; i < 2; i++) {
