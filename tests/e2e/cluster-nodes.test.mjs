@@ -19,6 +19,9 @@ import path from "node:path";
 import { io } from "socket.io-client";
 import { createClient } from "redis";
 import { Emitter } from "@socket.io/redis-emitter";
+import { createAdapter } from "@socket.io/redis-adapter";
+import { Server } from "socket.io";
+import http from "node:http";
 import { startBinary, freePort, waitForPort, waitFor, sleep } from "./lib/proc.mjs";
 
 const SECRET = "cluster-test-secret-0123456789abcdef";
@@ -324,6 +327,45 @@ test("@socket.io/redis-emitter reaches a user's sockets on every node", async (t
     await client.quit();
     for (const s of socks) s.close();
     other.close();
+  }
+});
+
+test("a Node.js socket.io server with @socket.io/redis-adapter is a peer node", async (t) => {
+  if (skip()) return t.skip("no services");
+  const u = await register(nodes[0].url, "peer");
+  const chat = await newChat(nodes[0].url, u, "peer");
+  const pub = createClient({ url: redisUrl });
+  const sub = pub.duplicate();
+  await Promise.all([pub.connect(), sub.connect()]);
+  const hs = http.createServer();
+  const nio = new Server(hs, { adapter: createAdapter(pub, sub, { key: prefix }) });
+  nio.on("connection", (s) => s.join(s.handshake.auth.room));
+  await new Promise((r) => hs.listen(0, "127.0.0.1", r));
+  const nurl = `http://127.0.0.1:${hs.address().port}`;
+  const ns = io(nurl, { transports: ["websocket"], auth: { room: `user:${u.id}` }, reconnection: false, forceNew: true });
+  await waitFor(ns, "connect", 5000);
+  const e = await connect(nodes[1].url, u);
+  const sender = await connect(nodes[0].url, u);
+  try {
+    await sleep(200); // the Node adapter's PSUBSCRIBE
+    // engram -> Node: the chat-message broadcast of a message sent through node 1.
+    const gotNode = collect(ns, "chat-message");
+    const r = await ask(sender, chat, "seen by the Node server");
+    await until(() => gotNode.length >= 2, 5000, "engram's broadcast on the Node server");
+    assert.equal(gotNode[0].message.id, r.ack.messageId);
+    assert.equal(gotNode[0].message.content, "seen by the Node server");
+    // Node -> engram: io.to(room).emit on the Node server reaches engram's socket.
+    const gotE = collect(e, "from-node");
+    nio.to(`user:${u.id}`).emit("from-node", { x: [1, 2.5, "z"] }, "second");
+    await until(() => gotE.length === 1, 5000, "the Node server's broadcast on engram");
+    assert.deepEqual(gotE[0], { x: [1, 2.5, "z"] });
+  } finally {
+    ns.close();
+    e.close();
+    sender.close();
+    nio.close();
+    await new Promise((r) => hs.close(r));
+    await Promise.allSettled([pub.quit(), sub.quit()]);
   }
 });
 
