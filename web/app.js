@@ -199,12 +199,14 @@ async function connectSocket() {
   const s = io({ withCredentials: true });
   state.socket = s;
   s.on("connect", () => {
+    document.body.dataset.socket = "connected"; // for tests and styles
     $("conn").hidden = true;
     if (state.wasConnected) resync();
     state.wasConnected = true;
   });
   s.on("disconnect", (reason) => {
     if (state.socket !== s) return;
+    document.body.dataset.socket = "disconnected";
     $("conn").hidden = false;
     $("conn").textContent = "Reconnecting…";
     if (reason === "io server disconnect") s.connect();

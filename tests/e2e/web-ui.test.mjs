@@ -74,6 +74,7 @@ async function waitAnswer(p, count, timeout = 10000) {
   );
   return lastModel(p);
 }
+const connected = (p) => p.waitForSelector('body[data-socket="connected"]', { timeout: 15000 });
 const answers = (p) => p.locator("#messages .msg.model:not(.streaming)").count();
 
 async function newChat(p) {
@@ -200,7 +201,8 @@ test("create a chat, send with Enter, the answer streams and grows", async () =>
   assert.equal(await page.locator("#messages .msg").count(), 0);
   const text = "Here is a **plan** for the trip:\n\n1. Pack light\n2. Book the train\n\n```js\nconst ok = trip.plan();\n```\n\nEnjoy!";
   const chunks = text.match(/[\s\S]{1,12}/g);
-  await script([{ type: "stream", chunks, delayMs: 60 }]);
+  await script([{ type: "stream", chunks, delayMs: 100 }]);
+  await connected(page);
   await say(page, "Plan a weekend trip to Porto");
   const seen = new Set();
   const t0 = Date.now();
@@ -352,7 +354,8 @@ test("a second tab of the same user sees new messages live", async () => {
   await page2.goto(srv.url + `/#/chat/${chatA}`);
   await page2.waitForSelector("#messages .msg");
   await page.waitForSelector("#messages .msg");
-  await sleep(300); // both sockets connected
+  await connected(page);
+  await connected(page2);
   const n = await answers(page);
   assert.notEqual(await page.getAttribute("#chat-list li:first-child a", "data-id"), chatA);
   await say(page, "Live sync check from tab one");
@@ -396,7 +399,7 @@ test("XSS from a user message and from a model answer does not execute", async (
   const page2 = watch(await ctx.newPage(), "page2-xss");
   await page2.goto(srv.url + `/#/chat/${chatA}`);
   await page2.waitForSelector("#messages .msg");
-  await sleep(300);
+  await connected(page2);
   const n = await answers(page);
   await say(page, evil);
   const ans = await waitAnswer(page, n);
