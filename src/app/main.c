@@ -77,18 +77,46 @@ static void on_echo(struct sio_socket *s, const char *ev, json_t *args, int64_t 
     log_debug("engram: echo failed: %s", eg_strerror(rc));
 }
 
-/* Readiness: the store answered at start (it is open), Redis is connected when
-   configured, the model provider is set up. 503 lists what is missing. */
-static void on_readyz(struct http_req *req, void *ud) {
-  struct engram *e = ud;
+/* Readiness: the store answers a round trip (store_ping on the pool), Redis is connected
+   when configured, the model provider is set up, the server is not stopping. 503 says
+   what is missing. */
+struct readyz {
+  struct engram *e;
+  struct http_req *req;
+};
+
+static int readyz_ping(struct store *s, void *arg) {
+  (void)arg;
+  return store_ping(s);
+}
+
+static void readyz_answer(struct engram *e, struct http_req *req, bool store_ok) {
   bool redis = !e->cluster || cluster_ready(e->cluster);
-  bool ok = redis && e->store && e->llm && !e->stopping;
+  bool ok = store_ok && redis && e->llm && !e->stopping;
   char body[160];
+  const char *rs = !e->cluster ? "null" : redis ? "true" : "false";
   snprintf(body, sizeof body, "{\"status\":\"%s\",\"store\":%s,\"redis\":%s,\"model\":%s}",
-           ok ? "ready" : "not ready", e->store ? "true" : "false",
-           !e->cluster ? "null" : redis ? "true" : "false", e->llm ? "true" : "false");
+           ok ? "ready" : "not ready", store_ok ? "true" : "false", rs,
+           e->llm ? "true" : "false");
   if (http_respond_json(req, ok ? 200 : 503, body) != 0)
     log_debug("engram: readyz answer failed");
+}
+
+static void readyz_done(void *arg, int status) {
+  struct readyz *r = arg;
+  readyz_answer(r->e, r->req, status == 0);
+  free(r);
+}
+
+static void on_readyz(struct http_req *req, void *ud) {
+  struct engram *e = ud;
+  struct readyz *r = xmalloc(sizeof *r);
+  r->e = e;
+  r->req = req;
+  if (store_async_run(e->async, readyz_ping, readyz_done, r) != 0) {
+    free(r);
+    readyz_answer(e, req, false);
+  }
 }
 
 static void on_healthz(struct http_req *req, void *ud) {
