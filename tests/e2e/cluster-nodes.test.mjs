@@ -226,6 +226,28 @@ test("readyz reports Redis; metrics show the adapter", async (t) => {
   assert.match(m, /^engram_redis_publish_seconds_count \d+$/m);
 });
 
+test("a node whose Redis is unreachable is alive but not ready, and still answers", async (t) => {
+  if (skip()) return t.skip("no services");
+  const dead = await freePort();
+  fs.mkdirSync(path.join(dir, "lonely"), { recursive: true });
+  const n = await startBinary("engram", { env: { ...nodeEnv(0), ENGRAM_DATA_DIR: path.join(dir, "lonely"), ENGRAM_REDIS_URL: `redis://127.0.0.1:${dead}?key=${prefix}`, ENGRAM_LOG_LEVEL: "error" } });
+  try {
+    assert.equal((await fetch(n.url + "/healthz")).status, 200);
+    const r = await fetch(n.url + "/readyz");
+    assert.equal(r.status, 503);
+    assert.deepEqual(await r.json(), { status: "not ready", store: true, redis: false, model: true });
+    const u = await register(n.url, "lonely");
+    const chat = await newChat(n.url, u, "lonely");
+    const s = await connect(n.url, u);
+    const a = await ask(s, chat, "no redis here");
+    assert.equal(a.ack.ok, true);
+    assert.ok(a.response.content);
+    s.close();
+  } finally {
+    await n.stop();
+  }
+});
+
 test("two tabs of one user on two nodes see each other's messages live", async (t) => {
   if (skip()) return t.skip("no services");
   const u = await register(nodes[0].url, "tabs");
