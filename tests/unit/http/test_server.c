@@ -39,6 +39,7 @@ static _Atomic int ws_last_code;
 static _Atomic int ws_messages;
 static _Atomic int server_closed;
 static _Atomic int srv_failures;
+static _Atomic int flood_toobig;
 
 /* cmocka asserts may not run on the loop thread: count failures, check them after. */
 #define SRV_CHECK(x)                                                                       \
@@ -137,6 +138,29 @@ static void ws_msg(struct ws_conn *ws, int op, const uint8_t *d, size_t n, void 
     ws_close(ws, 4000, "bye");
     return;
   }
+  if (n == 5 && memcmp(d, "flood", 5) == 0) {
+    /* the client does not read: the backlog passes ws_max_backlog (4 MiB) */
+    char *chunk = xcalloc(1, 65536);
+    for (int i = 0; i < 200; i++) {
+      int rc = ws_send_binary(ws, chunk, 65536);
+      if (rc == EG_ETOOBIG) {
+        flood_toobig++;
+        break;
+      }
+      SRV_CHECK(rc == 0);
+    }
+    free(chunk);
+    return;
+  }
+  if (n == 4 && memcmp(d, "fill", 4) == 0) {
+    /* past ws_high_water (64 KiB): reading pauses, on_drain fires once the client read */
+    char *chunk = xcalloc(1, 65536);
+    for (int i = 0; i < 8; i++)
+      SRV_CHECK(ws_send_binary(ws, chunk, 65536) == 0);
+    SRV_CHECK(ws_backlog(ws) > 0);
+    free(chunk);
+    return;
+  }
   if (n == 9 && memcmp(d, "broadcast", 9) == 0) {
     uv_buf_t parts[2] = {uv_buf_init("4", 1), uv_buf_init("shared", 6)};
     struct net_sbuf *f = ws_frame_new(WS_OP_TEXT, parts, 2);
@@ -155,7 +179,13 @@ static void ws_closed(struct ws_conn *ws, int code, void *ud) {
   ws_closes++;
 }
 
-static const struct ws_callbacks ws_cbs = {.on_message = ws_msg, .on_close = ws_closed};
+static void ws_drained(struct ws_conn *ws, void *ud) {
+  (void)ud;
+  SRV_CHECK(ws_send_text(ws, "drained", 7) == 0);
+}
+
+static const struct ws_callbacks ws_cbs = {
+    .on_message = ws_msg, .on_close = ws_closed, .on_drain = ws_drained};
 
 static void h_ws(struct http_req *r, void *ud) {
   (void)ud;
@@ -205,7 +235,9 @@ static int setup(void **state) {
       .limits = {.max_body = 4096,
                  .header_timeout_ms = 300,
                  .idle_timeout_ms = 600,
-                 .ws_max_message = 4096},
+                 .ws_max_message = 4096,
+                 .ws_high_water = 65536,
+                 .ws_max_backlog = 4 << 20},
       .cors_origins = origins,
       .cors_credentials = true,
   };
@@ -661,10 +693,15 @@ static bool ws_read_frame(struct reader *r, struct wsframe *f, int timeout_ms) {
       if (len == 126 && r->in.len >= 4) {
         len = (size_t)d[2] << 8 | d[3];
         hl = 4;
+      } else if (len == 127 && r->in.len >= 10) {
+        len = 0;
+        for (int i = 2; i < 10; i++)
+          len = len << 8 | d[i];
+        hl = 10;
       } else if (len == 126 || len == 127) {
-        assert_true(len == 126); /* tests never get >64 KiB frames */
         goto more;
       }
+      assert_true(len <= sizeof f->data);
       if (r->in.len >= hl + len) {
         f->op = d[0] & 0x0f;
         assert_true(d[0] & 0x80);
@@ -844,6 +881,30 @@ static void test_ws_errors(void **state) {
   rd_free(&r);
   wait_closes(++closes);
   assert_int_equal(ws_last_code, 1006);
+  /* backpressure: past ws_high_water the server pauses, on_drain after the client read */
+  ws_open(&r);
+  ws_send_frame_raw(r.fd, 1, 1, "fill", 4, true);
+  usleep(100 * 1000);
+  for (int i = 0; i < 8; i++) {
+    assert_true(ws_read_frame(&r, &f, 3000));
+    assert_int_equal(f.op, 2);
+    assert_int_equal(f.len, 65536);
+  }
+  assert_true(ws_read_frame(&r, &f, 3000));
+  assert_int_equal(f.op, 1);
+  assert_memory_equal(f.data, "drained", 7);
+  ws_send_frame_raw(r.fd, 1, 1, "ok", 2, true); /* reading resumed */
+  assert_true(ws_read_frame(&r, &f, 3000));
+  assert_memory_equal(f.data, "ok", 2);
+  rd_free(&r);
+  wait_closes(++closes);
+  /* a client that does not read: the backlog cap closes the connection (1008) */
+  ws_open(&r);
+  ws_send_frame_raw(r.fd, 1, 1, "flood", 5, true);
+  wait_closes(++closes);
+  assert_int_equal(ws_last_code, 1008);
+  assert_int_equal(flood_toobig, 1);
+  rd_free(&r);
   /* a bad upgrade gets 400 from the handler */
   rd_init(&r, cl_connect());
   cl_sends(r.fd, "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
