@@ -106,8 +106,9 @@ static void test_round_trip(void **state) {
   assert_int_equal(cluster_msg_encode("abc123", "/", data, rooms, 1, except, 2, &small),
                    EG_ETOOBIG);
   assert_int_equal(small.len, 0);
-  assert_int_equal(cluster_msg_encode("a", "/", json_object(), NULL, 0, NULL, 0, &out),
-                   EG_EINVAL);
+  json_t *obj = json_object();
+  assert_int_equal(cluster_msg_encode("a", "/", obj, NULL, 0, NULL, 0, &out), EG_EINVAL);
+  json_decref(obj);
   buf_free(&small);
   buf_free(&out);
   json_decref(data);
