@@ -25,7 +25,9 @@
  *   A struct http_req is valid from the handler call until the handler answers it: after
  *   http_respond* / http_ws_accept(success) / http_serve_static returns, the pointer is
  *   invalid. Slices from accessors point into the request and share that lifetime.
- *   If the client goes away first (EOF, reset, server stop) while the request is pending:
+ *   If the client goes away first (EOF, reset, server stop) while the request is pending
+ *   (a half-close (EOF) of a request without an abort callback is not "going away": it
+ *   is answered, then the connection closes):
  *   - with an abort callback (http_req_on_abort): it is called once; the request is valid
  *     during the call (answering it there is a harmless no-op) and freed right after it
  *     returns. Drop every pointer to it in the callback.

@@ -620,10 +620,15 @@ static void abort_pending(struct hconn *hc) {
 }
 
 static void conn_on_eof(struct net_conn *nc, int status) {
-  (void)status;
   struct hconn *hc = (struct hconn *)nc;
   if (hc->state == C_WS) {
     http__ws_on_eof(hc);
+    return;
+  }
+  if (status == EG_ECLOSED && hc->state == C_HANDLER && hc->req && !hc->req->abort_cb) {
+    /* Half-close after a request (nc -N, some load tools): answer, then close. Requests
+       that registered an abort callback (long-polls) are aborted instead. */
+    hc->req->keep_alive = false;
     return;
   }
   abort_pending(hc);

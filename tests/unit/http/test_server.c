@@ -581,6 +581,23 @@ static void test_abort(void **state) {
   assert_int_equal(aborts, before + 1);
 }
 
+/* A client that half-closes after its request still gets the answer (no abort cb). */
+static void test_half_close(void **state) {
+  (void)state;
+  struct reader r;
+  rd_init(&r, cl_connect());
+  cl_sends(r.fd, "GET /slow HTTP/1.1\r\n\r\n");
+  shutdown(r.fd, SHUT_WR);
+  struct resp rs;
+  assert_true(rd_response(&r, &rs, 3000));
+  assert_int_equal(rs.status, 200);
+  assert_string_equal(rs.body, "slow");
+  assert_non_null(strstr(rs.head, "Connection: close\r\n"));
+  free(rs.body);
+  assert_true(rd_eof(&r, 3000));
+  rd_free(&r);
+}
+
 static void test_cors(void **state) {
   (void)state;
   struct reader r;
@@ -946,6 +963,7 @@ int main(void) {
       cmocka_unit_test(test_router_and_accessors),
       cmocka_unit_test(test_http10_and_close),
       cmocka_unit_test(test_abort),
+      cmocka_unit_test(test_half_close),
       cmocka_unit_test(test_cors),
       cmocka_unit_test(test_static_and_big),
       cmocka_unit_test(test_ws_echo),
