@@ -731,5 +731,21 @@ int cluster_metrics_render(const struct cluster *cl, struct buf *b) {
       (unsigned long long)s.invalidations_received);
   if (!rc)
     rc = histo_prometheus(&s.publish_rtt, "engram_redis_publish_seconds", "", b);
+  if (!rc)
+    rc = buf_printf(
+        b,
+        "# HELP engram_chat_locks_total Per-chat cross-node locks by outcome (acquired; "
+        "waited: had to wait for another node; lost: expired while held; local: granted "
+        "without Redis).\n# TYPE engram_chat_locks_total counter\n"
+        "engram_chat_locks_total{outcome=\"acquired\"} %llu\n"
+        "engram_chat_locks_total{outcome=\"waited\"} %llu\n"
+        "engram_chat_locks_total{outcome=\"lost\"} %llu\n"
+        "engram_chat_locks_total{outcome=\"local\"} %llu\n"
+        "# HELP engram_chat_lock_wait_seconds Time to acquire a chat lock.\n"
+        "# TYPE engram_chat_lock_wait_seconds histogram\n",
+        (unsigned long long)s.locks, (unsigned long long)s.lock_waits,
+        (unsigned long long)s.lock_lost, (unsigned long long)s.lock_degraded);
+  if (!rc)
+    rc = histo_prometheus(&s.lock_wait, "engram_chat_lock_wait_seconds", "", b);
   return rc;
 }
