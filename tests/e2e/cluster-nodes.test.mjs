@@ -409,6 +409,13 @@ test("one chat written from two nodes at once is answered strictly in order", as
     await until(async () => (ms = await messages(nodes[2].url, u, chat)).length >= 16, 10000, "16 messages");
     // Strictly alternating user, model: each answer stored before the next message.
     for (let i = 0; i < ms.length; i++) assert.equal(ms[i].role, i % 2 ? "model" : "user", JSON.stringify(ms.map((m) => m.role)));
+    // The two nodes did contend for the chat's lock.
+    let waited = 0;
+    for (const n of nodes.slice(0, 2)) {
+      const m = await (await fetch(n.url + "/metrics")).text();
+      waited += Number((/^engram_chat_locks_total\{outcome="waited"\} (\d+)$/m.exec(m) || [0, 0])[1]);
+    }
+    assert.ok(waited > 0, "some message waited for the other node's lock");
   } finally {
     a.close();
     b.close();
