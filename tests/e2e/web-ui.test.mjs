@@ -74,7 +74,7 @@ async function waitAnswer(p, count, timeout = 10000) {
   );
   return lastModel(p);
 }
-const connected = (p) => p.waitForSelector('body[data-socket="connected"]', { timeout: 15000 });
+const connected = (p) => p.waitForSelector('body[data-socket="connected"]', { state: "attached", timeout: 15000 });
 const answers = (p) => p.locator("#messages .msg.model:not(.streaming)").count();
 
 async function newChat(p) {
