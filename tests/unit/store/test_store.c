@@ -572,16 +572,16 @@ static size_t pending_of(struct store *s, const char *user, const char *model,
       store_memories_free(&l);
       break;
     }
+    memcpy(after, l.v[l.n - 1].id, sizeof(after)); /* before rows move to mine */
+    for (size_t i = 1; i < l.n; i++)
+      assert_true(strcmp(l.v[i - 1].id, l.v[i].id) < 0);
     for (size_t i = 0; i < l.n; i++) {
-      if (i > 0)
-        assert_true(strcmp(l.v[i - 1].id, l.v[i].id) < 0);
       if (strcmp(l.v[i].user_id, user) == 0) {
         mine->v = store__grow(mine->v, mine->n, &cap, sizeof(*mine->v));
         mine->v[mine->n++] = l.v[i];
         memset(&l.v[i], 0, sizeof(l.v[i]));
       }
     }
-    memcpy(after, l.v[l.n - 1].id, sizeof(after));
     store_memories_free(&l);
   }
   return mine->n;
