@@ -65,7 +65,9 @@ struct cluster;
 
 struct cluster_opts {
   uv_loop_t *loop;
-  const char *redis_url; /* redis://[:password@]host[:port][/db][?key=prefix] */
+  /* redis://[:password@]host[:port][/db][?key=prefix][&lock=0]; lock=0 turns the
+     per-chat lock off (cluster_chat_lock_ops returns NULL). */
+  const char *redis_url;
   struct recall *recall; /* NULL: no invalidation on receive */
   uint32_t lock_ttl_ms;  /* 0 = 10000 */
 };
@@ -73,7 +75,8 @@ struct cluster_opts {
 EG_WUR int cluster_new(const struct cluster_opts *o, struct cluster **out);
 /* Installs the Redis adapter on nsp (before sockets connect). One namespace per cluster. */
 void cluster_attach(struct cluster *cl, struct sio_nsp *nsp);
-/* chat's lock seam (chat.h) over Redis (see "Per-chat order"); valid while cl lives. */
+/* chat's lock seam (chat.h) over Redis (see "Per-chat order"); valid while cl lives.
+   NULL when the URL says lock=0. */
 struct chat_lock_ops;
 const struct chat_lock_ops *cluster_chat_lock_ops(struct cluster *cl);
 /* Tells the other nodes that user_id's memories changed. */

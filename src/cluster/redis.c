@@ -46,6 +46,7 @@ struct cluster {
   struct buf out;
   struct cluster_stats st;
   uint32_t lock_ttl_ms;
+  bool no_lock;          /* ?lock=0: in-process order only (benchmarks, single-writer setups) */
   struct lockreq *locks; /* acquiring or held, one per chat at most */
   struct chat_lock_ops lock_ops;
   void (*on_closed)(void *ud);
@@ -83,6 +84,8 @@ static int parse_url(struct cluster *cl, const char *url) {
   const char *q = strchr(end, '?');
   cl->prefix = NULL;
   for (; q && *q; q = strchr(q + 1, '&')) {
+    if (strncmp(q + 1, "lock=0", 6) == 0 && (q[7] == '&' || q[7] == '\0'))
+      cl->no_lock = true;
     if (strncmp(q + 1, "key=", 4) == 0) {
       const char *v = q + 5;
       size_t len = strcspn(v, "&");
@@ -573,6 +576,8 @@ static void lock_release(void *ud, const char *chat_id) {
 }
 
 const struct chat_lock_ops *cluster_chat_lock_ops(struct cluster *cl) {
+  if (cl->no_lock)
+    return NULL;
   cl->lock_ops.acquire = lock_acquire;
   cl->lock_ops.release = lock_release;
   cl->lock_ops.ud = cl;
