@@ -52,6 +52,7 @@ struct engram {
   struct httpc *httpc;
   struct mem_embedder *embedder;
   struct mem_index *index;
+  struct mem_pinecone *pinecone; /* NULL with builtin vectors */
   struct recall *recall;
   struct llm_provider *llm;
   struct chat *chat;
@@ -119,6 +120,15 @@ static void on_readyz(struct http_req *req, void *ud) {
   }
 }
 
+/* The same on the raw fast path (plain JSON arguments: no jansson tree, no allocation). */
+static void on_echo_raw(struct sio_socket *s, const char *ev, struct slice args, int64_t ack,
+                        void *ud) {
+  (void)ev, (void)ud;
+  int rc = ack != SIO_NO_ACK ? sio_ack_raw(s, ack, args) : sio_emit_raw(s, "echo", args);
+  if (rc != 0 && rc != EG_ECLOSED)
+    log_debug("engram: echo failed: %s", eg_strerror(rc));
+}
+
 static void on_healthz(struct http_req *req, void *ud) {
   (void)ud;
   if (http_respond_json(req, 200, "{\"status\":\"ok\"}") != 0)
@@ -178,6 +188,9 @@ static void on_async_closed(void *ud) {
   e->llm = NULL;
   mem_embedder_free(e->embedder);
   e->embedder = NULL;
+  if (e->pinecone)
+    mem_pinecone_free(e->pinecone);
+  e->pinecone = NULL;
   httpc_close(e->httpc, on_httpc_closed, e);
 }
 
@@ -267,18 +280,37 @@ static int setup(struct engram *e) {
   if ((rc = httpc_new(e->loop, &e->httpc)) != 0)
     return rc;
 
-  if (strcmp(c->embedder, "hash") != 0)
-    log_warn("engram: embedder %s is not available in this build: using hash", c->embedder);
-  e->embedder = mem_embedder_hash_new(e->loop);
+  if (strcmp(c->embedder, "hash") == 0) {
+    e->embedder = mem_embedder_hash_new(e->loop);
+  } else {
+    bool gem = strcmp(c->embedder, "gemini") == 0;
+    const char *key = gem ? c->gemini_api_key : c->openai_api_key;
+    const char *url = gem ? c->gemini_base_url : c->openai_base_url;
+    struct mem_remote_config ec = {.kind = c->embedder,
+                                   .base_url = *url ? url : NULL,
+                                   .api_key = *key ? key : NULL,
+                                   .model = *c->embed_model ? c->embed_model : NULL};
+    if ((rc = mem_embedder_remote_new(e->loop, e->httpc, &ec, &e->embedder)) != 0) {
+      log_error("engram: embedder %s: %s", c->embedder, eg_strerror(rc));
+      return rc;
+    }
+  }
   e->index = mem_index_new(e->embedder->dim, (size_t)c->memory_budget_mb << 20);
-  if (strcmp(c->vectors, "builtin") != 0)
-    log_warn("engram: vector store %s is not available in this build: using builtin",
-             c->vectors);
+  if (strcmp(c->vectors, "pinecone") == 0) {
+    struct mem_pinecone_config pc = {.host = c->pinecone_index_host,
+                                     .api_key = c->pinecone_api_key};
+    if ((rc = mem_pinecone_new(e->loop, e->httpc, &pc, &e->pinecone)) != 0) {
+      log_error("engram: Pinecone (PINECONE_INDEX_HOST and PINECONE_API_KEY): %s",
+                eg_strerror(rc));
+      return rc;
+    }
+  }
   struct recall_deps rd = {.loop = e->loop,
                            .store = e->store,
                            .async = e->async,
                            .embedder = e->embedder,
-                           .index = e->index};
+                           .index = e->index,
+                           .pinecone = e->pinecone};
   if ((rc = recall_new(&rd, &e->recall)) != 0)
     return rc;
 
@@ -342,7 +374,8 @@ static int setup(struct engram *e) {
   chat_attach(e->chat, root);
   if (e->cluster)
     cluster_attach(e->cluster, root); /* before any socket connects */
-  sio_on(root, "echo", on_echo, e);
+  sio_on(root, "echo", on_echo, e); /* binary arguments */
+  sio_on_raw(root, "echo", on_echo_raw, e);
 
   e->router = http_router_new();
   if ((rc = http_router_add(e->router, HTTP_GET, "/healthz", on_healthz, e)) != 0 ||
@@ -389,9 +422,10 @@ static int serve(struct engram *e) {
   uv_signal_start(&e->sigint, on_signal, SIGINT);
   uv_signal_start(&e->sigterm, on_signal, SIGTERM);
   log_info("engram %s listening on http://%s:%d | store %s | embedder %s (%s) | vectors "
-           "builtin | model %s (%s) | open files limit %ld",
+           "%s | model %s (%s) | open files limit %ld",
            engram_version(), e->cfg.host, http_server_port(e->http), store_describe(e->store),
-           e->embedder->name, e->embedder->model, llm_provider_name(e->llm),
+           e->embedder->name, e->embedder->model, e->pinecone ? "pinecone" : "builtin",
+           llm_provider_name(e->llm),
            llm_provider_model(e->llm), nofile);
   uv_run(e->loop, UV_RUN_DEFAULT);
 
