@@ -41,7 +41,7 @@
     "language model provider: gemini, openai or offline (default: gemini when "           \
     "GEMINI_API_KEY is set, openai when OPENAI_BASE_URL is set, else offline)")           \
   X(llm_model, STR, "ENGRAM_LLM_MODEL", "llm-model", "",                                  \
-    "model name (default: gemini-2.0-flash for gemini, the server's default for openai)") \
+    "model name (default: gemini-2.5-flash for gemini, gpt-4o-mini for openai)") \
   X(gemini_api_key, STR, "GEMINI_API_KEY", "gemini-api-key", "", "secret: Gemini API key") \
   X(gemini_base_url, STR, "ENGRAM_GEMINI_BASE_URL", "gemini-base-url",                    \
     "https://generativelanguage.googleapis.com", "Gemini API base URL (without /v1beta)") \
