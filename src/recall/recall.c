@@ -21,7 +21,7 @@ struct recall {
 
 int recall_new(const struct recall_deps *d, struct recall **out) {
   if (d == NULL || d->loop == NULL || d->store == NULL || d->async == NULL ||
-      d->embedder == NULL || d->index == NULL)
+      d->embedder == NULL || (d->index == NULL && d->pinecone == NULL))
     return EG_EINVAL;
   struct recall *r = xcalloc(1, sizeof *r);
   r->d = *d;
@@ -83,6 +83,9 @@ struct search_job {
   void *ud;
   struct recall_item *items;
   size_t n;
+  bool use_pc; /* the vector side is pc_hits (Pinecone) */
+  struct mem_hit *pc_hits;
+  size_t n_pc;
 };
 
 void recall_items_free(struct recall_item *items, size_t n) {
@@ -97,6 +100,7 @@ static void search_job_free(struct search_job *j) {
     free(j->exclude[i]);
   free(j->exclude);
   free(j->vec);
+  free(j->pc_hits);
   free(j->query);
   free(j);
 }
@@ -117,19 +121,29 @@ static void fill_cand(struct mem_cand *c, const struct store_memory *m, float sc
   c->score = score;
 }
 
-int recall_search_sync(struct store *s, struct mem_index *ix, const char *model, int dim,
+/* How many candidates each side gives for k results. */
+static size_t cand_count(size_t k, size_t n_exclude) {
+  size_t kc = 4 * k + n_exclude + 16;
+  return kc > 400 ? 400 : kc;
+}
+
+/* The search; the vector side is pre[0..npre) when use_pre (Pinecone's hits), else the
+   index (when vec). */
+static int search_core(struct store *s, struct mem_index *ix, const char *model, int dim,
                        const struct mem_recall_opts *fuse, const char *user, const char *query,
-                       const float *vec, size_t k, const char *const *exclude, size_t n_exclude,
+                       const float *vec, bool use_pre, const struct mem_hit *pre, size_t npre,
+                       size_t k, const char *const *exclude, size_t n_exclude,
                        struct recall_item **items_out, size_t *n_out) {
   *items_out = NULL;
   *n_out = 0;
-  size_t kc = 4 * k + n_exclude + 16;
-  if (kc > 400)
-    kc = 400;
+  size_t kc = cand_count(k, n_exclude);
   struct mem_hit *vh = xcalloc(kc, sizeof *vh);
   size_t nv = 0;
   int rc = 0;
-  if (vec) {
+  if (use_pre) {
+    for (size_t i = 0; i < npre && nv < kc; i++)
+      vh[nv++] = pre[i];
+  } else if (vec && ix) {
     for (int attempt = 0; attempt < 2; attempt++) {
       rc = ensure_loaded(s, ix, model, dim, user);
       if (rc)
@@ -180,6 +194,7 @@ int recall_search_sync(struct store *s, struct mem_index *ix, const char *model,
     o.k = k;
     o.exclude = exclude;
     o.n_exclude = n_exclude;
+    o.query = query; /* the date boost for time questions */
     struct mem_recalled *out = xcalloc(k ? k : 1, sizeof *out);
     size_t n = mem_recall_fuse(vc, nvc, kcand, nkc, &o, out);
     struct recall_item *items = xcalloc(n ? n : 1, sizeof *items);
@@ -209,12 +224,20 @@ int recall_search_sync(struct store *s, struct mem_index *ix, const char *model,
   return rc;
 }
 
+int recall_search_sync(struct store *s, struct mem_index *ix, const char *model, int dim,
+                       const struct mem_recall_opts *fuse, const char *user, const char *query,
+                       const float *vec, size_t k, const char *const *exclude, size_t n_exclude,
+                       struct recall_item **items_out, size_t *n_out) {
+  return search_core(s, ix, model, dim, fuse, user, query, vec, false, NULL, 0, k, exclude,
+                     n_exclude, items_out, n_out);
+}
+
 static int search_work(struct store *s, void *arg) {
   struct search_job *j = arg;
   struct recall *r = j->r;
-  return recall_search_sync(s, r->d.index, r->d.embedder->model, r->d.embedder->dim, &r->fuse,
-                            j->user, j->query, j->vec, j->k, (const char *const *)j->exclude,
-                            j->n_exclude, &j->items, &j->n);
+  return search_core(s, r->d.index, r->d.embedder->model, r->d.embedder->dim, &r->fuse, j->user,
+                     j->query, j->vec, j->use_pc, j->pc_hits, j->n_pc, j->k,
+                     (const char *const *)j->exclude, j->n_exclude, &j->items, &j->n);
 }
 
 static void search_done(void *arg, int status) {
@@ -224,12 +247,38 @@ static void search_done(void *arg, int status) {
   search_job_free(j);
 }
 
-static void search_submit(struct search_job *j) {
+static void search_run(struct search_job *j) {
   int rc = store_async_run(j->r->d.async, search_work, search_done, j);
   if (rc) {
     j->cb(j->ud, rc, NULL, 0);
     search_job_free(j);
   }
+}
+
+static void on_pc_hits(void *ud, int status, const struct mem_hit *hits, size_t n) {
+  struct search_job *j = ud;
+  if (status == 0) {
+    j->pc_hits = xmemdup(hits, (n ? n : 1) * sizeof *hits);
+    j->n_pc = n;
+  } else {
+    log_warn("recall: Pinecone query failed (%s): keyword side only", eg_strerror(status));
+  }
+  search_run(j);
+}
+
+/* The query vector is known (or not): the vector side, then the store. */
+static void search_submit(struct search_job *j) {
+  struct recall *r = j->r;
+  if (r->d.pinecone == NULL) {
+    search_run(j);
+    return;
+  }
+  j->use_pc = true; /* never the index, even without a vector */
+  if (j->vec == NULL ||
+      mem_pinecone_query(r->d.pinecone, j->user, r->d.embedder->model, j->vec,
+                         r->d.embedder->dim, cand_count(j->k, j->n_exclude), on_pc_hits,
+                         j) != 0)
+    search_run(j);
 }
 
 static void on_query_vec(void *ud, int status, const float *vecs, size_t n, int dim) {
@@ -286,6 +335,7 @@ struct rem_job {
   struct recall *r;
   char user[ID_LEN + 1];
   char id[ID_LEN + 1];
+  char chat[ID_LEN + 1]; /* read from the store before a Pinecone upsert */
   char *text;
   int64_t created_at;
   float *vec;
@@ -306,6 +356,8 @@ static int rem_work(struct store *s, void *arg) {
   int rc = store_memory_set_vector(s, j->id, model, j->vec, (uint32_t)r->d.embedder->dim);
   if (rc)
     return rc;
+  if (r->d.pinecone)
+    return 0;
   struct mem_row row = {.created_at = j->created_at, .vec = j->vec};
   memcpy(row.id, j->id, sizeof row.id);
   rc = mem_index_add(r->d.index, j->user, model, &row);
@@ -325,13 +377,84 @@ static void rem_done(void *arg, int status) {
   rem_job_free(j);
 }
 
-static void rem_submit(struct rem_job *j) {
+static void rem_store(struct rem_job *j) {
   int rc = store_async_run(j->r->d.async, rem_work, rem_done, j);
   if (rc) {
     if (j->cb)
       j->cb(j->ud, rc);
     rem_job_free(j);
   }
+}
+
+static void rem_fail(struct rem_job *j, int status) {
+  if (j->cb)
+    j->cb(j->ud, status);
+  rem_job_free(j);
+}
+
+/* A vector Pinecone refuses (all zeros: an empty or punctuation-only text). Such memories
+   are only recorded in the store: no search can find them by vector anyway. */
+static bool zero_vec(const float *v, int dim) {
+  for (int i = 0; i < dim; i++)
+    if (v[i] != 0.0f)
+      return false;
+  return true;
+}
+
+static void on_rem_upserted(void *ud, int status) {
+  struct rem_job *j = ud;
+  if (status) {
+    /* Not recorded in the store either: the memory stays pending for the backfill. */
+    j->r->st.embed_failures++;
+    log_warn("recall: Pinecone upsert failed (%s); left for the backfill", eg_strerror(status));
+    rem_fail(j, status);
+    return;
+  }
+  rem_store(j);
+}
+
+static int rem_chat_work(struct store *s, void *arg) {
+  struct rem_job *j = arg;
+  const char *ids[1] = {j->id};
+  struct store_memories m = {0};
+  int rc = store_memory_get_many(s, j->user, ids, 1, &m);
+  if (rc == 0 && m.n == 0)
+    rc = EG_ENOTFOUND;
+  if (rc == 0)
+    memcpy(j->chat, m.v[0].chat_id, sizeof j->chat);
+  store_memories_free(&m);
+  return rc;
+}
+
+static void rem_chat_done(void *arg, int status) {
+  struct rem_job *j = arg;
+  struct recall *r = j->r;
+  if (status) {
+    rem_fail(j, status);
+    return;
+  }
+  struct mem_pc_record rec = {.id = j->id,
+                              .user = j->user,
+                              .chat = j->chat,
+                              .text = j->text,
+                              .created_at = j->created_at,
+                              .vec = j->vec};
+  int rc = mem_pinecone_upsert(r->d.pinecone, r->d.embedder->model, &rec, 1, r->d.embedder->dim,
+                               on_rem_upserted, j);
+  if (rc)
+    rem_fail(j, rc);
+}
+
+/* The vector is known: with Pinecone, upsert it (with the memory's chat from the store)
+   before recording it in the store; else record it and add it to the index. */
+static void rem_submit(struct rem_job *j) {
+  if (j->r->d.pinecone == NULL || zero_vec(j->vec, j->r->d.embedder->dim)) {
+    rem_store(j);
+    return;
+  }
+  int rc = store_async_run(j->r->d.async, rem_chat_work, rem_chat_done, j);
+  if (rc)
+    rem_fail(j, rc);
 }
 
 static void on_doc_vec(void *ud, int status, const float *vecs, size_t n, int dim) {
@@ -397,13 +520,29 @@ struct small_job {
 static int forget_work(struct store *s, void *arg) {
   struct small_job *j = arg;
   int rc = store_memory_delete(s, j->user, j->id);
-  if (rc == 0)
+  if (rc == 0 && j->r->d.index)
     mem_index_remove(j->r->d.index, j->user, j->id);
   return rc;
 }
 
+static void on_pc_forgot(void *ud, int status) {
+  struct small_job *j = ud;
+  if (status) /* a stray vector is harmless: searches keep only memories in the store */
+    log_warn("recall: Pinecone delete failed: %s", eg_strerror(status));
+  if (j->done_cb)
+    j->done_cb(j->ud, 0);
+  if (j->count_cb)
+    j->count_cb(j->ud, 0, j->count);
+  free(j);
+}
+
 static void forget_done(void *arg, int status) {
   struct small_job *j = arg;
+  if (status == 0 && j->r->d.pinecone) {
+    const char *ids[1] = {j->id};
+    if (mem_pinecone_delete(j->r->d.pinecone, ids, 1, on_pc_forgot, j) == 0)
+      return;
+  }
   if (j->done_cb)
     j->done_cb(j->ud, status);
   free(j);
@@ -428,12 +567,16 @@ int recall_forget(struct recall *r, const char *user_id, const char *memory_id,
 static int forget_all_work(struct store *s, void *arg) {
   struct small_job *j = arg;
   int rc = store_memory_delete_all(s, j->user, &j->count);
-  mem_index_drop(j->r->d.index, j->user);
+  if (j->r->d.index)
+    mem_index_drop(j->r->d.index, j->user);
   return rc;
 }
 
 static void forget_all_done(void *arg, int status) {
   struct small_job *j = arg;
+  if (status == 0 && j->r->d.pinecone &&
+      mem_pinecone_delete_user(j->r->d.pinecone, j->user, on_pc_forgot, j) == 0)
+    return;
   if (j->count_cb)
     j->count_cb(j->ud, status, j->count);
   free(j);
@@ -501,7 +644,7 @@ int recall_note(struct recall *r, const char *user_id, const char *text, int64_t
 }
 
 void recall_invalidate(struct recall *r, const char *user_id) {
-  if (valid_user(user_id))
+  if (valid_user(user_id) && r->d.index)
     mem_index_drop(r->d.index, user_id);
 }
 
@@ -534,6 +677,8 @@ static int fill_store_work(struct store *s, void *arg) {
     if (store_memory_set_vector(s, m->id, r->d.embedder->model, v, (uint32_t)dim) != 0)
       continue;
     j->stored++;
+    if (r->d.pinecone)
+      continue;
     struct mem_row row = {.created_at = m->created_at, .vec = v};
     memcpy(row.id, m->id, sizeof row.id);
     if (mem_index_add(r->d.index, m->user_id, r->d.embedder->model, &row) == EG_EINVAL)
@@ -562,6 +707,27 @@ static void fill_store_done(void *arg, int status) {
     backfill_end(r);
 }
 
+static void fill_store(struct fill_job *j) {
+  struct recall *r = j->r;
+  if (store_async_run(r->d.async, fill_store_work, fill_store_done, j) != 0) {
+    fill_job_free(j);
+    backfill_end(r);
+  }
+}
+
+static void on_fill_upserted(void *ud, int status) {
+  struct fill_job *j = ud;
+  if (status) {
+    log_warn("recall: backfill Pinecone upsert failed (%s); will retry later",
+             eg_strerror(status));
+    struct recall *r = j->r;
+    fill_job_free(j);
+    backfill_end(r);
+    return;
+  }
+  fill_store(j);
+}
+
 static void on_fill_vecs(void *ud, int status, const float *vecs, size_t n, int dim) {
   struct fill_job *j = ud;
   struct recall *r = j->r;
@@ -574,10 +740,34 @@ static void on_fill_vecs(void *ud, int status, const float *vecs, size_t n, int 
     return;
   }
   j->vecs = xmemdup(vecs, n * (size_t)dim * sizeof *vecs);
-  if (store_async_run(r->d.async, fill_store_work, fill_store_done, j) != 0) {
-    fill_job_free(j);
-    backfill_end(r);
+  if (r->d.pinecone) {
+    struct mem_pc_record *recs = xcalloc(n, sizeof *recs);
+    size_t nr = 0;
+    for (size_t i = 0; i < n; i++) {
+      const struct store_memory *m = &j->batch.v[i];
+      const float *v = j->vecs + i * (size_t)dim;
+      if (zero_vec(v, dim))
+        continue;
+      recs[nr++] = (struct mem_pc_record){.id = m->id,
+                                          .user = m->user_id,
+                                          .chat = m->chat_id,
+                                          .text = m->text,
+                                          .created_at = m->created_at,
+                                          .vec = v};
+    }
+    int rc = nr ? mem_pinecone_upsert(r->d.pinecone, r->d.embedder->model, recs, nr, dim,
+                                      on_fill_upserted, j)
+                : EG_ENOTFOUND;
+    free(recs);
+    if (rc == 0)
+      return;
+    if (rc != EG_ENOTFOUND) {
+      fill_job_free(j);
+      backfill_end(r);
+      return;
+    }
   }
+  fill_store(j);
 }
 
 static int fill_load_work(struct store *s, void *arg) {

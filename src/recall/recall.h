@@ -46,6 +46,12 @@ struct recall_deps {
   struct mem_index *index;
   const struct mem_recall_opts *fuse; /* NULL = mem_recall_defaults */
   size_t backfill_batch;              /* 0 = 64 */
+  /* NULL = builtin vectors (the index). Else the vector side is Pinecone: searches query it
+     (filter user and model), remember/backfill upsert there ({user, chat, text}) before the
+     vector is recorded in the store (a memory whose upsert failed stays pending for the
+     backfill), forget deletes by id, forget-all by filter. index is then unused. Must
+     outlive the recall's in-flight work (free it after closing the store_async). */
+  struct mem_pinecone *pinecone;
 };
 
 struct recall;
