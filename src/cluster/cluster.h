@@ -18,6 +18,8 @@
  *   still delivered locally and counted in publish_skipped.
  *   The request channel (<prefix>-request#<nsp>#: fetchSockets, serverSideEmit...) is not
  *   served.
+ *   Delivery is at most once (Redis pub/sub): what is published while a node's
+ *   subscription is down is not replayed to it.
  *
  * ---- Memory across nodes --------------------------------------------------------------------
  *   A node that stores something for a user (a chat-message broadcast to "user:<id>", a
