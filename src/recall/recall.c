@@ -16,6 +16,7 @@ struct recall {
   struct mem_recall_opts fuse;
   struct recall_stats st;
   bool backfill_running, backfill_again;
+  bool failed; /* an embedding or upsert failed since the last success */
   char backfill_after[ID_LEN + 1];
 };
 
@@ -40,6 +41,15 @@ void recall_free(struct recall *r) { free(r); }
 void recall_stats(const struct recall *r, struct recall_stats *st) { *st = r->st; }
 
 const struct mem_embedder *recall_embedder(const struct recall *r) { return r->d.embedder; }
+
+/* The embedder (or Pinecone) answers again after failures: catch up on what is pending now
+   rather than at the next timer tick. */
+static void note_success(struct recall *r) {
+  if (r->failed) {
+    r->failed = false;
+    recall_backfill_kick(r);
+  }
+}
 
 static bool valid_user(const char *user_id) {
   return user_id != NULL && id_valid(user_id, strlen(user_id));
@@ -285,8 +295,9 @@ static void on_query_vec(void *ud, int status, const float *vecs, size_t n, int 
   struct search_job *j = ud;
   if (status == 0 && n == 1 && dim == j->r->d.embedder->dim) {
     j->vec = xmemdup(vecs, (size_t)dim * sizeof *vecs);
+    note_success(j->r);
   } else {
-    j->r->st.embed_failures++;
+    j->r->st.embed_failures++, j->r->failed = true;
     log_warn("recall: query embedding failed (%s): keyword side only", eg_strerror(status));
   }
   search_submit(j);
@@ -405,11 +416,12 @@ static void on_rem_upserted(void *ud, int status) {
   struct rem_job *j = ud;
   if (status) {
     /* Not recorded in the store either: the memory stays pending for the backfill. */
-    j->r->st.embed_failures++;
+    j->r->st.embed_failures++, j->r->failed = true;
     log_warn("recall: Pinecone upsert failed (%s); left for the backfill", eg_strerror(status));
     rem_fail(j, status);
     return;
   }
+  note_success(j->r);
   rem_store(j);
 }
 
@@ -461,7 +473,7 @@ static void on_doc_vec(void *ud, int status, const float *vecs, size_t n, int di
   struct rem_job *j = ud;
   if (status || n != 1 || dim != j->r->d.embedder->dim) {
     /* The memory stays without a vector: the backfill embeds it later. */
-    j->r->st.embed_failures++;
+    j->r->st.embed_failures++, j->r->failed = true;
     log_warn("recall: embedding failed (%s); left for the backfill",
              eg_strerror(status ? status : EG_EUPSTREAM));
     if (j->cb)
@@ -470,6 +482,8 @@ static void on_doc_vec(void *ud, int status, const float *vecs, size_t n, int di
     return;
   }
   j->vec = xmemdup(vecs, (size_t)dim * sizeof *vecs);
+  if (j->r->d.pinecone == NULL)
+    note_success(j->r);
   rem_submit(j);
 }
 
@@ -732,7 +746,7 @@ static void on_fill_vecs(void *ud, int status, const float *vecs, size_t n, int 
   struct fill_job *j = ud;
   struct recall *r = j->r;
   if (status || n != j->batch.n || dim != r->d.embedder->dim) {
-    r->st.embed_failures++;
+    r->st.embed_failures++, r->failed = true;
     log_warn("recall: backfill embedding failed (%s); will retry later",
              eg_strerror(status ? status : EG_EUPSTREAM));
     fill_job_free(j);
