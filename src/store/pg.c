@@ -83,61 +83,61 @@ static const char *const pg_migrations[] = {
 #define MSG_COLS "id, chat_id, user_id, role, content, client_id, created_at, cancelled"
 #define MEM_COLS "id, user_id, chat_id, role, text, created_at, embed_model, dims"
 
-#define PG_STMTS(X)                                                                          \
-  X(PING, "SELECT 1")                                                                        \
-  X(USER_INSERT, "INSERT INTO users(" USER_COLS ") VALUES ($1, $2, $3, $4, $5, $6::bigint)") \
-  X(USER_BY_ID, "SELECT " USER_COLS " FROM users WHERE id = $1")                             \
-  X(USER_BY_EMAIL, "SELECT " USER_COLS " FROM users WHERE email = $1")                       \
-  X(USER_DELETE, "DELETE FROM users WHERE id = $1")                                          \
-  X(USER_LIST, "SELECT " USER_COLS " FROM users WHERE id > $1 ORDER BY id LIMIT $2::bigint") \
-  X(CHAT_INSERT, "INSERT INTO chats(" CHAT_COLS ") VALUES ($1, $2, $3, $4::bigint,"          \
-                 " $5::bigint)")                                                             \
-  X(CHAT_GET, "SELECT " CHAT_COLS " FROM chats WHERE id = $1 AND user_id = $2")              \
-  X(CHAT_LIST, "SELECT " CHAT_COLS " FROM chats WHERE user_id = $1 AND (last_activity <"     \
-               " $2::bigint OR (last_activity = $2::bigint AND id < $3))"                    \
-               " ORDER BY last_activity DESC, id DESC LIMIT $4::bigint")                     \
-  X(CHAT_RENAME, "UPDATE chats SET title = $3 WHERE id = $1 AND user_id = $2")               \
-  X(CHAT_DELETE, "DELETE FROM chats WHERE id = $1 AND user_id = $2")                         \
-  X(MSG_INSERT,                                                                              \
-    "WITH ins AS (INSERT INTO messages(" MSG_COLS ")"                                        \
-    " SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::bigint,"        \
-    " $8::boolean WHERE EXISTS (SELECT 1 FROM chats WHERE id = $2::text AND"                 \
-    " user_id = $3::text) ON CONFLICT (chat_id, client_id) DO NOTHING"                       \
-    " RETURNING id, user_id, chat_id, role, content, created_at),"                           \
-    " mem AS (INSERT INTO memories(id, user_id, chat_id, role, text, created_at)"            \
-    " SELECT id, user_id, chat_id, role, content, created_at FROM ins WHERE content <> ''),"  \
-    " touch AS (UPDATE chats SET last_activity = GREATEST(last_activity, $7::bigint)"        \
-    " WHERE id = $2::text AND EXISTS (SELECT 1 FROM ins))"                                   \
-    " SELECT (SELECT count(*) FROM ins),"                                                    \
-    " (SELECT id FROM messages WHERE chat_id = $2::text AND client_id = $6::text),"          \
-    " (SELECT created_at FROM messages WHERE chat_id = $2::text AND client_id = $6::text),"  \
-    " EXISTS (SELECT 1 FROM chats WHERE id = $2::text AND user_id = $3::text)")              \
-  X(MSG_GET, "SELECT " MSG_COLS " FROM messages WHERE id = $1 AND user_id = $2")             \
-  X(MSG_BEFORE, "SELECT " MSG_COLS " FROM messages WHERE chat_id = $1 AND (created_at <"     \
-                " $2::bigint OR (created_at = $2::bigint AND id < $3))"                      \
-                " ORDER BY created_at DESC, id DESC LIMIT $4::bigint")                       \
-  X(MSG_AFTER, "SELECT " MSG_COLS " FROM messages WHERE chat_id = $1 AND (created_at >"      \
-               " $2::bigint OR (created_at = $2::bigint AND id > $3))"                       \
-               " ORDER BY created_at, id LIMIT $4::bigint")                                  \
-  X(MSG_IN_CHAT, "SELECT created_at FROM messages WHERE id = $1 AND chat_id = $2")           \
-  X(MEM_INSERT, "INSERT INTO memories(id, user_id, chat_id, role, text, created_at)"         \
-                " VALUES ($1, $2, NULL, $3, $4, $5::bigint)")                                \
-  X(MEM_PENDING, "SELECT " MEM_COLS " FROM memories WHERE (embed_model IS NULL OR"           \
-                 " embed_model <> $1) AND id > $2 ORDER BY id LIMIT $3::bigint")             \
-  X(MEM_SET_VEC, "UPDATE memories SET embed_model = $2, vector = $3::bytea, dims = $4::int"  \
-                 " WHERE id = $1")                                                           \
-  X(MEM_VECTORS, "SELECT id, created_at, vector, dims FROM memories WHERE user_id = $1 AND"  \
-                 " embed_model = $2 ORDER BY created_at, id")                                \
-  X(MEM_DELETE, "DELETE FROM memories WHERE id = $1 AND user_id = $2")                       \
-  X(MEM_DELETE_ALL, "DELETE FROM memories WHERE user_id = $1")                               \
-  X(MEM_CURSOR, "SELECT created_at FROM memories WHERE id = $1 AND user_id = $2")            \
-  X(MEM_LIST, "SELECT " MEM_COLS " FROM memories WHERE user_id = $1 AND (created_at <"       \
-              " $2::bigint OR (created_at = $2::bigint AND id < $3))"                        \
-              " ORDER BY created_at DESC, id DESC LIMIT $4::bigint")                         \
-  X(MEM_GET_MANY, "SELECT " MEM_COLS " FROM memories WHERE user_id = $1 AND"                 \
-                  " id = ANY ($2::text[])")                                                  \
-  X(MEM_SEARCH, "SELECT id, ts_rank_cd(tsv, q) AS r FROM memories,"                          \
-                " to_tsquery('english', $2) q WHERE user_id = $1 AND tsv @@ q"               \
+#define PG_STMTS(X)                                                                            \
+  X(PING, "SELECT 1")                                                                          \
+  X(USER_INSERT, "INSERT INTO users(" USER_COLS ") VALUES ($1, $2, $3, $4, $5, $6::bigint)")   \
+  X(USER_BY_ID, "SELECT " USER_COLS " FROM users WHERE id = $1")                               \
+  X(USER_BY_EMAIL, "SELECT " USER_COLS " FROM users WHERE email = $1")                         \
+  X(USER_DELETE, "DELETE FROM users WHERE id = $1")                                            \
+  X(USER_LIST, "SELECT " USER_COLS " FROM users WHERE id > $1 ORDER BY id LIMIT $2::bigint")   \
+  X(CHAT_INSERT, "INSERT INTO chats(" CHAT_COLS ") VALUES ($1, $2, $3, $4::bigint,"            \
+                 " $5::bigint)")                                                               \
+  X(CHAT_GET, "SELECT " CHAT_COLS " FROM chats WHERE id = $1 AND user_id = $2")                \
+  X(CHAT_LIST, "SELECT " CHAT_COLS " FROM chats WHERE user_id = $1 AND (last_activity <"       \
+               " $2::bigint OR (last_activity = $2::bigint AND id < $3))"                      \
+               " ORDER BY last_activity DESC, id DESC LIMIT $4::bigint")                       \
+  X(CHAT_RENAME, "UPDATE chats SET title = $3 WHERE id = $1 AND user_id = $2")                 \
+  X(CHAT_DELETE, "DELETE FROM chats WHERE id = $1 AND user_id = $2")                           \
+  X(MSG_INSERT,                                                                                \
+    "WITH ins AS (INSERT INTO messages(" MSG_COLS ")"                                          \
+    " SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::bigint,"          \
+    " $8::boolean WHERE EXISTS (SELECT 1 FROM chats WHERE id = $2::text AND"                   \
+    " user_id = $3::text) ON CONFLICT (chat_id, client_id) DO NOTHING"                         \
+    " RETURNING id, user_id, chat_id, role, content, created_at),"                             \
+    " mem AS (INSERT INTO memories(id, user_id, chat_id, role, text, created_at)"              \
+    " SELECT id, user_id, chat_id, role, content, created_at FROM ins WHERE content <> ''),"   \
+    " touch AS (UPDATE chats SET last_activity = GREATEST(last_activity, $7::bigint)"          \
+    " WHERE id = $2::text AND EXISTS (SELECT 1 FROM ins))"                                     \
+    " SELECT (SELECT count(*) FROM ins),"                                                      \
+    " (SELECT id FROM messages WHERE chat_id = $2::text AND client_id = $6::text),"            \
+    " (SELECT created_at FROM messages WHERE chat_id = $2::text AND client_id = $6::text),"    \
+    " EXISTS (SELECT 1 FROM chats WHERE id = $2::text AND user_id = $3::text)")                \
+  X(MSG_GET, "SELECT " MSG_COLS " FROM messages WHERE id = $1 AND user_id = $2")               \
+  X(MSG_BEFORE, "SELECT " MSG_COLS " FROM messages WHERE chat_id = $1 AND (created_at <"       \
+                " $2::bigint OR (created_at = $2::bigint AND id < $3))"                        \
+                " ORDER BY created_at DESC, id DESC LIMIT $4::bigint")                         \
+  X(MSG_AFTER, "SELECT " MSG_COLS " FROM messages WHERE chat_id = $1 AND (created_at >"        \
+               " $2::bigint OR (created_at = $2::bigint AND id > $3))"                         \
+               " ORDER BY created_at, id LIMIT $4::bigint")                                    \
+  X(MSG_IN_CHAT, "SELECT created_at FROM messages WHERE id = $1 AND chat_id = $2")             \
+  X(MEM_INSERT, "INSERT INTO memories(id, user_id, chat_id, role, text, created_at)"           \
+                " VALUES ($1, $2, NULL, $3, $4, $5::bigint)")                                  \
+  X(MEM_PENDING, "SELECT " MEM_COLS " FROM memories WHERE (embed_model IS NULL OR"             \
+                 " embed_model <> $1) AND id > $2 ORDER BY id LIMIT $3::bigint")               \
+  X(MEM_SET_VEC, "UPDATE memories SET embed_model = $2, vector = $3::bytea, dims = $4::int"    \
+                 " WHERE id = $1")                                                             \
+  X(MEM_VECTORS, "SELECT id, created_at, vector, dims FROM memories WHERE user_id = $1 AND"    \
+                 " embed_model = $2 ORDER BY created_at, id")                                  \
+  X(MEM_DELETE, "DELETE FROM memories WHERE id = $1 AND user_id = $2")                         \
+  X(MEM_DELETE_ALL, "DELETE FROM memories WHERE user_id = $1")                                 \
+  X(MEM_CURSOR, "SELECT created_at FROM memories WHERE id = $1 AND user_id = $2")              \
+  X(MEM_LIST, "SELECT " MEM_COLS " FROM memories WHERE user_id = $1 AND (created_at <"         \
+              " $2::bigint OR (created_at = $2::bigint AND id < $3))"                          \
+              " ORDER BY created_at DESC, id DESC LIMIT $4::bigint")                           \
+  X(MEM_GET_MANY, "SELECT " MEM_COLS " FROM memories WHERE user_id = $1 AND"                   \
+                  " id = ANY ($2::text[])")                                                    \
+  X(MEM_SEARCH, "SELECT id, ts_rank_cd(tsv, q) AS r FROM memories,"                            \
+                " to_tsquery('english', $2) q WHERE user_id = $1 AND tsv @@ q"                 \
                 " ORDER BY r DESC, id DESC LIMIT $3::bigint")
 
 enum pg_stmt {
@@ -157,8 +157,8 @@ _Static_assert(PG__COUNT <= 64, "prepared-statement bitmask is 64 bits");
 
 struct pg_conn {
   PGconn *conn;
-  uint64_t prepared;  /* bit i: statement i is prepared on this connection */
-  bool commit_sent;   /* the call has sent its committing statement */
+  uint64_t prepared; /* bit i: statement i is prepared on this connection */
+  bool commit_sent;  /* the call has sent its committing statement */
 };
 
 struct pg_store {
@@ -170,7 +170,9 @@ struct pg_store {
   bool busy[PG_POOL];
 };
 
-static struct pg_store *PGS(struct store *s) { return (struct pg_store *)s; }
+static struct pg_store *PGS(struct store *s) {
+  return (struct pg_store *)s;
+}
 
 /* ---- connections --------------------------------------------------------------------- */
 
@@ -324,7 +326,7 @@ static int pg_simple(struct pg_conn *c, const char *sql) {
 }
 
 enum pg_safety {
-  PG_RETRY,          /* reads and idempotent writes */
+  PG_RETRY,             /* reads and idempotent writes */
   PG_RETRY_UNCOMMITTED, /* retry only when the failure came before the commit was sent */
 };
 
@@ -374,7 +376,9 @@ static int64_t val_i64(const PGresult *r, int row, int col) {
   return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
-static void fmt_i64(char *out, size_t cap, int64_t v) { snprintf(out, cap, "%lld", (long long)v); }
+static void fmt_i64(char *out, size_t cap, int64_t v) {
+  snprintf(out, cap, "%lld", (long long)v);
+}
 
 static void row_user(const PGresult *r, int i, struct store_user *u) {
   val_copy(r, i, 0, u->id, sizeof(u->id));
@@ -512,7 +516,9 @@ static int op_ping(struct pg_conn *c, void *arg) {
   return rc;
 }
 
-static int pg_ping(struct store *s) { return pg_call(s, op_ping, NULL, PG_RETRY); }
+static int pg_ping(struct store *s) {
+  return pg_call(s, op_ping, NULL, PG_RETRY);
+}
 
 /* ---- generic one-statement calls ------------------------------------------------------- */
 
@@ -599,8 +605,8 @@ static int pg_user_create(struct store *s, struct store_user_new *u) {
   struct pg_cmd q = {.id = PG_USER_INSERT,
                      .n = 6,
                      .v = {u->id, u->email, u->password_hash,
-                           u->first_name ? u->first_name : "",
-                           u->last_name ? u->last_name : "", t}};
+                           u->first_name ? u->first_name : "", u->last_name ? u->last_name : "",
+                           t}};
   return pg_cmd(s, &q, PG_RETRY_UNCOMMITTED);
 }
 
@@ -633,9 +639,11 @@ static int pg_user_list(struct store *s, const char *after_id, size_t limit,
                         struct store_users *out) {
   char lim[24];
   fmt_i64(lim, sizeof(lim), (int64_t)limit);
-  struct pg_rows q = {
-      .id = PG_USER_LIST, .n = 2, .v = {after_id ? after_id : "", lim}, .fill = fill_user,
-      .list = out};
+  struct pg_rows q = {.id = PG_USER_LIST,
+                      .n = 2,
+                      .v = {after_id ? after_id : "", lim},
+                      .fill = fill_user,
+                      .list = out};
   int rc = pg_call(s, op_rows, &q, PG_RETRY);
   if (rc != 0)
     store_users_free(out);
@@ -956,7 +964,8 @@ static int pg_msg_insert_batch(struct store *s, struct store_message_new *m, siz
 static int pg_msg_get(struct store *s, const char *user_id, const char *id,
                       struct store_message *out) {
   struct store_messages l = {0};
-  struct pg_rows q = {.id = PG_MSG_GET, .n = 2, .v = {id, user_id}, .fill = fill_msg, .list = &l};
+  struct pg_rows q = {
+      .id = PG_MSG_GET, .n = 2, .v = {id, user_id}, .fill = fill_msg, .list = &l};
   int rc = pg_call(s, op_rows, &q, PG_RETRY);
   if (rc == 0 && l.n == 0)
     rc = EG_ENOTFOUND;
@@ -1064,7 +1073,8 @@ static int pg_msg_neighbours(struct store *s, const char *user_id, const char *i
 static int pg_mem_add(struct store *s, struct store_memory *m) {
   char t[24];
   fmt_i64(t, sizeof(t), m->created_at);
-  struct pg_cmd q = {.id = PG_MEM_INSERT, .n = 5, .v = {m->id, m->user_id, m->role, m->text, t}};
+  struct pg_cmd q = {
+      .id = PG_MEM_INSERT, .n = 5, .v = {m->id, m->user_id, m->role, m->text, t}};
   return pg_cmd(s, &q, PG_RETRY_UNCOMMITTED);
 }
 

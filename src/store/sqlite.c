@@ -88,56 +88,56 @@ static const char *const sq_migrations[] = {
 #define MSG_COLS "id, chat_id, user_id, role, content, client_id, created_at, cancelled"
 #define MEM_COLS "id, user_id, chat_id, role, text, created_at, embed_model, dims"
 
-#define SQ_STMTS(X)                                                                          \
-  X(BEGIN, "BEGIN IMMEDIATE")                                                                \
-  X(COMMIT, "COMMIT")                                                                        \
-  X(ROLLBACK, "ROLLBACK")                                                                    \
-  X(PING, "SELECT 1")                                                                        \
-  X(USER_INSERT, "INSERT INTO users(" USER_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)")         \
-  X(USER_BY_ID, "SELECT " USER_COLS " FROM users WHERE id = ?1")                             \
-  X(USER_BY_EMAIL, "SELECT " USER_COLS " FROM users WHERE email = ?1")                       \
-  X(USER_DELETE, "DELETE FROM users WHERE id = ?1")                                          \
-  X(USER_LIST, "SELECT " USER_COLS " FROM users WHERE id > ?1 ORDER BY id LIMIT ?2")         \
-  X(CHAT_INSERT, "INSERT INTO chats(" CHAT_COLS ") VALUES (?1, ?2, ?3, ?4, ?5)")             \
-  X(CHAT_GET, "SELECT " CHAT_COLS " FROM chats WHERE id = ?1 AND user_id = ?2")              \
-  X(CHAT_LIST, "SELECT " CHAT_COLS " FROM chats WHERE user_id = ?1 AND (last_activity < ?2"  \
-               " OR (last_activity = ?2 AND id < ?3))"                                       \
-               " ORDER BY last_activity DESC, id DESC LIMIT ?4")                             \
-  X(CHAT_RENAME, "UPDATE chats SET title = ?3 WHERE id = ?1 AND user_id = ?2")               \
-  X(CHAT_DELETE, "DELETE FROM chats WHERE id = ?1 AND user_id = ?2")                         \
-  X(CHAT_TOUCH, "UPDATE chats SET last_activity = MAX(last_activity, ?2) WHERE id = ?1")     \
-  X(MSG_BY_CLIENT, "SELECT id, created_at FROM messages WHERE chat_id = ?1 AND"              \
-                   " client_id = ?2")                                                        \
-  X(MSG_INSERT, "INSERT INTO messages(" MSG_COLS ") SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8"   \
-                " WHERE EXISTS (SELECT 1 FROM chats WHERE id = ?2 AND user_id = ?3)")        \
-  X(MSG_DELETE, "DELETE FROM messages WHERE id = ?1")                                        \
-  X(MSG_MAX_ROWID, "SELECT COALESCE(MAX(rowid), 0) FROM messages")                           \
-  X(MEM_FROM_MSGS, "INSERT INTO memories(id, user_id, chat_id, role, text, created_at)"      \
-                   " SELECT id, user_id, chat_id, role, content, created_at FROM messages"   \
-                   " WHERE rowid > ?1 AND content <> '' ORDER BY rowid")                     \
-  X(MSG_GET, "SELECT " MSG_COLS " FROM messages WHERE id = ?1 AND user_id = ?2")             \
-  X(MSG_BEFORE, "SELECT " MSG_COLS " FROM messages WHERE chat_id = ?1 AND (created_at < ?2"  \
-                " OR (created_at = ?2 AND id < ?3)) ORDER BY created_at DESC, id DESC"       \
-                " LIMIT ?4")                                                                 \
-  X(MSG_AFTER, "SELECT " MSG_COLS " FROM messages WHERE chat_id = ?1 AND (created_at > ?2"   \
-               " OR (created_at = ?2 AND id > ?3)) ORDER BY created_at, id LIMIT ?4")        \
-  X(MSG_IN_CHAT, "SELECT created_at FROM messages WHERE id = ?1 AND chat_id = ?2")           \
-  X(MEM_INSERT, "INSERT INTO memories(id, user_id, chat_id, role, text, created_at)"         \
-                " VALUES (?1, ?2, ?3, ?4, ?5, ?6)")                                          \
-  X(MEM_PENDING, "SELECT " MEM_COLS " FROM memories WHERE (embed_model IS NULL OR"           \
-                 " embed_model <> ?1) AND id > ?2 ORDER BY id LIMIT ?3")                     \
+#define SQ_STMTS(X)                                                                            \
+  X(BEGIN, "BEGIN IMMEDIATE")                                                                  \
+  X(COMMIT, "COMMIT")                                                                          \
+  X(ROLLBACK, "ROLLBACK")                                                                      \
+  X(PING, "SELECT 1")                                                                          \
+  X(USER_INSERT, "INSERT INTO users(" USER_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)")           \
+  X(USER_BY_ID, "SELECT " USER_COLS " FROM users WHERE id = ?1")                               \
+  X(USER_BY_EMAIL, "SELECT " USER_COLS " FROM users WHERE email = ?1")                         \
+  X(USER_DELETE, "DELETE FROM users WHERE id = ?1")                                            \
+  X(USER_LIST, "SELECT " USER_COLS " FROM users WHERE id > ?1 ORDER BY id LIMIT ?2")           \
+  X(CHAT_INSERT, "INSERT INTO chats(" CHAT_COLS ") VALUES (?1, ?2, ?3, ?4, ?5)")               \
+  X(CHAT_GET, "SELECT " CHAT_COLS " FROM chats WHERE id = ?1 AND user_id = ?2")                \
+  X(CHAT_LIST, "SELECT " CHAT_COLS " FROM chats WHERE user_id = ?1 AND (last_activity < ?2"    \
+               " OR (last_activity = ?2 AND id < ?3))"                                         \
+               " ORDER BY last_activity DESC, id DESC LIMIT ?4")                               \
+  X(CHAT_RENAME, "UPDATE chats SET title = ?3 WHERE id = ?1 AND user_id = ?2")                 \
+  X(CHAT_DELETE, "DELETE FROM chats WHERE id = ?1 AND user_id = ?2")                           \
+  X(CHAT_TOUCH, "UPDATE chats SET last_activity = MAX(last_activity, ?2) WHERE id = ?1")       \
+  X(MSG_BY_CLIENT, "SELECT id, created_at FROM messages WHERE chat_id = ?1 AND"                \
+                   " client_id = ?2")                                                          \
+  X(MSG_INSERT, "INSERT INTO messages(" MSG_COLS ") SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8"     \
+                " WHERE EXISTS (SELECT 1 FROM chats WHERE id = ?2 AND user_id = ?3)")          \
+  X(MSG_DELETE, "DELETE FROM messages WHERE id = ?1")                                          \
+  X(MSG_MAX_ROWID, "SELECT COALESCE(MAX(rowid), 0) FROM messages")                             \
+  X(MEM_FROM_MSGS, "INSERT INTO memories(id, user_id, chat_id, role, text, created_at)"        \
+                   " SELECT id, user_id, chat_id, role, content, created_at FROM messages"     \
+                   " WHERE rowid > ?1 AND content <> '' ORDER BY rowid")                       \
+  X(MSG_GET, "SELECT " MSG_COLS " FROM messages WHERE id = ?1 AND user_id = ?2")               \
+  X(MSG_BEFORE, "SELECT " MSG_COLS " FROM messages WHERE chat_id = ?1 AND (created_at < ?2"    \
+                " OR (created_at = ?2 AND id < ?3)) ORDER BY created_at DESC, id DESC"         \
+                " LIMIT ?4")                                                                   \
+  X(MSG_AFTER, "SELECT " MSG_COLS " FROM messages WHERE chat_id = ?1 AND (created_at > ?2"     \
+               " OR (created_at = ?2 AND id > ?3)) ORDER BY created_at, id LIMIT ?4")          \
+  X(MSG_IN_CHAT, "SELECT created_at FROM messages WHERE id = ?1 AND chat_id = ?2")             \
+  X(MEM_INSERT, "INSERT INTO memories(id, user_id, chat_id, role, text, created_at)"           \
+                " VALUES (?1, ?2, ?3, ?4, ?5, ?6)")                                            \
+  X(MEM_PENDING, "SELECT " MEM_COLS " FROM memories WHERE (embed_model IS NULL OR"             \
+                 " embed_model <> ?1) AND id > ?2 ORDER BY id LIMIT ?3")                       \
   X(MEM_SET_VEC, "UPDATE memories SET embed_model = ?2, vector = ?3, dims = ?4 WHERE id = ?1") \
-  X(MEM_VECTORS, "SELECT id, created_at, vector, dims FROM memories WHERE user_id = ?1 AND"  \
-                 " embed_model = ?2 ORDER BY created_at, id")                                \
-  X(MEM_DELETE, "DELETE FROM memories WHERE id = ?1 AND user_id = ?2")                       \
-  X(MEM_DELETE_ALL, "DELETE FROM memories WHERE user_id = ?1")                               \
-  X(MEM_CURSOR, "SELECT created_at FROM memories WHERE id = ?1 AND user_id = ?2")            \
-  X(MEM_LIST, "SELECT " MEM_COLS " FROM memories WHERE user_id = ?1 AND (created_at < ?2"    \
-              " OR (created_at = ?2 AND id < ?3)) ORDER BY created_at DESC, id DESC"         \
-              " LIMIT ?4")                                                                   \
-  X(MEM_GET, "SELECT " MEM_COLS " FROM memories WHERE id = ?1 AND user_id = ?2")             \
-  X(MEM_SEARCH, "SELECT m.id, bm25(memories_fts) AS r FROM memories_fts"                     \
-                " JOIN memories m ON m.rid = memories_fts.rowid"                             \
+  X(MEM_VECTORS, "SELECT id, created_at, vector, dims FROM memories WHERE user_id = ?1 AND"    \
+                 " embed_model = ?2 ORDER BY created_at, id")                                  \
+  X(MEM_DELETE, "DELETE FROM memories WHERE id = ?1 AND user_id = ?2")                         \
+  X(MEM_DELETE_ALL, "DELETE FROM memories WHERE user_id = ?1")                                 \
+  X(MEM_CURSOR, "SELECT created_at FROM memories WHERE id = ?1 AND user_id = ?2")              \
+  X(MEM_LIST, "SELECT " MEM_COLS " FROM memories WHERE user_id = ?1 AND (created_at < ?2"      \
+              " OR (created_at = ?2 AND id < ?3)) ORDER BY created_at DESC, id DESC"           \
+              " LIMIT ?4")                                                                     \
+  X(MEM_GET, "SELECT " MEM_COLS " FROM memories WHERE id = ?1 AND user_id = ?2")               \
+  X(MEM_SEARCH, "SELECT m.id, bm25(memories_fts) AS r FROM memories_fts"                       \
+                " JOIN memories m ON m.rid = memories_fts.rowid"                               \
                 " WHERE memories_fts MATCH ?1 AND m.user_id = ?2 ORDER BY r LIMIT ?3")
 
 enum sq_stmt {
@@ -170,7 +170,9 @@ struct sq_store {
   bool ropen[SQ_READERS];
 };
 
-static struct sq_store *SQ(struct store *s) { return (struct sq_store *)s; }
+static struct sq_store *SQ(struct store *s) {
+  return (struct sq_store *)s;
+}
 
 /* Maps a SQLite result code to an EG_E* code (and logs unexpected ones). */
 static int sq_err(sqlite3 *db, int rc, const char *what) {
@@ -190,8 +192,8 @@ static int sq_err(sqlite3 *db, int rc, const char *what) {
 
 static sqlite3_stmt *sq_prep(struct sq_conn *c, enum sq_stmt id) {
   if (!c->st[id]) {
-    int rc = sqlite3_prepare_v3(c->db, sq_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &c->st[id],
-                                NULL);
+    int rc =
+        sqlite3_prepare_v3(c->db, sq_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &c->st[id], NULL);
     if (rc != SQLITE_OK) {
       log_error("store: sqlite prepare %s: %s", sq_sql[id], sqlite3_errmsg(c->db));
       c->st[id] = NULL;
@@ -288,10 +290,11 @@ static int sq_conn_open(struct sq_conn *c, const char *path, bool writer) {
   }
   sqlite3_extended_result_codes(c->db, 1);
   sqlite3_busy_timeout(c->db, 10000);
-  const char *pragmas = writer ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                                 " PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;"
-                               : "PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384;"
-                                 " PRAGMA query_only=ON;";
+  const char *pragmas =
+      writer ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+               " PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;"
+             : "PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384;"
+               " PRAGMA query_only=ON;";
   char *msg = NULL;
   rc = sqlite3_exec(c->db, pragmas, NULL, NULL, &msg);
   if (rc != SQLITE_OK) {
@@ -317,7 +320,9 @@ static struct sq_conn *sq_writer(struct store *s) {
   return &q->writer;
 }
 
-static void sq_writer_put(struct store *s) { pthread_mutex_unlock(&SQ(s)->wmu); }
+static void sq_writer_put(struct store *s) {
+  pthread_mutex_unlock(&SQ(s)->wmu);
+}
 
 /* A reader connection (opened on first use), or NULL when one cannot be opened. */
 static struct sq_conn *sq_reader(struct store *s) {

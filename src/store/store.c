@@ -12,7 +12,9 @@
 
 #define LATEST_SCHEMA 1
 
-int store_schema_latest(void) { return LATEST_SCHEMA; }
+int store_schema_latest(void) {
+  return LATEST_SCHEMA;
+}
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
@@ -127,8 +129,12 @@ size_t store__fts_terms(const char *q, char *buf, const char **terms) {
   return n;
 }
 
-static bool idok(const char *id) { return id && id_valid(id, strlen(id)); }
-static bool idopt(const char *id) { return !id || !*id || idok(id); }
+static bool idok(const char *id) {
+  return id && id_valid(id, strlen(id));
+}
+static bool idopt(const char *id) {
+  return !id || !*id || idok(id);
+}
 static bool role_msg_ok(const char *r) {
   return r && (strcmp(r, "user") == 0 || strcmp(r, "model") == 0);
 }
@@ -182,8 +188,12 @@ void store_close(struct store *s) {
     s->ops->close(s);
 }
 
-const char *store_backend(const struct store *s) { return s->ops->name; }
-const char *store_describe(const struct store *s) { return s->desc; }
+const char *store_backend(const struct store *s) {
+  return s->ops->name;
+}
+const char *store_describe(const struct store *s) {
+  return s->desc;
+}
 
 int store_migrate(struct store *s, int *version) {
   int v = 0;
@@ -193,7 +203,9 @@ int store_migrate(struct store *s, int *version) {
   return rc;
 }
 
-int store_ping(struct store *s) { return s->ops->ping(s); }
+int store_ping(struct store *s) {
+  return s->ops->ping(s);
+}
 
 /* ---- users --------------------------------------------------------------------------- */
 
@@ -477,8 +489,8 @@ int store_memory_add(struct store *s, struct store_memory *m) {
   return s->ops->memory_add(s, m);
 }
 
-int store_memory_pending(struct store *s, const char *model, const char *after_id,
-                         size_t limit, struct store_memories *out) {
+int store_memory_pending(struct store *s, const char *model, const char *after_id, size_t limit,
+                         struct store_memories *out) {
   memset(out, 0, sizeof(*out));
   if (!model || !*model || strlen(model) >= STORE_MODEL_MAX || !idopt(after_id))
     return EG_EINVAL;
@@ -518,8 +530,8 @@ int store_memory_delete_all(struct store *s, const char *user_id, size_t *delete
   return rc;
 }
 
-int store_memory_list(struct store *s, const char *user_id, const char *before_id,
-                      size_t limit, struct store_memories *out) {
+int store_memory_list(struct store *s, const char *user_id, const char *before_id, size_t limit,
+                      struct store_memories *out) {
   memset(out, 0, sizeof(*out));
   if (!idok(user_id) || !idopt(before_id))
     return EG_EINVAL;

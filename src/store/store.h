@@ -120,8 +120,8 @@ struct store_user {
 void store_user_clear(struct store_user *u);
 
 struct store_user_new {
-  char id[ID_LEN + 1]; /* in/out: "" -> a new id is written here */
-  const char *email;   /* normalised by the caller (auth); required */
+  char id[ID_LEN + 1];       /* in/out: "" -> a new id is written here */
+  const char *email;         /* normalised by the caller (auth); required */
   const char *password_hash; /* argon2id string; required */
   const char *first_name;    /* NULL -> "" */
   const char *last_name;     /* NULL -> "" */
@@ -202,11 +202,11 @@ void store_messages_free(struct store_messages *l);
 
 /* A message to insert. The strings are the caller's and are only read. */
 struct store_message_new {
-  char id[ID_LEN + 1]; /* in/out: "" -> new id; on a client_id repeat: the stored id */
-  const char *chat_id; /* required; must be a chat of user_id */
-  const char *user_id; /* required */
-  const char *role;    /* "user" | "model" */
-  const char *content; /* required; may be "" (a model message cancelled at once) */
+  char id[ID_LEN + 1];   /* in/out: "" -> new id; on a client_id repeat: the stored id */
+  const char *chat_id;   /* required; must be a chat of user_id */
+  const char *user_id;   /* required */
+  const char *role;      /* "user" | "model" */
+  const char *content;   /* required; may be "" (a model message cancelled at once) */
   const char *client_id; /* NULL or "" = none; at most 128 bytes */
   bool cancelled;
   int64_t created_at; /* in/out: 0 -> now */
@@ -259,7 +259,7 @@ EG_WUR int store_message_neighbours(struct store *s, const char *user_id,
 struct store_memory {
   char id[ID_LEN + 1];
   char user_id[ID_LEN + 1];
-  char chat_id[ID_LEN + 1]; /* "" for notes */
+  char chat_id[ID_LEN + 1];  /* "" for notes */
   char role[STORE_ROLE_MAX]; /* "user" | "model" | "note" */
   char *text;
   int64_t created_at;
@@ -317,8 +317,8 @@ EG_WUR int store_memory_list(struct store *s, const char *user_id, const char *b
                              size_t limit, struct store_memories *out);
 /* The memories of user_id among ids[0..n), in the order of ids; ids that are not this
    user's (or do not exist) are skipped. No vectors. */
-EG_WUR int store_memory_get_many(struct store *s, const char *user_id,
-                                 const char *const *ids, size_t n, struct store_memories *out);
+EG_WUR int store_memory_get_many(struct store *s, const char *user_id, const char *const *ids,
+                                 size_t n, struct store_memories *out);
 
 /* Keyword search over ONE user's memories: best first, at most k (0 -> 10, clamped to
    STORE_PAGE_MAX). A query without words gives no hits (0, out->n == 0). */

@@ -46,18 +46,18 @@ struct store_ops {
                             size_t n_before, size_t n_after, struct store_messages *out);
 
   int (*memory_add)(struct store *s, struct store_memory *m);
-  int (*memory_pending)(struct store *s, const char *model, const char *after_id,
-                        size_t limit, struct store_memories *out);
-  int (*memory_set_vector)(struct store *s, const char *id, const char *model,
-                           const float *vec, uint32_t dims);
+  int (*memory_pending)(struct store *s, const char *model, const char *after_id, size_t limit,
+                        struct store_memories *out);
+  int (*memory_set_vector)(struct store *s, const char *id, const char *model, const float *vec,
+                           uint32_t dims);
   int (*memory_load_vectors)(struct store *s, const char *user_id, const char *model,
                              struct store_vectors *out);
   int (*memory_delete)(struct store *s, const char *user_id, const char *id);
   int (*memory_delete_all)(struct store *s, const char *user_id, size_t *deleted);
-  int (*memory_list)(struct store *s, const char *user_id, const char *before_id,
-                     size_t limit, struct store_memories *out);
-  int (*memory_get_many)(struct store *s, const char *user_id, const char *const *ids,
-                         size_t n, struct store_memories *out);
+  int (*memory_list)(struct store *s, const char *user_id, const char *before_id, size_t limit,
+                     struct store_memories *out);
+  int (*memory_get_many)(struct store *s, const char *user_id, const char *const *ids, size_t n,
+                         struct store_memories *out);
   /* terms: sanitised words (letters, digits, non-ASCII bytes only), 1..32 of them. */
   int (*memory_search)(struct store *s, const char *user_id, const char *const *terms,
                        size_t n_terms, size_t k, struct store_hits *out);

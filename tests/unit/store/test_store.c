@@ -87,10 +87,10 @@ static int close_pg(void **state) {
   return 0;
 }
 
-#define STORE_OR_SKIP(state)                                                                 \
-  struct ctx *C = *(state);                                                                  \
-  if (!C->s)                                                                                 \
-    skip();                                                                                  \
+#define STORE_OR_SKIP(state)                                                                   \
+  struct ctx *C = *(state);                                                                    \
+  if (!C->s)                                                                                   \
+    skip();                                                                                    \
   struct store *s = C->s
 
 /* ---- helpers ------------------------------------------------------------------------- */
@@ -446,8 +446,11 @@ static void t_client_id(void **state) {
   mk_msg(s, u, c, "user", "retry me", "client-1", T0 + 10, first);
 
   /* The retry returns the stored message and writes nothing. */
-  struct store_message_new n = {
-      .chat_id = c, .user_id = u, .role = "user", .content = "retry me", .client_id = "client-1"};
+  struct store_message_new n = {.chat_id = c,
+                                .user_id = u,
+                                .role = "user",
+                                .content = "retry me",
+                                .client_id = "client-1"};
   assert_int_equal(store_message_insert(s, &n), 0);
   assert_true(n.existed);
   assert_string_equal(n.id, first);
@@ -535,8 +538,8 @@ static void t_batch(void **state) {
   store__id_copy(nt.user_id, u);
   nt.text = "a note";
   assert_int_equal(store_memory_add(s, &nt), 0);
-  struct store_message_new clash = {.chat_id = c, .user_id = u, .role = "user",
-                                    .content = "clash", .client_id = "clash"};
+  struct store_message_new clash = {
+      .chat_id = c, .user_id = u, .role = "user", .content = "clash", .client_id = "clash"};
   memcpy(clash.id, nt.id, sizeof(nt.id));
   assert_int_equal(store_message_insert(s, &clash), EG_EEXISTS);
   struct store_message mm;
@@ -847,8 +850,8 @@ static void t_fts_terms(void **state) {
   char *buf = malloc(strlen(q) + STORE_FTS_TERMS_MAX + 1);
   const char *t[STORE_FTS_TERMS_MAX];
   size_t n = store__fts_terms(q, buf, t);
-  const char *want[] = {"hello", "world", "foo", "or", "user", "id", "x", "near",
-                        "héllo", "日本語", "a", "b"};
+  const char *want[] = {"hello", "world", "foo",   "or",     "user", "id",
+                        "x",     "near",  "héllo", "日本語", "a",    "b"};
   assert_int_equal(n, EG_ARRAY_LEN(want));
   for (size_t i = 0; i < n; i++)
     assert_string_equal(t[i], want[i]);
@@ -879,8 +882,10 @@ static void fts_integrity(struct ctx *C) {
   sqlite3 *db;
   assert_int_equal(sqlite3_open_v2(C->url, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
   char *err = NULL;
-  int rc = sqlite3_exec(db, "INSERT INTO memories_fts(memories_fts, rank) VALUES"
-                            " ('integrity-check', 1)", NULL, NULL, &err);
+  int rc = sqlite3_exec(db,
+                        "INSERT INTO memories_fts(memories_fts, rank) VALUES"
+                        " ('integrity-check', 1)",
+                        NULL, NULL, &err);
   if (rc != SQLITE_OK)
     fail_msg("fts integrity: %s", err ? err : "?");
   sqlite3_close(db);
@@ -953,8 +958,11 @@ static void *thr_main(void *arg) {
     char text[64], client[32];
     snprintf(text, sizeof(text), "thread %d message %d", t->idx, i);
     snprintf(client, sizeof(client), "t%d-%d", t->idx, i);
-    struct store_message_new m = {.chat_id = t->chat, .user_id = t->user, .role = "user",
-                                  .content = text, .client_id = client};
+    struct store_message_new m = {.chat_id = t->chat,
+                                  .user_id = t->user,
+                                  .role = "user",
+                                  .content = text,
+                                  .client_id = client};
     if (store_message_insert(t->s, &m) != 0)
       t->failures++;
     struct store_messages l;
@@ -1031,7 +1039,9 @@ static void ins_done(void *arg, int status, struct store_message_new *m) {
   assert_true(id_valid(m->id, ID_LEN));
 }
 
-static void on_closed(void *arg) { ((struct async_t *)arg)->closed = true; }
+static void on_closed(void *arg) {
+  ((struct async_t *)arg)->closed = true;
+}
 
 static void t_async(void **state) {
   STORE_OR_SKIP(state);
@@ -1048,13 +1058,16 @@ static void t_async(void **state) {
 
   enum { N = 300 };
   struct store_message_new *m = calloc(N, sizeof(*m));
-  char (*texts)[48] = calloc(N, 48);
-  char (*clients)[16] = calloc(N, 16);
+  char(*texts)[48] = calloc(N, 48);
+  char(*clients)[16] = calloc(N, 16);
   for (int i = 0; i < N; i++) {
     snprintf(texts[i], 48, "group commit %d", i);
     snprintf(clients[i], 16, "g%d", i % (N - 20)); /* the last 20 repeat earlier ids */
-    m[i] = (struct store_message_new){.chat_id = t.chat, .user_id = t.user, .role = "user",
-                                      .content = texts[i], .client_id = clients[i]};
+    m[i] = (struct store_message_new){.chat_id = t.chat,
+                                      .user_id = t.user,
+                                      .role = "user",
+                                      .content = texts[i],
+                                      .client_id = clients[i]};
     assert_int_equal(store_async_insert(a, &m[i], ins_done, &t), 0);
   }
   assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
@@ -1077,8 +1090,8 @@ static void t_async(void **state) {
   assert_true(t.ran_on_loop);
 
   /* Failures come back as statuses. */
-  struct store_message_new bad = {.chat_id = t.chat, .user_id = t.chat, .role = "user",
-                                  .content = "not my chat"};
+  struct store_message_new bad = {
+      .chat_id = t.chat, .user_id = t.chat, .role = "user", .content = "not my chat"};
   t.failed = 0;
   assert_int_equal(store_async_insert(a, &bad, ins_done, &t), 0);
   assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
@@ -1088,8 +1101,11 @@ static void t_async(void **state) {
   int before = t.done;
   for (int i = 0; i < 10; i++) {
     snprintf(clients[i], 16, "late%d", i);
-    m[i] = (struct store_message_new){.chat_id = t.chat, .user_id = t.user, .role = "model",
-                                      .content = texts[i], .client_id = clients[i]};
+    m[i] = (struct store_message_new){.chat_id = t.chat,
+                                      .user_id = t.user,
+                                      .role = "model",
+                                      .content = texts[i],
+                                      .client_id = clients[i]};
     assert_int_equal(store_async_insert(a, &m[i], ins_done, &t), 0);
   }
   assert_int_equal(store_async_run(a, work_count, work_done, &t), 0);
@@ -1168,12 +1184,11 @@ static void t_open_errors(void **state) {
   store_close(NULL);
 }
 
-#define TESTS                                                                                \
-  cmocka_unit_test(t_migrations), cmocka_unit_test(t_users), cmocka_unit_test(t_chats),      \
-      cmocka_unit_test(t_messages), cmocka_unit_test(t_client_id), cmocka_unit_test(t_batch), \
-      cmocka_unit_test(t_memories), cmocka_unit_test(t_search),                              \
-      cmocka_unit_test(t_cascades), cmocka_unit_test(t_threads), cmocka_unit_test(t_async),  \
-      cmocka_unit_test(t_sqlite_open)
+#define TESTS                                                                                  \
+  cmocka_unit_test(t_migrations), cmocka_unit_test(t_users), cmocka_unit_test(t_chats),        \
+      cmocka_unit_test(t_messages), cmocka_unit_test(t_client_id), cmocka_unit_test(t_batch),  \
+      cmocka_unit_test(t_memories), cmocka_unit_test(t_search), cmocka_unit_test(t_cascades),  \
+      cmocka_unit_test(t_threads), cmocka_unit_test(t_async), cmocka_unit_test(t_sqlite_open)
 
 int main(void) {
   log_init_from_env();
