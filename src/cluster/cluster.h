@@ -23,19 +23,18 @@
  *
  * ---- Memory across nodes --------------------------------------------------------------------
  *   A node that stores something for a user (a chat-message broadcast to "user:<id>", a
- *   chat deleted, memories changed through the API) makes the user's in-process vector
- *   index stale on the other nodes. They learn it from the same pub/sub stream: a
- *   remote broadcast to room "user:<id>" and a message on "<prefix>#engram#invalidate"
- *   (payload: the user id; cluster_invalidate_user() publishes one) both call
- *   recall_invalidate() for that user; the index reloads from PostgreSQL on next use.
+ *   chat deleted) makes the user's in-process vector index stale on the other nodes.
+ *   They learn it from the same pub/sub stream: a remote chat-message broadcast to room
+ *   "user:<id>", and a message on "<prefix>#engram#invalidate" (payload "<uid> <user
+ *   id>"; cluster_invalidate_user() publishes one), both call recall_invalidate() for
+ *   that user; the index reloads from PostgreSQL on next use.
  *
- * ---- Per-chat order across nodes
- * -------------------------------------------------------------- cluster_chat_lock_ops()
- * implements chat's lock seam (chat.h) with a Redis lock per chat: SET
- * <prefix>#engram#lock#<chat> <token> NX PX <ttl> (default 10 s,
- *   extended every third of it while the message is answered), released by a
- * compare-and-delete script; a node waits with backoff (2..50 ms) and goes ahead after twice
- * the TTL. Redis and not a PostgreSQL advisory lock because an advisory lock pins one
+ * ---- Per-chat order across nodes -----------------------------------------------------------
+ *   cluster_chat_lock_ops() implements chat's lock seam (chat.h) with a Redis lock per
+ *   chat: SET <prefix>#engram#lock#<chat> <token> NX PX <ttl> (default 10 s, extended
+ *   every third of it while the message is answered), released by a compare-and-delete
+ *   script; a node waits with backoff (2..50 ms) and goes ahead after twice the TTL.
+ *   Redis and not a PostgreSQL advisory lock because an advisory lock pins one
  *   PostgreSQL connection per chat being answered for the whole model call (seconds),
  *   where the Redis lock costs one round trip on the already-open connection. The token
  *   is a fencing counter (INCR <prefix>#engram#fence, in the same script as the SET):
@@ -105,7 +104,7 @@ EG_WUR int cluster_metrics_render(const struct cluster *cl, struct buf *b);
 
 /* ---- codec (pure; also used by the fuzz target) ----------------------------------------- */
 
-/* A decoded adapter message. All strings point into msg (valid while it lives). */
+/* A decoded adapter message; it owns copies of everything (cluster_msg_free). */
 struct cluster_msg {
   char uid[32];
   char nsp[256];
@@ -114,8 +113,9 @@ struct cluster_msg {
   json_t *rooms; /* array of strings (owned) */
   json_t *except;
 };
-/* Decodes a msgpack [uid, packet, opts]. 0, EG_EPROTO (malformed), EG_ETOOBIG (nesting
-   deeper than 32 or more than 1 MB). On error nothing is owned. */
+/* Decodes one whole msgpack [uid, packet, opts] (Redis delivers messages whole). 0,
+   EG_EPROTO (malformed, wrong shape, trailing bytes, invalid UTF-8, nesting deeper than
+   32) or EG_ETOOBIG (more than 1 MB). On error nothing is owned. */
 EG_WUR int cluster_msg_decode(const uint8_t *p, size_t n, struct cluster_msg *m);
 void cluster_msg_free(struct cluster_msg *m);
 /* Encodes [uid, {type:2, data, nsp}, {rooms, except, flags:{}}] into out (capped).

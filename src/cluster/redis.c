@@ -203,10 +203,13 @@ static void deliver_remote(struct cluster *cl, const struct cluster_msg *m) {
   size_t nr = json_array_size(m->rooms), ne = json_array_size(m->except);
   const char **rooms = xcalloc(nr + ne + 1, sizeof *rooms);
   const char **except = rooms + nr;
+  const char *ev = json_string_value(json_array_get(m->data, 0));
+  bool stored = ev && strcmp(ev, "chat-message") == 0;
   for (size_t i = 0; i < nr; i++) {
     rooms[i] = json_string_value(json_array_get(m->rooms, i));
-    /* Something was stored for this user on another node: the index here is stale. */
-    if (cl->recall && strncmp(rooms[i], "user:", 5) == 0 && rooms[i][5]) {
+    /* A message was stored (and remembered) for this user on another node: the index
+       here is stale. Other events (an emitter's notice) change no memory. */
+    if (stored && cl->recall && strncmp(rooms[i], "user:", 5) == 0 && rooms[i][5]) {
       recall_invalidate(cl->recall, rooms[i] + 5);
       cl->st.invalidations_received++;
     }
