@@ -395,6 +395,7 @@ static int setup(struct engram *e) {
   ho.limits.header_timeout_ms = (uint64_t)c->header_timeout_ms;
   ho.limits.idle_timeout_ms = (uint64_t)c->idle_timeout_ms;
   ho.limits.ws_max_message = (size_t)c->max_payload;
+  ho.limits.max_conn_per_addr = c->max_conn_per_ip > 0 ? (unsigned)c->max_conn_per_ip : 0;
   ho.cors_origins = (const char *const *)e->origins;
   ho.cors_credentials = true;
   if ((rc = http_server_start(e->loop, &ho, http_router_dispatch, e->router, &e->http)) != 0) {

@@ -56,7 +56,8 @@
  * Errors: functions returning int return 0 or a negative EG_E* code (base.h), as listed.
  *
  * API changes after the first commit are additive only; each is noted here:
- *   (none yet; net.h: net_conn_cbs.on_read takes writable data; net_server_write_calls)
+ *   http_limits.max_conn_per_addr (passed to net's max_per_addr);
+ *   net.h: net_conn_cbs.on_read takes writable data; net_server_write_calls
  */
 #ifndef ENGRAM_HTTP_H
 #define ENGRAM_HTTP_H
@@ -104,6 +105,8 @@ struct http_limits {
   size_t ws_max_message;      /* one incoming WS message; 1 MiB (-> close 1009) */
   size_t ws_high_water;       /* outbound WS backlog where reading pauses; 1 MiB */
   size_t ws_max_backlog;      /* outbound WS backlog cap -> close; 16 MiB */
+  unsigned max_conn_per_addr; /* open connections from one client IP (more: closed at
+                                 accept, see net.h max_per_addr); 0 = no cap */
 };
 /* Fills every zero field of l with its default. */
 void http_limits_fill(struct http_limits *l);

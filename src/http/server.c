@@ -717,6 +717,7 @@ int http_server_start(uv_loop_t *loop, const struct http_server_opts *o,
       .conn_size = sizeof(struct hconn),
       .on_accept = on_accept,
       .ud = s,
+      .max_per_addr = s->lim.max_conn_per_addr,
   };
   int rc = net_server_start(loop, &no, &s->net);
   if (rc != 0) {

@@ -95,6 +95,13 @@ struct net_server {
   int handles_to_close;
   void (*on_closed)(void *ud);
   void *closed_ud;
+  struct hmap per_addr; /* peer IP text -> struct net_addr_count (max_per_addr only) */
+  uint64_t refused_per_addr;
+};
+
+struct net_addr_count {
+  size_t n;
+  char key[48];
 };
 
 static void conn_flush(struct net_conn *c);
@@ -699,6 +706,10 @@ static void on_close_cb(uv_handle_t *h) {
   if (c->all_next)
     c->all_next->all_prev = c->all_prev;
   s->nconns--;
+  if (c->addr && --c->addr->n == 0) {
+    hmap_del(&s->per_addr, c->addr->key);
+    free(c->addr);
+  }
   free(c);
   server_maybe_finish(s);
 }
@@ -788,6 +799,30 @@ void net_conn_set_cbs(struct net_conn *c, const struct net_conn_cbs *cbs) { c->c
 
 /* ---- server ------------------------------------------------------------------------------- */
 
+/* Counts c against its peer address; false when the address is at its cap (or unknown). */
+static bool addr_admit(struct net_server *s, struct net_conn *c) {
+  struct sockaddr_storage peer;
+  int len = sizeof peer;
+  char key[48];
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &len) != 0)
+    return false;
+  if (peer.ss_family == AF_INET6)
+    uv_ip6_name((struct sockaddr_in6 *)&peer, key, sizeof key);
+  else
+    uv_ip4_name((struct sockaddr_in *)&peer, key, sizeof key);
+  struct net_addr_count *a = hmap_get(&s->per_addr, key);
+  if (a && a->n >= s->opts.max_per_addr)
+    return false;
+  if (!a) {
+    a = xcalloc(1, sizeof *a);
+    snprintf(a->key, sizeof a->key, "%s", key);
+    hmap_put(&s->per_addr, a->key, a);
+  }
+  a->n++;
+  c->addr = a;
+  return true;
+}
+
 static void on_connection(uv_stream_t *ls, int status) {
   struct net_server *s = ls->data;
   if (status < 0) {
@@ -806,6 +841,12 @@ static void on_connection(uv_stream_t *ls, int status) {
   s->all = c;
   s->nconns++;
   if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
+    c->flags |= F_CLOSED;
+    uv_close((uv_handle_t *)&c->tcp, on_close_cb);
+    return;
+  }
+  if (s->opts.max_per_addr > 0 && !addr_admit(s, c)) {
+    s->refused_per_addr++;
     c->flags |= F_CLOSED;
     uv_close((uv_handle_t *)&c->tcp, on_close_cb);
     return;
@@ -873,6 +914,7 @@ void *net_server_ud(const struct net_server *s) { return s->opts.ud; }
 uv_loop_t *net_server_loop(const struct net_server *s) { return s->loop; }
 size_t net_server_conn_count(const struct net_server *s) { return s->nconns; }
 uint64_t net_server_write_calls(const struct net_server *s) { return s->write_calls; }
+uint64_t net_server_refused_per_addr(const struct net_server *s) { return s->refused_per_addr; }
 
 void net_server_foreach(struct net_server *s, void (*fn)(struct net_conn *c, void *ud),
                         void *ud) {
@@ -898,6 +940,7 @@ static void on_handle_closed(uv_handle_t *h) {
     free(g);
   }
   free(s->rbuf);
+  hmap_free(&s->per_addr);
   free(s);
   if (cb)
     cb(ud);

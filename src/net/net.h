@@ -27,7 +27,8 @@
  * stated.
  *
  * Changes after the first commit: on_read's data became `uint8_t *` (writable scratch);
- * net_server_write_calls() added. Writes are refused (EG_ECLOSED) once close was asked.
+ * net_server_write_calls() added; net_server_opts.max_per_addr (per-address connection
+ * cap) and net_server_refused_per_addr() added. Writes are refused (EG_ECLOSED) once close was asked.
  */
 #ifndef ENGRAM_NET_H
 #define ENGRAM_NET_H
@@ -48,6 +49,7 @@
 struct net_server;
 struct net_conn;
 struct net_seg; /* private: one write-queue segment */
+struct net_addr_count; /* private: open connections of one peer address */
 
 /* ---- shared buffers ------------------------------------------------------------------- */
 
@@ -104,6 +106,7 @@ struct net_conn {
   size_t max_in;                        /* cap of leftover before reading pauses */
   int8_t tcls;
   uint16_t flags;
+  struct net_addr_count *addr; /* this peer's entry when max_per_addr is set, else NULL */
 };
 
 /* Queue bytes (copied). EG_ECLOSED if the conn is closing or failed. */
@@ -158,6 +161,9 @@ struct net_server_opts {
      set up; the callback must set c->cbs (net_conn_set_cbs). Returning non-zero closes it. */
   int (*on_accept)(struct net_server *s, struct net_conn *c, void *ud);
   void *ud;
+  /* Open connections allowed from one peer IP address; one more is closed at once, before
+     on_accept (counted by net_server_refused_per_addr). 0 = no cap. (Added after v1.) */
+  unsigned max_per_addr;
 };
 
 /* Bind and listen. EG_EIO (bind/listen failure, message logged), EG_EINVAL. */
@@ -172,6 +178,8 @@ uv_loop_t *net_server_loop(const struct net_server *s);
 void net_server_set_timeout(struct net_server *s, int cls, uint64_t ms);
 /* Number of open connections. */
 size_t net_server_conn_count(const struct net_server *s);
+/* Connections closed at accept by the max_per_addr cap so far. (Added after v1.) */
+uint64_t net_server_refused_per_addr(const struct net_server *s);
 /* Write system calls made so far (uv_try_write + uv_write), for tests and metrics: with
    coalescing, many net_conn_write calls in one loop turn cost one. (Added after v1.) */
 uint64_t net_server_write_calls(const struct net_server *s);

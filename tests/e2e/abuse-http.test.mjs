@@ -182,3 +182,44 @@ test("a flood of connections from one address does not stop the server from serv
   await sleep(200);
   await healthy();
 });
+
+test("ENGRAM_MAX_CONN_PER_IP: one address gets that many open connections, more are closed at once", async () => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), "engram-abuse-cap-"));
+  const capped = await startBinary("engram", {
+    env: { ENGRAM_DATA_DIR: d, JWT_SECRET: "abuse-cap-secret-0123456789abcdef", ENGRAM_LOG_LEVEL: "error", ENGRAM_MAX_CONN_PER_IP: "20" },
+  });
+  const open = () =>
+    new Promise((resolve) => {
+      const s = net.connect(capped.port, "127.0.0.1");
+      s.on("error", () => {});
+      s.once("connect", () => resolve(s));
+      s.once("close", () => resolve(s));
+    });
+  // Answers whether a fresh connection from host is served (a /healthz round trip).
+  const served = (localAddress = "127.0.0.1") =>
+    new Promise((resolve) => {
+      const s = net.connect({ port: capped.port, host: "127.0.0.1", localAddress });
+      let data = "";
+      const t = setTimeout(() => { s.destroy(); resolve(false); }, 3000);
+      s.on("error", () => {});
+      s.on("data", (b) => (data += b));
+      s.on("close", () => { clearTimeout(t); resolve(data.startsWith("HTTP/1.1 200")); });
+      s.once("connect", () => s.write("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    });
+  try {
+    const held = [];
+    for (let i = 0; i < 20; i++) held.push(await open());
+    await sleep(200);
+    assert.ok(held.every((s) => !s.destroyed), "the first 20 stay open");
+    for (let i = 0; i < 5; i++) assert.equal(await served(), false, "the 21st connection is refused");
+    // Another client address (127.0.0.2 is loopback too on Linux) is not affected.
+    assert.equal(await served("127.0.0.2"), true, "another address is served");
+    for (const s of held.splice(0, 3)) s.destroy();
+    await sleep(200);
+    assert.equal(await served(), true, "a slot freed by a close is usable again");
+    for (const s of held) s.destroy();
+  } finally {
+    await capped.stop();
+    fs.rmSync(d, { recursive: true, force: true });
+  }
+});
