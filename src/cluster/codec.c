@@ -122,6 +122,90 @@ bad:
   return NULL;
 }
 
+/* ---- framing check ---------------------------------------------------------------------- */
+
+static uint64_t be(const uint8_t *p, int k) {
+  uint64_t v = 0;
+  for (int i = 0; i < k; i++)
+    v = v << 8 | p[i];
+  return v;
+}
+
+/* Walks the msgpack framing of p[0..n) before msgpack-c sees it: msgpack-c allocates
+   arrays and maps by their declared sizes before reading them (a 5-byte map32 header
+   asks for gigabytes), so every declared count must fit in the bytes that remain (each
+   element takes at least one byte), every length in the input, nesting stays within
+   MAX_DEPTH, and exactly one object fills the input. */
+static bool framing_ok(const uint8_t *p, size_t n) {
+  uint64_t pending[MAX_DEPTH + 2];
+  int depth = 0;
+  pending[0] = 1;
+  size_t pos = 0;
+  /* Widths of the length field (lw) or fixed payload (len) of the 0xc0..0xdf types. */
+  static const struct {
+    uint8_t lw, len, kind; /* kind: 0 scalar, 1 bytes, 2 array, 3 map */
+  } t[32] = {
+      [0x00] = {0, 0, 0},  [0x02] = {0, 0, 0}, [0x03] = {0, 0, 0}, /* nil false true */
+      [0x04] = {1, 0, 1},  [0x05] = {2, 0, 1}, [0x06] = {4, 0, 1}, /* bin */
+      [0x07] = {1, 1, 1},  [0x08] = {2, 1, 1}, [0x09] = {4, 1, 1}, /* ext (+ type) */
+      [0x0a] = {0, 4, 0},  [0x0b] = {0, 8, 0},                     /* float */
+      [0x0c] = {0, 1, 0},  [0x0d] = {0, 2, 0}, [0x0e] = {0, 4, 0}, [0x0f] = {0, 8, 0},
+      [0x10] = {0, 1, 0},  [0x11] = {0, 2, 0}, [0x12] = {0, 4, 0}, [0x13] = {0, 8, 0},
+      [0x14] = {0, 2, 0},  [0x15] = {0, 3, 0}, [0x16] = {0, 5, 0}, [0x17] = {0, 9, 0},
+      [0x18] = {0, 17, 0},                                         /* fixext */
+      [0x19] = {1, 0, 1},  [0x1a] = {2, 0, 1}, [0x1b] = {4, 0, 1}, /* str */
+      [0x1c] = {2, 0, 2},  [0x1d] = {4, 0, 2}, [0x1e] = {2, 0, 3}, [0x1f] = {4, 0, 3},
+  };
+  while (depth >= 0) {
+    if (pending[depth] == 0) {
+      depth--;
+      continue;
+    }
+    pending[depth]--;
+    if (pos >= n)
+      return false;
+    uint8_t b = p[pos++];
+    uint64_t skip = 0, count = 0;
+    if (b <= 0x7f || b >= 0xe0) {
+      /* fixint */
+    } else if (b <= 0x8f) {
+      count = 2u * (b & 0x0f);
+    } else if (b <= 0x9f) {
+      count = b & 0x0f;
+    } else if (b <= 0xbf) {
+      skip = b & 0x1f;
+    } else {
+      if (b == 0xc1)
+        return false; /* never used */
+      int i = b - 0xc0;
+      uint64_t v = 0;
+      if (t[i].lw) {
+        if (n - pos < t[i].lw)
+          return false;
+        v = be(p + pos, t[i].lw);
+        pos += t[i].lw;
+      }
+      if (t[i].kind == 1)
+        skip = v + t[i].len;
+      else if (t[i].kind == 2)
+        count = v;
+      else if (t[i].kind == 3)
+        count = 2 * v;
+      else
+        skip = t[i].len;
+    }
+    if (skip > n - pos)
+      return false;
+    pos += (size_t)skip;
+    if (count) {
+      if (count > n - pos || depth + 1 > MAX_DEPTH)
+        return false;
+      pending[++depth] = count;
+    }
+  }
+  return pos == n;
+}
+
 int cluster_msg_decode(const uint8_t *p, size_t n, struct cluster_msg *m) {
   memset(m, 0, sizeof *m);
   if (n > MAX_MSG)
@@ -130,7 +214,8 @@ int cluster_msg_decode(const uint8_t *p, size_t n, struct cluster_msg *m) {
   msgpack_unpacked_init(&u);
   size_t off = 0;
   int rc = EG_EPROTO;
-  if (msgpack_unpack_next(&u, (const char *)p, n, &off) != MSGPACK_UNPACK_SUCCESS || off != n)
+  if (!framing_ok(p, n) ||
+      msgpack_unpack_next(&u, (const char *)p, n, &off) != MSGPACK_UNPACK_SUCCESS || off != n)
     goto out;
   const msgpack_object *top = &u.data;
   if (top->type != MSGPACK_OBJECT_ARRAY || top->via.array.size < 2)

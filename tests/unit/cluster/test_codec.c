@@ -118,17 +118,33 @@ static void test_malformed(void **state) {
   (void)state;
   struct cluster_msg m;
   static const char *bad[] = {
-      "c0",                                   /* nil */
-      "92a16182a474797065" "02a46461746190",  /* [a, {type:2,data:[]}] ok? see below */
-      "9301" "80" "80",                       /* uid not a string */
-      "93a16181a47479706502" "80",            /* packet without data */
-      "93a16182a474797065" "02a464617461a178" "80", /* data not an array */
-      "93a16182a47479706502a4646174619101" "c3", /* opts not a map */
-      "93a16182a47479706502a46461746191a2ff" "fe" "80", /* invalid UTF-8 */
-      "93a16182a47479706502a4646174619181" "01" "01" "80", /* integer map key */
-      "93a16182a47479706507a46461746190" "80", /* type out of range */
-      "93a16183a47479706502a46461746190a36e737001" "80", /* nsp not a string */
-      "93a16182a47479706502a46461746190" "81a5726f6f6d73" "91c3", /* room not a string */
+      "c0", /* nil */
+      "92a16182a474797065"
+      "02a46461746190", /* [a, {type:2,data:[]}] ok? see below */
+      "9301"
+      "80"
+      "80", /* uid not a string */
+      "93a16181a47479706502"
+      "80", /* packet without data */
+      "93a16182a474797065"
+      "02a464617461a178"
+      "80", /* data not an array */
+      "93a16182a47479706502a4646174619101"
+      "c3", /* opts not a map */
+      "93a16182a47479706502a46461746191a2ff"
+      "fe"
+      "80", /* invalid UTF-8 */
+      "93a16182a47479706502a4646174619181"
+      "01"
+      "01"
+      "80", /* integer map key */
+      "93a16182a47479706507a46461746190"
+      "80", /* type out of range */
+      "93a16183a47479706502a46461746190a36e737001"
+      "80", /* nsp not a string */
+      "93a16182a47479706502a46461746190"
+      "81a5726f6f6d73"
+      "91c3", /* room not a string */
   };
   uint8_t b[256];
   /* The second one is valid (no opts -> no rooms): a sanity check of the shapes. */
@@ -142,6 +158,20 @@ static void test_malformed(void **state) {
     n = unhex(bad[i], b);
     assert_int_equal(cluster_msg_decode(b, n, &m), EG_EPROTO);
     assert_null(m.data);
+  }
+  /* Declared sizes larger than the input (msgpack-c would allocate them first): refused
+     before any allocation. */
+  static const char *huge[] = {
+      "93a16182a47479706502a464617461dfffffffff",   /* map32 of 4G entries */
+      "93a16182a47479706502a464617461ddffffffff",   /* array32 */
+      "93a16182a47479706502a464617461dbffffffff",   /* str32 */
+      "93a16182a47479706502a464617461c6ffffffff",   /* bin32 */
+      "93a16182a47479706502a464617461c9ffffffff01", /* ext32 */
+      "dc0003c0c0",                                 /* array16 short by one */
+  };
+  for (size_t i = 0; i < sizeof huge / sizeof *huge; i++) {
+    n = unhex(huge[i], b);
+    assert_int_equal(cluster_msg_decode(b, n, &m), EG_EPROTO);
   }
   /* Nesting deeper than 32 levels. */
   uint8_t deep[128];
