@@ -76,6 +76,8 @@ static const char *const pg_migrations[] = {
     "CREATE INDEX memories_user ON memories(user_id, created_at, id);"
     "CREATE INDEX memories_chat ON memories(chat_id);"
     "CREATE INDEX memories_tsv ON memories USING GIN (tsv);",
+    /* 2: pending memories by model (see MEM_PENDING) */
+    "CREATE INDEX memories_model ON memories(embed_model, id);",
 };
 
 #define USER_COLS "id, email, password_hash, first_name, last_name, created_at"
@@ -122,8 +124,13 @@ static const char *const pg_migrations[] = {
   X(MSG_IN_CHAT, "SELECT created_at FROM messages WHERE id = $1 AND chat_id = $2")             \
   X(MEM_INSERT, "INSERT INTO memories(id, user_id, chat_id, role, text, created_at)"           \
                 " VALUES ($1, $2, NULL, $3, $4, $5::bigint)")                                  \
-  X(MEM_PENDING, "SELECT " MEM_COLS " FROM memories WHERE (embed_model IS NULL OR"             \
-                 " embed_model <> $1) AND id > $2 ORDER BY id LIMIT $3::bigint")               \
+  X(MEM_PENDING, "SELECT * FROM ("                                                             \
+                 "(SELECT " MEM_COLS " FROM memories WHERE embed_model IS NULL"                \
+                 " AND id > $2 ORDER BY id LIMIT $3::bigint) UNION ALL "                       \
+                 "(SELECT " MEM_COLS " FROM memories WHERE embed_model < $1"                   \
+                 " AND id > $2 ORDER BY id LIMIT $3::bigint) UNION ALL "                       \
+                 "(SELECT " MEM_COLS " FROM memories WHERE embed_model > $1"                   \
+                 " AND id > $2 ORDER BY id LIMIT $3::bigint)) p ORDER BY id LIMIT $3::bigint") \
   X(MEM_SET_VEC, "UPDATE memories SET embed_model = $2, vector = $3::bytea, dims = $4::int"    \
                  " WHERE id = $1")                                                             \
   X(MEM_VECTORS, "SELECT id, created_at, vector, dims FROM memories WHERE user_id = $1 AND"    \

@@ -79,6 +79,9 @@ static const char *const sq_migrations[] = {
     "CREATE TRIGGER memories_au AFTER UPDATE OF text ON memories BEGIN"
     " INSERT INTO memories_fts(memories_fts, rowid, text) VALUES ('delete', old.rid, old.text);"
     " INSERT INTO memories_fts(rowid, text) VALUES (new.rid, new.text); END;",
+    /* 2: pending memories by model, so that a backfill costs what is pending, not the
+       whole table (see MEM_PENDING) */
+    "CREATE INDEX memories_model ON memories(embed_model, id);",
 };
 
 /* ---- statements ---------------------------------------------------------------------- */
@@ -124,8 +127,18 @@ static const char *const sq_migrations[] = {
   X(MSG_IN_CHAT, "SELECT created_at FROM messages WHERE id = ?1 AND chat_id = ?2")             \
   X(MEM_INSERT, "INSERT INTO memories(id, user_id, chat_id, role, text, created_at)"           \
                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6)")                                            \
-  X(MEM_PENDING, "SELECT " MEM_COLS " FROM memories WHERE (embed_model IS NULL OR"             \
-                 " embed_model <> ?1) AND id > ?2 ORDER BY id LIMIT ?3")                       \
+  /* Three index ranges of memories_model (no model, models before, models after ?1):          \
+     rows already embedded by ?1 are never visited. */                                         \
+  X(MEM_PENDING, "SELECT * FROM ("                                                             \
+                 "SELECT * FROM (SELECT " MEM_COLS                                             \
+                 " FROM memories INDEXED BY memories_model WHERE embed_model IS NULL"          \
+                 " AND id > ?2 ORDER BY id LIMIT ?3) UNION ALL "                               \
+                 "SELECT * FROM (SELECT " MEM_COLS                                             \
+                 " FROM memories INDEXED BY memories_model WHERE embed_model < ?1"             \
+                 " AND id > ?2 ORDER BY id LIMIT ?3) UNION ALL "                               \
+                 "SELECT * FROM (SELECT " MEM_COLS                                             \
+                 " FROM memories INDEXED BY memories_model WHERE embed_model > ?1"             \
+                 " AND id > ?2 ORDER BY id LIMIT ?3)) ORDER BY id LIMIT ?3")                   \
   X(MEM_SET_VEC, "UPDATE memories SET embed_model = ?2, vector = ?3, dims = ?4 WHERE id = ?1") \
   X(MEM_VECTORS, "SELECT id, created_at, vector, dims FROM memories WHERE user_id = ?1 AND"    \
                  " embed_model = ?2 ORDER BY created_at, id")                                  \

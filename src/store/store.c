@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define LATEST_SCHEMA 1
+#define LATEST_SCHEMA 2
 
 int store_schema_latest(void) {
   return LATEST_SCHEMA;

@@ -62,6 +62,7 @@
  * struct needs no initialisation; it must be cleared after a 0 return only).
  *
  * Changes: additive only; each addition is noted here with its date.
+ *   2026-11-25: migration 2 (index for store_memory_pending; no API change).
  */
 #ifndef ENGRAM_STORE_H
 #define ENGRAM_STORE_H
