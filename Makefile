@@ -7,6 +7,9 @@
 #   make test-asan   only the sanitizer build and its run of the whole suite
 #   make fuzz        run every fuzz target for FUZZ_SECS seconds (default 600)
 #   make bench       the benchmarks in bench/ (see bench/README.md)
+#   make soak        10,000 clients for 10 minutes, RSS and p99 (scripts/soak.sh, SECURITY.md)
+#   make valgrind    every C unit test under valgrind memcheck (scripts/valgrind.sh)
+#   make fuzz-campaign  each fuzz target for RUNS executions or MINUTES (scripts/fuzz-campaign.sh)
 #   make format      clang-format every C source
 JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
@@ -16,7 +19,7 @@ CMAKE ?= cmake
 BUILD_TYPE ?= RelWithDebInfo
 
 .PHONY: all deps deps-build build build-asan build-fuzz run test test-release test-asan \
-	fuzz fuzz-smoke bench format clean
+	fuzz fuzz-smoke bench format clean soak valgrind fuzz-campaign
 
 all: build
 
@@ -68,6 +71,15 @@ fuzz: build-fuzz
 
 bench: deps build
 	bench/run.sh
+
+soak: build
+	scripts/soak.sh
+
+valgrind: build
+	scripts/valgrind.sh
+
+fuzz-campaign: build-fuzz
+	scripts/fuzz-campaign.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cc')
