@@ -153,6 +153,29 @@ static void t_migrations(void **state) {
   assert_int_equal(store_ping(s2), 0);
   store_close(s2);
   assert_int_equal(store_ping(s), 0);
+
+  /* Upgrade: a database left at version 1 gets migration 2 when opened. */
+  const char *down = "DROP INDEX memories_model; DELETE FROM schema_version WHERE version >= 2";
+  if (C->pg) {
+    PGconn *pc = PQconnectdb(C->url);
+    assert_int_equal(PQstatus(pc), CONNECTION_OK);
+    PGresult *r = PQexec(pc, down);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(pc);
+  } else {
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(C->url, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, down, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  assert_int_equal(store_open(C->url, NULL, &s2), 0);
+  assert_int_equal(store_migrate(s2, &v), 0);
+  assert_int_equal(v, store_schema_latest());
+  struct store_memories l;
+  assert_int_equal(store_memory_pending(s2, "m", NULL, 1, &l), 0);
+  store_memories_free(&l);
+  store_close(s2);
 }
 
 /* ---- users --------------------------------------------------------------------------- */
