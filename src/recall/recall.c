@@ -99,9 +99,43 @@ struct search_job {
 };
 
 void recall_items_free(struct recall_item *items, size_t n) {
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
     free(items[i].text);
+    free(items[i].context);
+  }
   free(items);
+}
+
+/* Appends "role: text\n", text cut at RECALL_CONTEXT_MAX bytes on a UTF-8 boundary. */
+static void context_line(struct buf *b, const char *role, const char *text) {
+  size_t len = strlen(text);
+  if (len > RECALL_CONTEXT_MAX) {
+    len = RECALL_CONTEXT_MAX;
+    while (len > 0 && ((unsigned char)text[len] & 0xC0) == 0x80)
+      len--;
+  }
+  if (buf_printf(b, "%s: %.*s\n", role, (int)len, text) != 0)
+    log_debug("recall: context line dropped (too long)");
+}
+
+/* item->context from the turn before and after the item in its chat (blocking). */
+static void fill_context(struct store *s, const char *user, struct recall_item *it) {
+  if (it->chat_id[0] == '\0')
+    return;
+  struct store_messages nb = {0};
+  if (store_message_neighbours(s, user, it->id, 1, 1, &nb) != 0)
+    return;
+  struct buf b;
+  buf_init(&b, 4 * RECALL_CONTEXT_MAX);
+  for (size_t i = 0; i < nb.n; i++)
+    if (strcmp(nb.v[i].id, it->id) != 0 && nb.v[i].content && nb.v[i].content[0])
+      context_line(&b, nb.v[i].role, nb.v[i].content);
+  if (b.len) {
+    b.len--; /* the last newline */
+    it->context = xstrndup((const char *)b.data, b.len);
+  }
+  buf_free(&b);
+  store_messages_free(&nb);
 }
 
 static void search_job_free(struct search_job *j) {
@@ -142,7 +176,7 @@ static size_t cand_count(size_t k, size_t n_exclude) {
 static int search_core(struct store *s, struct mem_index *ix, const char *model, int dim,
                        const struct mem_recall_opts *fuse, const char *user, const char *query,
                        const float *vec, bool use_pre, const struct mem_hit *pre, size_t npre,
-                       size_t k, const char *const *exclude, size_t n_exclude,
+                       bool neighbours, size_t k, const char *const *exclude, size_t n_exclude,
                        struct recall_item **items_out, size_t *n_out) {
   *items_out = NULL;
   *n_out = 0;
@@ -220,6 +254,8 @@ static int search_core(struct store *s, struct mem_index *ix, const char *model,
       it->text = xstrdup(m->text ? m->text : "");
       it->created_at = m->created_at;
       it->score = out[i].score;
+      if (neighbours)
+        fill_context(s, user, it);
     }
     *items_out = items;
     *n_out = ni;
@@ -238,15 +274,15 @@ int recall_search_sync(struct store *s, struct mem_index *ix, const char *model,
                        const struct mem_recall_opts *fuse, const char *user, const char *query,
                        const float *vec, size_t k, const char *const *exclude, size_t n_exclude,
                        struct recall_item **items_out, size_t *n_out) {
-  return search_core(s, ix, model, dim, fuse, user, query, vec, false, NULL, 0, k, exclude,
-                     n_exclude, items_out, n_out);
+  return search_core(s, ix, model, dim, fuse, user, query, vec, false, NULL, 0, false, k,
+                     exclude, n_exclude, items_out, n_out);
 }
 
 static int search_work(struct store *s, void *arg) {
   struct search_job *j = arg;
   struct recall *r = j->r;
   return search_core(s, r->d.index, r->d.embedder->model, r->d.embedder->dim, &r->fuse, j->user,
-                     j->query, j->vec, j->use_pc, j->pc_hits, j->n_pc, j->k,
+                     j->query, j->vec, j->use_pc, j->pc_hits, j->n_pc, r->d.neighbours, j->k,
                      (const char *const *)j->exclude, j->n_exclude, &j->items, &j->n);
 }
 

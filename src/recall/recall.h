@@ -52,6 +52,9 @@ struct recall_deps {
      backfill), forget deletes by id, forget-all by filter. index is then unused. Must
      outlive the recall's in-flight work (free it after closing the store_async). */
   struct mem_pinecone *pinecone;
+  /* Fill recall_item.context with each hit's neighbouring turns (bench/README.md "Memory":
+     +0.06 recall@3 when the prompt shows them). Off: context stays NULL. */
+  bool neighbours;
 };
 
 struct recall;
@@ -67,7 +70,15 @@ struct recall_item {
   char *text;
   int64_t created_at;
   float score; /* fused, 0..1 */
+  /* With recall_deps.neighbours: the turn before and the turn after the hit in its chat
+     (store_message_neighbours), one "user: ..." / "model: ..." line each (each cut at
+     RECALL_CONTEXT_MAX bytes on a UTF-8 boundary), for the prompt next to text; NULL when
+     not asked for, for notes, or when the hit has no neighbours. text stays the memory's
+     own text (what ai-response.memories shows). Freed by recall_items_free; a caller that
+     copies an item must copy or drop context. */
+  char *context;
 };
+#define RECALL_CONTEXT_MAX 1000
 
 /* status 0 and items[0..n), best first; or a negative EG_E* code (n == 0). */
 typedef void (*recall_search_cb)(void *ud, int status, const struct recall_item *items,
@@ -81,7 +92,8 @@ EG_WUR int recall_search(struct recall *r, const char *user_id, const char *quer
 
 /* The search itself, blocking (pool threads, operator commands): the user's index is
    loaded from the store when needed, vector (when vec) and keyword candidates are fused.
-   *items (free with recall_items_free) gets at most k results, best first. */
+   *items (free with recall_items_free) gets at most k results, best first; context is
+   not filled (operator commands show the memories alone). */
 struct mem_recall_opts;
 EG_WUR int recall_search_sync(struct store *s, struct mem_index *ix, const char *model, int dim,
                               const struct mem_recall_opts *fuse, const char *user,
