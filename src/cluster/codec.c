@@ -17,6 +17,9 @@
 #define MAX_MSG (1u << 20)
 #define MAX_DEPTH 32
 
+/* msgpack-c leaves the pointer of an empty str/bin NULL. */
+static const char *str_ptr(const msgpack_object_str *s) { return s->size ? s->ptr : ""; }
+
 /* ---- msgpack -> JSON ------------------------------------------------------------------------
  */
 
@@ -40,7 +43,7 @@ static json_t *to_json(const msgpack_object *o, int depth) {
   case MSGPACK_OBJECT_FLOAT64:
     return json_real(o->via.f64); /* NaN/Inf: NULL (not JSON) */
   case MSGPACK_OBJECT_STR:
-    return json_stringn(o->via.str.ptr, o->via.str.size); /* NULL if not UTF-8 */
+    return json_stringn(str_ptr(&o->via.str), o->via.str.size); /* NULL if not UTF-8 */
   case MSGPACK_OBJECT_ARRAY: {
     json_t *a = json_array();
     for (uint32_t i = 0; i < o->via.array.size; i++) {
@@ -57,12 +60,13 @@ static json_t *to_json(const msgpack_object *o, int depth) {
     for (uint32_t i = 0; i < o->via.map.size; i++) {
       const msgpack_object_kv *kv = &o->via.map.ptr[i];
       if (kv->key.type != MSGPACK_OBJECT_STR ||
-          memchr(kv->key.via.str.ptr, '\0', kv->key.via.str.size)) {
+          memchr(str_ptr(&kv->key.via.str), '\0', kv->key.via.str.size)) {
         json_decref(m);
         return NULL;
       }
       json_t *v = to_json(&kv->val, depth + 1);
-      if (!v || json_object_setn_new(m, kv->key.via.str.ptr, kv->key.via.str.size, v) != 0) {
+      if (!v ||
+          json_object_setn_new(m, str_ptr(&kv->key.via.str), kv->key.via.str.size, v) != 0) {
         json_decref(m);
         return NULL;
       }
@@ -87,7 +91,7 @@ static const msgpack_object *map_get(const msgpack_object *map, const char *key)
 static bool copy_str(const msgpack_object *o, char *out, size_t cap) {
   if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= cap)
     return false;
-  memcpy(out, o->via.str.ptr, o->via.str.size);
+  memcpy(out, str_ptr(&o->via.str), o->via.str.size);
   out[o->via.str.size] = '\0';
   return memchr(out, '\0', o->via.str.size) == NULL;
 }

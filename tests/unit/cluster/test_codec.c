@@ -85,7 +85,7 @@ static void test_prefixes_and_trailing(void **state) {
 static void test_round_trip(void **state) {
   (void)state;
   json_t *data = json_loads("[\"chat-message\",{\"chat\":\"c1\",\"message\":{\"id\":\"m\","
-                            "\"content\":\"h\\u00e9llo\",\"n\":-7,\"big\":1e300,\"t\":false}}]",
+                            "\"content\":\"h\\u00e9llo\",\"\":\"\",\"n\":-7,\"big\":1e300,\"t\":false}}]",
                             0, NULL);
   assert_non_null(data);
   const char *rooms[] = {"user:u1"};
