@@ -207,3 +207,33 @@ test("a failing embedder leaves memories pending, the chat answers by keywords, 
   const found = await call(u, "GET", "/api/memory?q=" + encodeURIComponent("swimming pool locker code"));
   assert.equal(found.body.memories[0].text, fact);
 });
+
+test("switching to the gemini embedder re-embeds everything with gemini-embedding-001 (768 dims, task types)", async () => {
+  assert.ok(srv, "runs after the first tests");
+  await srv.stop();
+  await reset();
+  srv = await startBinary("engram", {
+    env: env({ ENGRAM_EMBEDDER: "gemini", GEMINI_API_KEY: "gem-test-key", ENGRAM_GEMINI_BASE_URL: fake.url }),
+  });
+  const GEM = "gemini:gemini-embedding-001/768";
+  const mems = await waitUntil("every memory re-embedded by gemini", () => {
+    const m = dbMemories();
+    return m.every((x) => x.model === GEM && x.dims === 768) && m;
+  });
+  const reqs = (await (await fetch(fake.url + "/__requests")).json()).filter((r) => /:(batchEmbedContents|embedContent)$/.test(r.path));
+  assert.ok(reqs.length >= 1);
+  for (const r of reqs) {
+    assert.equal(r.headers["x-goog-api-key"], "gem-test-key");
+    for (const q of r.body.requests || [r.body]) {
+      assert.equal(q.taskType, "RETRIEVAL_DOCUMENT");
+      assert.equal(q.outputDimensionality, 768);
+    }
+  }
+  const u = await login("erin");
+  const found = await call(u, "GET", "/api/memory?q=" + encodeURIComponent("swimming pool locker code"));
+  assert.equal(found.status, 200);
+  assert.equal(found.body.memories[0].text, "My locker code at the swimming pool is 4711.");
+  const q = (await (await fetch(fake.url + "/__requests")).json()).filter((r) => r.path.endsWith(":embedContent") && r.body.taskType === "RETRIEVAL_QUERY");
+  assert.ok(q.length >= 1, "the query embedded as RETRIEVAL_QUERY");
+  assert.ok(mems.length >= 8);
+});
