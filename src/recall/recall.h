@@ -18,6 +18,12 @@
  *   different models are never compared: the index of a user only holds one model's).
  *   The app kicks it at start and on a timer.
  *
+ * - With Pinecone (recall_deps.pinecone) the vector side is the Pinecone index instead of the
+ *   in-process one; the store still records every vector (switching back to builtin or
+ *   re-embedding needs no Pinecone). Pinecone failures degrade like embedding failures:
+ *   keyword-only answers, memories pending until the backfill upserts them.
+ * - After failures, the first embedding (or upsert) that works again kicks the backfill.
+ *
  * Threads: every function is called on the loop thread; callbacks run there. Store and
  * index work runs on the thread pool through store_async_run().
  * Ownership: inputs are copied; results passed to callbacks are valid during the call.
