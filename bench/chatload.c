@@ -96,12 +96,22 @@ static void ws_send_text(struct conn *c, const char *p, size_t n) {
   free(frame);
 }
 
+/* The words chat_prefill's memories are made of (see there). */
+static const char *const syl[] = {"ka", "lo", "mi", "ren", "tu", "sa", "vel", "do",
+                                  "ni", "par", "go", "ze", "fin", "ha", "bro", "li"};
+
 static void send_message(struct conn *c) {
-  char p[512];
+  char p[512], w[3][16];
+  uint64_t r = (uint64_t)c->seq * 2654435761u + (uint64_t)(uintptr_t)c;
+  for (int k = 0; k < 3; k++, r = r * 6364136223846793005ull + 1442695040888963407ull) {
+    uint64_t x = (r >> 20) % 4096;
+    snprintf(w[k], sizeof w[k], "%s%s%s", syl[x & 15], syl[(x >> 4) & 15],
+             (x >> 8) & 1 ? syl[(x >> 9) & 15] : "");
+  }
   int n = snprintf(p, sizeof p,
-                   "42%u[\"ai-message\",{\"chatId\":\"%s\",\"content\":\"Please remember that "
-                   "the blue bicycle went to my cousin on day %u, reference %u.\"}]",
-                   c->seq, c->chat, c->seq % 997, c->seq);
+                   "42%u[\"ai-message\",{\"chatId\":\"%s\",\"content\":\"Where did I put the %s "
+                   "%s that %s gave me? (question %u)\"}]",
+                   c->seq, c->chat, w[0], w[1], w[2], c->seq);
   c->seq++;
   c->sent_ns = clock_mono_ns();
   c->waiting = true;

@@ -78,6 +78,9 @@ static const char *const pg_migrations[] = {
     "CREATE INDEX memories_tsv ON memories USING GIN (tsv);",
     /* 2: pending memories by model (see MEM_PENDING) */
     "CREATE INDEX memories_model ON memories(embed_model, id);",
+    /* 3: the SQLite back end put the owner into its full-text index; PostgreSQL's search
+       already filters by user_id next to the GIN index: nothing to change */
+    "SELECT 1;",
 };
 
 #define USER_COLS "id, email, password_hash, first_name, last_name, created_at"

@@ -10,8 +10,12 @@
  *
  * Pragmas: journal_mode=WAL, synchronous=FULL (see store.h "Durability"), foreign_keys=ON
  * (cascades), busy_timeout=10000 (another process on the same file), a 16 MiB page cache.
+ * Readers map the file (mmap_size 1 GiB): in WAL mode a connection's page cache is
+ * dropped whenever another connection committed, which with a message stored every few
+ * milliseconds means every read would pread() its pages again; mapped pages cost nothing.
  *
- * Full text: memories_fts is an external-content FTS5 table over memories(text), keyed by
+ * Full text: memories_fts is an external-content FTS5 table over memories(text, user_id)
+ * (the owner is indexed so a search ranks one user's memories only), keyed by
  * the integer alias memories.rid (stable across VACUUM, unlike an implicit rowid), kept in
  * step by triggers; foreign-key cascades fire those triggers too, so deleting a chat or a
  * user cleans the index.
@@ -82,6 +86,25 @@ static const char *const sq_migrations[] = {
     /* 2: pending memories by model, so that a backfill costs what is pending, not the
        whole table (see MEM_PENDING) */
     "CREATE INDEX memories_model ON memories(embed_model, id);",
+    /* 3: the owner in the full-text index, so that a search ranks one user's memories
+       inside FTS5 (user_id:"<id>" AND text:(...)) and reads only the k rows it returns,
+       instead of joining every matching memory of every user to filter afterwards */
+    "DROP TRIGGER memories_ai; DROP TRIGGER memories_ad; DROP TRIGGER memories_au;"
+    "DROP TABLE memories_fts;"
+    "CREATE VIRTUAL TABLE memories_fts USING fts5(text, user_id, content='memories',"
+    " content_rowid='rid', tokenize='porter unicode61');"
+    "INSERT INTO memories_fts(memories_fts) VALUES ('rebuild');"
+    "CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN"
+    " INSERT INTO memories_fts(rowid, text, user_id) VALUES (new.rid, new.text, new.user_id);"
+    " END;"
+    "CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN"
+    " INSERT INTO memories_fts(memories_fts, rowid, text, user_id)"
+    " VALUES ('delete', old.rid, old.text, old.user_id); END;"
+    "CREATE TRIGGER memories_au AFTER UPDATE OF text, user_id ON memories BEGIN"
+    " INSERT INTO memories_fts(memories_fts, rowid, text, user_id)"
+    " VALUES ('delete', old.rid, old.text, old.user_id);"
+    " INSERT INTO memories_fts(rowid, text, user_id) VALUES (new.rid, new.text, new.user_id);"
+    " END;",
 };
 
 /* ---- statements ---------------------------------------------------------------------- */
@@ -149,9 +172,9 @@ static const char *const sq_migrations[] = {
               " OR (created_at = ?2 AND id < ?3)) ORDER BY created_at DESC, id DESC"           \
               " LIMIT ?4")                                                                     \
   X(MEM_GET, "SELECT " MEM_COLS " FROM memories WHERE id = ?1 AND user_id = ?2")               \
-  X(MEM_SEARCH, "SELECT m.id, bm25(memories_fts) AS r FROM memories_fts"                       \
-                " JOIN memories m ON m.rid = memories_fts.rowid"                               \
-                " WHERE memories_fts MATCH ?1 AND m.user_id = ?2 ORDER BY r LIMIT ?3")
+  X(MEM_SEARCH, "SELECT m.id, f.r FROM (SELECT rowid, bm25(memories_fts, 1.0, 0.0) AS r"      \
+                " FROM memories_fts WHERE memories_fts MATCH ?1 ORDER BY r LIMIT ?3) f"        \
+                " JOIN memories m ON m.rid = f.rowid WHERE m.user_id = ?2 ORDER BY f.r")
 
 enum sq_stmt {
 #define SQ_ENUM(name, sql) SQ_##name,
@@ -307,7 +330,7 @@ static int sq_conn_open(struct sq_conn *c, const char *path, bool writer) {
       writer ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                " PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;"
              : "PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384;"
-               " PRAGMA query_only=ON;";
+               " PRAGMA query_only=ON; PRAGMA mmap_size=1073741824;";
   char *msg = NULL;
   rc = sqlite3_exec(c->db, pragmas, NULL, NULL, &msg);
   if (rc != SQLITE_OK) {
@@ -1272,8 +1295,13 @@ static int sq_mem_search(struct store *s, const char *user_id, const char *const
   struct buf q;
   buf_init(&q, 1 << 16);
   int rc = 0;
+  /* The owner first: FTS5 intersects the user's posting list with the terms', so only
+     this user's memories are ranked (the outer query checks user_id again). */
+  rc = buf_printf(&q, "user_id : \"%s\" AND text : (", user_id);
   for (size_t i = 0; i < n_terms && rc == 0; i++)
     rc = buf_printf(&q, "%s\"%s\"", i ? " OR " : "", terms[i]);
+  if (rc == 0)
+    rc = buf_append_byte(&q, ')');
   if (rc != 0) {
     buf_free(&q);
     return EG_EINVAL;

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define LATEST_SCHEMA 2
+#define LATEST_SCHEMA 3
 
 int store_schema_latest(void) {
   return LATEST_SCHEMA;
@@ -559,6 +559,24 @@ int store_memory_get_many(struct store *s, const char *user_id, const char *cons
   return rc;
 }
 
+/* Words too common to tell memories apart (lower case, as store__fts_terms gives them).
+   Ranking on them costs a pass over nearly every memory of the user and adds noise. */
+static bool stopword(const char *w) {
+  static const char *const list[] = {
+      "a",     "about", "am",    "an",   "and",   "any",  "are",   "as",    "at",   "be",
+      "been",  "but",   "by",    "can",  "could", "did",  "do",    "does",  "for",  "from",
+      "had",   "has",   "have",  "he",   "her",   "him",  "his",   "how",   "i",    "if",
+      "in",    "into",  "is",    "it",   "its",   "just", "me",    "my",    "no",   "not",
+      "of",    "on",    "or",    "our",  "please", "she", "so",    "some",  "than", "that",
+      "the",   "their", "them",  "then", "there", "they", "this",  "to",    "too",  "us",
+      "was",   "we",    "were",  "what", "when",  "which", "who",  "why",   "will", "with",
+      "would", "you",   "your"};
+  for (size_t i = 0; i < EG_ARRAY_LEN(list); i++)
+    if (strcmp(w, list[i]) == 0)
+      return true;
+  return false;
+}
+
 int store_memory_search(struct store *s, const char *user_id, const char *query, size_t k,
                         struct store_hits *out) {
   memset(out, 0, sizeof(*out));
@@ -570,6 +588,12 @@ int store_memory_search(struct store *s, const char *user_id, const char *query,
   char *buf = xmalloc(strlen(query) + STORE_FTS_TERMS_MAX + 1);
   const char *terms[STORE_FTS_TERMS_MAX];
   size_t n = store__fts_terms(query, buf, terms);
+  size_t kept = 0;
+  for (size_t i = 0; i < n; i++)
+    if (!stopword(terms[i]))
+      terms[kept++] = terms[i];
+  if (kept) /* a query made only of stopwords keeps them: better than nothing */
+    n = kept;
   int rc = n ? s->ops->memory_search(s, user_id, terms, n, k, out) : 0;
   free(buf);
   return rc;
