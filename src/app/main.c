@@ -310,7 +310,8 @@ static int setup(struct engram *e) {
                            .async = e->async,
                            .embedder = e->embedder,
                            .index = e->index,
-                           .pinecone = e->pinecone};
+                           .pinecone = e->pinecone,
+                           .neighbours = true};
   if ((rc = recall_new(&rd, &e->recall)) != 0)
     return rc;
 

@@ -191,8 +191,10 @@ static void job_free(struct job *j) {
   free(j->content);
   free(j->client_id);
   free(j->qvec);
-  for (size_t i = 0; i < j->nmem; i++)
+  for (size_t i = 0; i < j->nmem; i++) {
     free(j->mem[i].text);
+    free(j->mem[i].context);
+  }
   free(j->mem);
   store_messages_free(&j->hist);
   buf_free(&j->answer);
@@ -372,13 +374,24 @@ static void start_model(struct job *j) {
   }
   size_t used = strlen(c->system) + j->content_len;
   struct llm_memory *mems = xcalloc(j->nmem + 1, sizeof *mems);
+  char **texts = xcalloc(j->nmem + 1, sizeof *texts); /* memory + its neighbouring turns */
   size_t nm = 0;
   for (size_t i = 0; i < j->nmem; i++) {
-    size_t len = strlen(j->mem[i].text);
-    if (used + len > c->d.context_chars / 2 && nm > 0)
+    const char *ctx = j->mem[i].context;
+    if (ctx && *ctx) {
+      size_t n = strlen(j->mem[i].text) + strlen(ctx) + 32;
+      texts[nm] = xmalloc(n);
+      snprintf(texts[nm], n, "%s\n  (around it in that chat:\n%s)", j->mem[i].text, ctx);
+    }
+    const char *text = texts[nm] ? texts[nm] : j->mem[i].text;
+    size_t len = strlen(text);
+    if (used + len > c->d.context_chars / 2 && nm > 0) {
+      free(texts[nm]);
+      texts[nm] = NULL;
       break; /* memories may take half the budget at most (the best one always goes) */
+    }
     mems[nm].role = !strcmp(j->mem[i].role, "model") ? LLM_ROLE_MODEL : LLM_ROLE_USER;
-    mems[nm].text = j->mem[i].text;
+    mems[nm].text = text;
     mems[nm].len = len;
     mems[nm].created_at_ms = j->mem[i].created_at;
     mems[nm].score = j->mem[i].score;
@@ -410,6 +423,9 @@ static void start_model(struct job *j) {
   struct llm_callbacks cb = {.on_delta = on_delta, .on_done = on_llm_done, .ud = j};
   j->t_llm_start = clock_mono_ns();
   int rc = llm_stream_start(c->d.llm, &p, &cb, &j->stream);
+  for (size_t i = 0; i < nm; i++)
+    free(texts[i]);
+  free(texts);
   free(mems);
   free(h);
   if (rc) {
@@ -432,6 +448,7 @@ static void stage2_done(struct job *j) {
       in_window = !strcmp(j->hist.v[h].id, j->mem[i].id);
     if (in_window || k >= j->c->d.recall_k) {
       free(j->mem[i].text);
+      free(j->mem[i].context);
       continue;
     }
     j->mem[k++] = j->mem[i];
@@ -450,6 +467,7 @@ static void on_recalled(void *ud, int status, const struct recall_item *items, s
     for (size_t i = 0; i < n; i++) {
       j->mem[i] = items[i];
       j->mem[i].text = xstrdup(items[i].text);
+      j->mem[i].context = items[i].context ? xstrdup(items[i].context) : NULL;
     }
     j->nmem = n;
   }

@@ -154,6 +154,8 @@ test("a fact told in one chat is recalled in another, streamed, and stored", asy
     assert.equal(last.body.messages[0].role, "system");
     assert.match(last.body.messages[0].content, /Relevant memories from earlier conversations/);
     assert.ok(last.body.messages[0].content.includes("Lisbon"));
+    // The memory comes with its neighbouring turn in chat A (the answer it got).
+    assert.match(last.body.messages[0].content, /around it in that chat:\s*\n.*model: /);
     assert.equal(last.body.messages.at(-1).content, "Which city does my sister Beatrice live in?");
     // Both chats hold the user message and the answer, oldest first.
     const ma = await messagesAtLeast(u, a, 2);
