@@ -24,6 +24,7 @@
 #include "sio/sio.h"
 
 #define RETRY_MS 1000
+#define CONNECT_TIMEOUT_MS 1500
 #define MAX_PENDING 10000 /* PUBLISHes awaiting a reply before new ones are dropped */
 #define MAX_PUBLISH (1u << 20)
 
@@ -39,6 +40,7 @@ struct cluster {
   char *chan_inval; /* <prefix>#engram#invalidate */
   redisAsyncContext *pub, *sub;
   bool pub_up, sub_up, ever_up;
+  uint64_t pub_since, sub_since; /* when the connection was opened (ms) */
   uv_timer_t retry;
   bool closing;
   bool delivering; /* a remote broadcast is being delivered: do not publish it again */
@@ -183,17 +185,33 @@ static void connect_missing(struct cluster *cl) {
     if (cl->ever_up)
       cl->st.reconnects++;
     cl->pub = open_conn(cl, false);
+    cl->pub_since = clock_mono_ms();
   }
   if (!cl->sub && cl->pattern) {
     if (cl->ever_up)
       cl->st.reconnects++;
     cl->sub = open_conn(cl, true);
+    cl->sub_since = clock_mono_ms();
   }
   cl->ever_up = true;
 }
 
+/* hiredis 0.14's libuv adapter drops poll errors (redisLibuvPoll returns on status != 0),
+   so a connection refused after EINPROGRESS never reaches the connect callback: a
+   connection not up within CONNECT_TIMEOUT_MS is freed here and opened again. */
+static void drop_stuck(redisAsyncContext **acp, bool up, uint64_t since) {
+  if (*acp && !up && clock_mono_ms() - since >= CONNECT_TIMEOUT_MS) {
+    redisAsyncContext *ac = *acp;
+    *acp = NULL;
+    redisAsyncFree(ac);
+  }
+}
+
 static void on_retry(uv_timer_t *t) {
-  connect_missing(t->data);
+  struct cluster *cl = t->data;
+  drop_stuck(&cl->pub, cl->pub_up, cl->pub_since);
+  drop_stuck(&cl->sub, cl->sub_up, cl->sub_since);
+  connect_missing(cl);
 }
 
 /* ---- receiving ------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ test("Redis dies and comes back: nodes stay up, degrade, reconnect, fan out agai
     assert.equal(r.ack.ok, true);
 
     await startRedis();
-    for (const n of nodes) await until(async () => (await ready(n)) === 200, 8000, "ready again");
+    for (const n of nodes) await until(async () => (await ready(n)) === 200, 10000, "ready again");
     await sleep(200);
     await ask(a, chat, "three");
     await until(() => got.includes("three"), 5000, "fan-out after the restart");
