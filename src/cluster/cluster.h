@@ -44,9 +44,9 @@
  *
  * Threads: everything on the loop thread (hiredis async on libuv). Redis outages: both
  * connections reconnect every second (a connect not done within 1.5 s is abandoned:
- * hiredis 0.14's libuv adapter never reports a refused connect); while down, broadcasts stay local (counted in
- * publish_errors) and locks are granted locally (counted in lock_degraded) so a node
- * keeps serving its own clients.
+ * hiredis 0.14's libuv adapter never reports a refused connect); while down, broadcasts
+ * stay local (counted in publish_errors) and locks are granted locally (counted in
+ * lock_degraded) so a node keeps serving its own clients.
  * Return codes: 0, EG_EINVAL (bad URL), EG_ECLOSED (closing).
  */
 #ifndef ENGRAM_CLUSTER_H
