@@ -18,7 +18,9 @@
 #define MAX_DEPTH 32
 
 /* msgpack-c leaves the pointer of an empty str/bin NULL. */
-static const char *str_ptr(const msgpack_object_str *s) { return s->size ? s->ptr : ""; }
+static const char *str_ptr(const msgpack_object_str *s) {
+  return s->size ? s->ptr : "";
+}
 
 /* ---- msgpack -> JSON ------------------------------------------------------------------------
  */
