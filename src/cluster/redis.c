@@ -25,6 +25,7 @@
 
 #define RETRY_MS 1000
 #define CONNECT_TIMEOUT_MS 1500
+#define DEAD_MS 2500
 #define MAX_PENDING 10000 /* PUBLISHes awaiting a reply before new ones are dropped */
 #define MAX_PUBLISH (1u << 20)
 
@@ -41,6 +42,8 @@ struct cluster {
   redisAsyncContext *pub, *sub;
   bool pub_up, sub_up, ever_up;
   uint64_t pub_since, sub_since; /* when the connection was opened (ms) */
+  uint64_t outstanding;          /* commands sent on pub, not answered yet */
+  uint64_t last_progress;        /* ms: last reply on pub, or first command after idle */
   uv_timer_t retry;
   bool closing;
   bool delivering; /* a remote broadcast is being delivered: do not publish it again */
@@ -107,6 +110,21 @@ static int parse_url(struct cluster *cl, const char *url) {
 
 static void connect_missing(struct cluster *cl);
 
+/* Liveness of pub: count commands sent and answered. hiredis 0.14's libuv adapter also
+   drops socket errors after connect (a reset connection never reports anything), so a
+   connection with commands unanswered for DEAD_MS is treated as dead (on_retry), and an
+   idle one gets a PING every second. */
+static void pub_sent(struct cluster *cl) {
+  if (cl->outstanding++ == 0)
+    cl->last_progress = clock_mono_ms();
+}
+static void pub_answered(struct cluster *cl, const redisAsyncContext *ac) {
+  if (ac == cl->pub && cl->outstanding) {
+    cl->outstanding--;
+    cl->last_progress = clock_mono_ms();
+  }
+}
+
 static void on_any_reply(redisAsyncContext *ac, void *r, void *priv) {
   (void)ac, (void)priv;
   const redisReply *rep = r;
@@ -141,6 +159,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
   if (ac == cl->pub) {
     cl->pub = NULL;
     cl->pub_up = false;
+    cl->outstanding = 0;
   } else if (ac == cl->sub) {
     cl->sub = NULL;
     cl->sub_up = false;
@@ -196,6 +215,11 @@ static void connect_missing(struct cluster *cl) {
   cl->ever_up = true;
 }
 
+static void on_ping(redisAsyncContext *ac, void *r, void *priv) {
+  (void)r, (void)priv;
+  pub_answered(ac->data, ac);
+}
+
 /* hiredis 0.14's libuv adapter drops poll errors (redisLibuvPoll returns on status != 0),
    so a connection refused after EINPROGRESS never reaches the connect callback: a
    connection not up within CONNECT_TIMEOUT_MS is freed here and opened again. */
@@ -211,6 +235,22 @@ static void on_retry(uv_timer_t *t) {
   struct cluster *cl = t->data;
   drop_stuck(&cl->pub, cl->pub_up, cl->pub_since);
   drop_stuck(&cl->sub, cl->sub_up, cl->sub_since);
+  if (cl->pub && cl->pub_up && cl->outstanding &&
+      clock_mono_ms() - cl->last_progress >= DEAD_MS) {
+    /* Dead without a word: free both connections (same server); pending callbacks run
+       with no reply (locks granted locally, publishes counted as errors). */
+    log_warn("cluster: redis %s:%d does not answer: reconnecting", cl->host, cl->port);
+    redisAsyncContext *p = cl->pub, *sb = cl->sub;
+    cl->pub = cl->sub = NULL;
+    cl->pub_up = cl->sub_up = false;
+    cl->outstanding = 0;
+    redisAsyncFree(p);
+    if (sb)
+      redisAsyncFree(sb);
+  } else if (cl->pub && cl->pub_up && cl->outstanding == 0) {
+    if (redisAsyncCommand(cl->pub, on_ping, NULL, "PING") == REDIS_OK)
+      pub_sent(cl);
+  }
   connect_missing(cl);
 }
 
@@ -317,6 +357,7 @@ static void on_sub_message(redisAsyncContext *ac, void *r, void *priv) {
  */
 
 static void on_published(redisAsyncContext *ac, void *r, void *priv) {
+  pub_answered(((struct cluster *)ac->data), ac);
   struct cluster *cl = ac->data;
   cl->pending--;
   const redisReply *rep = r;
@@ -341,6 +382,7 @@ static int publish(struct cluster *cl, const char *chan, size_t chlen, const voi
     return EG_EIO;
   }
   cl->pending++;
+  pub_sent(cl);
   cl->st.published++;
   return 0;
 }
@@ -471,6 +513,7 @@ static void lock_unlink(struct lockreq *q) {
 }
 
 static void on_refresh_reply(redisAsyncContext *ac, void *r, void *priv) {
+  pub_answered(((struct cluster *)ac->data), ac);
   (void)priv;
   struct cluster *cl = ac->data;
   const redisReply *rep = r;
@@ -493,6 +536,8 @@ static void on_lock_refresh(uv_timer_t *t) {
   if (redisAsyncCommand(cl->pub, on_refresh_reply, NULL, "EVAL %s 1 %s %s %s", REFRESH_SCRIPT,
                         key, tok, ttl) != REDIS_OK)
     log_debug("cluster: lock refresh not sent");
+  else
+    pub_sent(cl);
 }
 
 static void lock_grant(struct lockreq *q, long long token) {
@@ -513,6 +558,7 @@ static void on_lock_retry(uv_timer_t *t) {
 }
 
 static void on_lock_reply(redisAsyncContext *ac, void *r, void *priv) {
+  pub_answered(((struct cluster *)ac->data), ac);
   (void)ac;
   struct lockreq *q = priv;
   const redisReply *rep = r;
@@ -549,8 +595,11 @@ static void lock_try(struct lockreq *q) {
   snprintf(ttl, sizeof ttl, "%u", cl->lock_ttl_ms);
   if (!cl->pub || !cl->pub_up || cl->closing ||
       redisAsyncCommand(cl->pub, on_lock_reply, q, "EVAL %s 2 %s %s %s", LOCK_SCRIPT, key,
-                        fence, ttl) != REDIS_OK)
+                        fence, ttl) != REDIS_OK) {
     lock_grant(q, -1);
+    return;
+  }
+  pub_sent(cl);
 }
 
 static void lock_acquire(void *ud, const char *chat_id, void (*granted)(void *arg), void *arg) {
@@ -569,6 +618,7 @@ static void lock_acquire(void *ud, const char *chat_id, void (*granted)(void *ar
 }
 
 static void on_unlock_reply(redisAsyncContext *ac, void *r, void *priv) {
+  pub_answered(((struct cluster *)ac->data), ac);
   (void)priv;
   struct cluster *cl = ac->data;
   const redisReply *rep = r;
@@ -592,6 +642,8 @@ static void lock_release(void *ud, const char *chat_id) {
     if (redisAsyncCommand(cl->pub, on_unlock_reply, NULL, "EVAL %s 1 %s %s", UNLOCK_SCRIPT, key,
                           tok) != REDIS_OK)
       log_warn("cluster: chat lock not released (it expires by itself)");
+    else
+      pub_sent(cl);
   }
   lock_unlink(q);
 }

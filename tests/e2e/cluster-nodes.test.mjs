@@ -159,7 +159,8 @@ async function ask(sock, chatId, content, extra = {}) {
     sock.on("ai-response", h);
   });
   const ack = await sock.timeout(10000).emitWithAck("ai-message", { chatId, content, ...extra });
-  return { ack, response: await final };
+  const late = new Promise((_, reject) => setTimeout(() => reject(new Error(`no ai-response for "${content}"`)), 15000).unref());
+  return { ack, response: await Promise.race([final, late]) };
 }
 
 // Collects `event` payloads on a socket.

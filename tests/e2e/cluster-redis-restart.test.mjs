@@ -77,7 +77,8 @@ async function ask(sock, chatId, content) {
     sock.on("ai-response", h);
   });
   const ack = await sock.timeout(10000).emitWithAck("ai-message", { chatId, content });
-  return { ack, response: await final };
+  const late = new Promise((_, reject) => setTimeout(() => reject(new Error(`no ai-response for "${content}"`)), 15000).unref());
+  return { ack, response: await Promise.race([final, late]) };
 }
 
 before(async () => {
