@@ -317,6 +317,7 @@ static int setup(struct engram *e) {
 
   struct llm_config lc;
   llm_config_defaults(&lc);
+  llm_config_from_env(&lc); /* timeouts and tries (ENGRAM_LLM_TIMEOUT_MS, ENGRAM_LLM_MAX_TRIES) */
   lc.provider = c->llm;
   lc.model = *c->llm_model ? c->llm_model : NULL;
   lc.gemini_base_url = c->gemini_base_url;

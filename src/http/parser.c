@@ -449,7 +449,10 @@ int http_parser_feed(struct http_parser *p, const uint8_t *b, size_t n, size_t *
         }
         if (p->hkind != H_OTHER && (rc = value_byte(p, d)) != 0) {
           *used = i;
-          return rc;
+          /* The bytes before this one may already pass the head limit: fed one at a time
+             they would have failed with 431 first (found by fuzz/http's split check). */
+          int lim = count_head(p, i - s);
+          return lim ? lim : rc;
         }
         if (d == ' ' || d == '\t')
           p->trail_ws++;
