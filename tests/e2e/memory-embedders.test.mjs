@@ -9,8 +9,8 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { io } from "socket.io-client";
-import { startBinary, sleep } from "./lib/proc.mjs";
+import { startBinary } from "./lib/proc.mjs";
+import { client, waitUntil } from "./lib/app.mjs";
 import { startFakeLlm } from "../fakes/fake-llm.mjs";
 
 const SECRET = "memory-embedders-secret-0123456789abcdef";
@@ -31,6 +31,10 @@ function env(extra = {}) {
 }
 
 // Reads the memories table of the SQLite store (model and dims of each vector).
+const app = client(() => srv.url);
+const { call, register, login, newChat, connect } = app;
+const ask = async (sock, chatId, content) => (await app.ask(sock, chatId, content)).response;
+
 function dbMemories() {
   const py =
     "import sqlite3,json,sys\n" +
@@ -38,75 +42,6 @@ function dbMemories() {
     "print(json.dumps([dict(id=r[0],text=r[1],model=r[2],dims=r[3]) for r in " +
     "c.execute('SELECT id,text,embed_model,dims FROM memories ORDER BY id')]))";
   return JSON.parse(execFileSync("/usr/bin/python3", ["-c", py, path.join(dir, "engram.db")], { encoding: "utf8" }));
-}
-
-async function waitUntil(what, fn, ms = 15000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await sleep(100);
-  }
-}
-
-async function call(user, method, p, body) {
-  const headers = {};
-  if (user) headers.cookie = user.cookie;
-  if (body !== undefined) headers["content-type"] = "application/json";
-  const r = await fetch(srv.url + p, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  return { status: r.status, body: text ? JSON.parse(text) : null };
-}
-
-async function register(name) {
-  const r = await fetch(srv.url + "/api/auth/register", {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ email: `${name}@example.com`, password: `${name}-password-1`, fullName: { firstName: name, lastName: "E" } }),
-  });
-  assert.equal(r.status, 201);
-  const c = r.headers.getSetCookie().find((v) => v.startsWith("token="));
-  return { id: (await r.json()).user._id, cookie: c.slice(0, c.indexOf(";")) };
-}
-
-async function login(name) {
-  const r = await fetch(srv.url + "/api/auth/login", {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ email: `${name}@example.com`, password: `${name}-password-1` }),
-  });
-  assert.equal(r.status, 200);
-  const c = r.headers.getSetCookie().find((v) => v.startsWith("token="));
-  return { id: (await r.json()).user._id, cookie: c.slice(0, c.indexOf(";")) };
-}
-
-async function newChat(user, title) {
-  const r = await call(user, "POST", "/api/chat", { title });
-  assert.equal(r.status, 201);
-  return r.body.chat._id;
-}
-
-function connect(user) {
-  const s = io(srv.url, { transports: ["websocket"], extraHeaders: { cookie: user.cookie }, reconnection: false, forceNew: true });
-  return new Promise((resolve, reject) => {
-    s.once("connect", () => resolve(s));
-    s.once("connect_error", reject);
-  });
-}
-
-async function ask(sock, chatId, content) {
-  const final = new Promise((resolve) => {
-    const h = (r) => {
-      if (r.chat !== chatId) return;
-      sock.off("ai-response", h);
-      resolve(r);
-    };
-    sock.on("ai-response", h);
-  });
-  const ack = await sock.timeout(15000).emitWithAck("ai-message", { chatId, content });
-  assert.equal(ack.ok, true, JSON.stringify(ack));
-  return final;
 }
 
 const script = (queue) =>

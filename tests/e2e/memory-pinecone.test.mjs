@@ -10,8 +10,8 @@ import { spawn, execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { io } from "socket.io-client";
 import { startBinary, sleep } from "./lib/proc.mjs";
+import { client, waitUntil } from "./lib/app.mjs";
 import { startFakeLlm } from "../fakes/fake-llm.mjs";
 
 const SRC = process.env.ENGRAM_SRC || path.resolve(".");
@@ -38,6 +38,8 @@ const pcPost = (p, body) =>
   fetch(pcUrl + p, { method: "POST", headers: { "content-type": "application/json", "api-key": KEY }, body: JSON.stringify(body ?? {}) });
 const pcLog = async () => (await (await fetch(pcUrl + "/__requests")).json()).filter((r) => !r.path.startsWith("/__"));
 
+const { call, register, newChat, connect, ask } = client(() => srv.url);
+
 function dbMemories() {
   const py =
     "import sqlite3,json,sys\n" +
@@ -45,64 +47,6 @@ function dbMemories() {
     "print(json.dumps([dict(id=r[0],user=r[1],text=r[2],model=r[3]) for r in " +
     "c.execute('SELECT id,user_id,text,embed_model FROM memories ORDER BY id')]))";
   return JSON.parse(execFileSync("/usr/bin/python3", ["-c", py, path.join(dir, "engram.db")], { encoding: "utf8" }));
-}
-
-async function waitUntil(what, fn, ms = 10000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await sleep(50);
-  }
-}
-
-async function call(user, method, p, body) {
-  const headers = {};
-  if (user) headers.cookie = user.cookie;
-  if (body !== undefined) headers["content-type"] = "application/json";
-  const r = await fetch(srv.url + p, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  return { status: r.status, body: text ? JSON.parse(text) : null };
-}
-
-async function register(name) {
-  const r = await fetch(srv.url + "/api/auth/register", {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ email: `${name}@example.com`, password: `${name}-password-1`, fullName: { firstName: name, lastName: "P" } }),
-  });
-  assert.equal(r.status, 201);
-  const c = r.headers.getSetCookie().find((v) => v.startsWith("token="));
-  return { id: (await r.json()).user._id, cookie: c.slice(0, c.indexOf(";")) };
-}
-
-async function newChat(user, title) {
-  const r = await call(user, "POST", "/api/chat", { title });
-  assert.equal(r.status, 201);
-  return r.body.chat._id;
-}
-
-function connect(user) {
-  const s = io(srv.url, { transports: ["websocket"], extraHeaders: { cookie: user.cookie }, reconnection: false, forceNew: true });
-  return new Promise((resolve, reject) => {
-    s.once("connect", () => resolve(s));
-    s.once("connect_error", reject);
-  });
-}
-
-async function ask(sock, chatId, content) {
-  const final = new Promise((resolve) => {
-    const h = (r) => {
-      if (r.chat !== chatId) return;
-      sock.off("ai-response", h);
-      resolve(r);
-    };
-    sock.on("ai-response", h);
-  });
-  const ack = await sock.timeout(15000).emitWithAck("ai-message", { chatId, content });
-  assert.equal(ack.ok, true, JSON.stringify(ack));
-  return { ack, response: await final };
 }
 
 const upserted = async (id) =>
