@@ -182,7 +182,7 @@ static void fill_store(struct store *st) {
     }
   }
   struct store_message_new *batch = xcalloc(nmsgs, sizeof(*batch));
-  char (*uids)[ID_LEN + 1] = xcalloc(nmsgs, ID_LEN + 1);
+  char(*uids)[ID_LEN + 1] = xcalloc(nmsgs, ID_LEN + 1);
   int *status = xcalloc(nmsgs, sizeof(int));
   for (size_t i = 0; i < nmsgs; i++) {
     user_id(msgs[i].user, uids[i]);
@@ -220,28 +220,40 @@ struct cands {
 };
 
 static int leaks;
+static bool fts5; /* --fts5: the keyword side from the store instead of the index */
 
 static void retrieve(struct store *st, struct mem_index *ix, const struct question *q,
                      struct cands *c) {
   char uid[ID_LEN + 1];
   user_id(q->user, uid);
-  struct store_hits h = {0};
-  if (store_memory_search(st, uid, q->text, NCAND, &h) != 0) {
-    fprintf(stderr, "store_memory_search failed\n");
+  struct mem_hit kh[NCAND];
+  size_t nk = 0;
+  if (fts5) { /* the store's keyword search (SQLite FTS5 bm25), for comparison */
+    struct store_hits h = {0};
+    if (store_memory_search(st, uid, q->text, NCAND, &h) != 0) {
+      fprintf(stderr, "store_memory_search failed\n");
+      exit(2);
+    }
+    for (size_t i = 0; i < h.n; i++) {
+      memcpy(kh[nk].id, h.v[i].id, sizeof kh[nk].id);
+      kh[nk++].score = (float)h.v[i].score;
+    }
+    store_hits_free(&h);
+  } else if (mem_index_keyword(ix, uid, q->text, NCAND, NULL, 0, kh, &nk) != 0) {
+    fprintf(stderr, "mem_index_keyword failed\n");
     exit(2);
   }
   c->nkw = 0;
   c->query = q->text;
-  for (size_t i = 0; i < h.n; i++) {
-    int m = find_msg(h.v[i].id);
+  for (size_t i = 0; i < nk; i++) {
+    int m = find_msg(kh[i].id);
     if (m < 0 || msgs[m].user != q->user) {
       leaks++;
       continue;
     }
     c->kw[c->nkw] = m;
-    c->kws[c->nkw++] = (float)h.v[i].score;
+    c->kws[c->nkw++] = kh[i].score;
   }
-  store_hits_free(&h);
   static float qv[MEM_DIM];
   mem_hash_embed(q->text, strlen(q->text), qv);
   struct mem_hit hits[NCAND];
@@ -344,10 +356,12 @@ static size_t rank(const struct cands *c, enum method m, float wvec, int *out) {
         }
         float x;
         if (side) {
-          x = variant == 1 || variant == 3 ? fmaxf(sv[i], 0) : (vmax > vmin ? (sv[i] - vmin) / (vmax - vmin) : 1);
+          x = variant == 1 || variant == 3 ? fmaxf(sv[i], 0)
+                                           : (vmax > vmin ? (sv[i] - vmin) / (vmax - vmin) : 1);
           vs[j] = x;
         } else {
-          x = variant == 1 || variant == 3 ? sv[i] / kmax : (kmax > kmin ? (sv[i] - kmin) / (kmax - kmin) : 1);
+          x = variant == 1 || variant == 3 ? sv[i] / kmax
+                                           : (kmax > kmin ? (sv[i] - kmin) / (kmax - kmin) : 1);
           ks[j] = x;
         }
       }
@@ -376,11 +390,15 @@ static size_t rank(const struct cands *c, enum method m, float wvec, int *out) {
   }
   struct mem_cand vc[NCAND], kc[NCAND];
   for (size_t i = 0; i < c->nvec; i++)
-    vc[i] = (struct mem_cand){.id = msgs[c->vec[i]].id, .created_at = msgs[c->vec[i]].ts,
-                              .text = msgs[c->vec[i]].text, .score = c->vecs[i]};
+    vc[i] = (struct mem_cand){.id = msgs[c->vec[i]].id,
+                              .created_at = msgs[c->vec[i]].ts,
+                              .text = msgs[c->vec[i]].text,
+                              .score = c->vecs[i]};
   for (size_t i = 0; i < c->nkw; i++)
-    kc[i] = (struct mem_cand){.id = msgs[c->kw[i]].id, .created_at = msgs[c->kw[i]].ts,
-                              .text = msgs[c->kw[i]].text, .score = c->kws[i]};
+    kc[i] = (struct mem_cand){.id = msgs[c->kw[i]].id,
+                              .created_at = msgs[c->kw[i]].ts,
+                              .text = msgs[c->kw[i]].text,
+                              .score = c->kws[i]};
   struct mem_recall_opts o;
   mem_recall_defaults(&o);
   o.query = c->query;
@@ -449,7 +467,9 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--split") == 0 && i + 1 < argc) {
       i++;
       split = strcmp(argv[i], "tune") == 0 ? 0 : strcmp(argv[i], "all") == 0 ? -1 : 1;
-    } else if (strcmp(argv[i], "--grid") == 0)
+    } else if (strcmp(argv[i], "--fts5") == 0)
+      fts5 = true;
+    else if (strcmp(argv[i], "--grid") == 0)
       grid = true;
     else if (strcmp(argv[i], "--w") == 0 && i + 1 < argc)
       wdef = (float)atof(argv[++i]);
@@ -506,15 +526,18 @@ int main(int argc, char **argv) {
     char uid[ID_LEN + 1];
     user_id(u, uid);
     struct store_vectors sv = {0};
-    if (store_memory_load_vectors(st, uid, MEM_HASH_MODEL, &sv) != 0) {
-      fprintf(stderr, "store_memory_load_vectors failed\n");
+    if (store_memory_load_all(st, uid, MEM_HASH_MODEL, &sv) != 0) {
+      fprintf(stderr, "store_memory_load_all failed\n");
       return 2;
     }
     struct mem_row *rows = xcalloc(sv.n + 1, sizeof(*rows));
     for (size_t i = 0; i < sv.n; i++) {
       memcpy(rows[i].id, sv.ids[i], ID_LEN + 1);
       rows[i].created_at = sv.created_at[i];
-      rows[i].vec = sv.vec + i * sv.dims;
+      rows[i].vec = sv.has_vec[i] ? sv.vec + i * sv.dims : NULL;
+      rows[i].text = sv.texts[i];
+      rows[i].chat_id = sv.chat_ids[i];
+      rows[i].role = strcmp(sv.roles[i], "model") ? MEM_ROLE_USER : MEM_ROLE_MODEL;
     }
     if (mem_index_load(ix, uid, MEM_HASH_MODEL, rows, sv.n) != 0)
       return 2;
@@ -575,7 +598,10 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < nqs; i++)
     nsplit += split < 0 || qs[i].split == split;
   printf("eval: %zu messages, %d users, %zu questions (%zu in split %s)\n", nmsgs, nusers, nqs,
-         nsplit, split < 0 ? "all" : split ? "test" : "tune");
+         nsplit,
+         split < 0 ? "all"
+         : split   ? "test"
+                   : "tune");
   printf("      store %.0f ms, embed+set_vector %.0f ms, index load %.0f ms, "
          "%zu queries %.0f ms\n",
          (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6, (double)(t3 - t2) / 1e6, nqs,

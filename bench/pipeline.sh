@@ -6,7 +6,8 @@
 # excluded, from /metrics engram_answer_overhead_seconds) and the server's CPU
 # microseconds per ai-message, with CONNS connections (each its own chat).
 #
-#   bench/pipeline.sh [CONNS=100] [USERS=10] [MEMORIES=10000] [DURATION=15]
+#   bench/pipeline.sh [CONNS=100] [USERS=10] [MEMORIES=10000] [DURATION=15] [PERF=out.data]
+# PERF: also record a CPU profile of the server (perf, DWARF call graphs) during the window.
 # Expects `make build`. Everything on 127.0.0.1; every process is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,10 @@ pids+=($epid)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 
 echo "pipeline: load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ -n "${PERF:-}" ]; then
+  (sleep 6; perf record -F 499 --call-graph dwarf,16384 -p "$epid" -o "$PERF" -- sleep 4 \
+    >/dev/null 2>&1) &
+fi
 "$B/chatload" --port "$port" --pairs "$work/pairs" --secret "$SECRET" --conns "$CONNS" \
   --warmup 5 --duration "$DURATION" --server-pid "$epid" | tee "$work/result"
 curl -s "http://127.0.0.1:$port/metrics" >"$work/metrics"

@@ -34,29 +34,30 @@ struct chatq;
 struct job {
   struct chat *c;
   struct chatq *q;
-  struct job *qnext;               /* next in the chat's queue */
-  struct csock *sock;              /* NULL once the socket went away */
-  struct job *snext, **sprev;      /* in the socket's list of jobs */
-  int64_t ack;                     /* SIO_NO_ACK once answered */
+  struct job *qnext;          /* next in the chat's queue */
+  struct csock *sock;         /* NULL once the socket went away */
+  struct job *snext, **sprev; /* in the socket's list of jobs */
+  int64_t ack;                /* SIO_NO_ACK once answered */
   char user[ID_LEN + 1];
   char chat[ID_LEN + 1];
   char *content;
   size_t content_len;
   char *client_id;
   int pending;
-  int status;                      /* first failure (EG_E*) */
+  int status; /* first failure (EG_E*) */
   const char *err_code, *err_msg;
   bool duplicate, cancel_requested;
-  struct store_message_new um;     /* the user message */
-  float *qvec;                     /* the content's embedding, or NULL */
-  struct recall_item *mem;         /* recalled memories (copied) */
+  struct store_message_new um; /* the user message */
+  float *qvec;                 /* the content's embedding, or NULL */
+  float *avec;                 /* the answer's (hash embedder), or NULL */
+  struct recall_item *mem;     /* recalled memories (copied) */
   size_t nmem;
   struct store_messages hist;
   char model_id[ID_LEN + 1];
   struct buf answer;
   uint32_t seq;
   struct llm_stream *stream;
-  struct store_message_new mm;     /* the model message */
+  struct store_message_new mm; /* the model message */
   bool llm_cancelled;
   uint64_t t_recv, t_recall, t_llm_start, t_first_byte, t_llm_end;
 };
@@ -90,7 +91,7 @@ struct chat {
   struct hmap queues; /* chat id -> struct chatq */
   struct hmap rates;  /* user id -> struct rate */
   struct chat_stats st;
-  struct sio_nsp *nsp; /* where the user rooms are */
+  struct sio_nsp *nsp;   /* where the user rooms are */
   struct csock *pending; /* csocks whose socket has not connected yet, oldest last */
   bool closing;
   uv_timer_t deadline;
@@ -99,7 +100,8 @@ struct chat {
   void *idle_ud;
 };
 
-/* ---- helpers ------------------------------------------------------------------------------ */
+/* ---- helpers ------------------------------------------------------------------------------
+ */
 
 static struct sio_socket *job_socket(const struct job *j) {
   return j->sock && sio_socket_connected(j->sock->s) ? j->sock->s : NULL;
@@ -152,8 +154,8 @@ static void send_error(struct chat *c, struct sio_socket *s, int64_t *ackid, con
                        const char *code, const char *msg) {
   count_error(c, code);
   ack(s, ackid, json_pack("{s:b,s:s,s:s}", "ok", 0, "error", msg, "code", code));
-  emit(s, "ai-response", json_pack("{s:s,s:s,s:s}", "chat", chat ? chat : "", "error", msg,
-                                   "code", code));
+  emit(s, "ai-response",
+       json_pack("{s:s,s:s,s:s}", "chat", chat ? chat : "", "error", msg, "code", code));
 }
 
 /* chat-message to the user's sockets other than the sender's. */
@@ -175,7 +177,8 @@ static void fan_out(struct job *j, const struct store_message_new *m) {
     log_warn("chat: chat-message fan-out failed: %s", eg_strerror(rc));
 }
 
-/* ---- jobs and queues ------------------------------------------------------------------------ */
+/* ---- jobs and queues ------------------------------------------------------------------------
+ */
 
 static void job_unlink_socket(struct job *j) {
   if (j->sock == NULL)
@@ -191,6 +194,7 @@ static void job_free(struct job *j) {
   free(j->content);
   free(j->client_id);
   free(j->qvec);
+  free(j->avec);
   for (size_t i = 0; i < j->nmem; i++) {
     free(j->mem[i].text);
     free(j->mem[i].context);
@@ -204,7 +208,9 @@ static void job_free(struct job *j) {
 static void job_start(struct job *j);
 
 /* The head of a chat's queue starts once the cross-node lock (chat.h) is granted. */
-static void job_granted(void *arg) { job_start(arg); }
+static void job_granted(void *arg) {
+  job_start(arg);
+}
 static void job_begin(struct job *j) {
   const struct chat_lock_ops *l = j->c->d.lock;
   if (l)
@@ -257,7 +263,24 @@ static void fail(struct job *j, int status, const char *code, const char *msg) {
   j->err_msg = msg;
 }
 
-/* ---- stage 3: model, answer, store ---------------------------------------------------------- */
+/* With the hash embedder (pure, a few microseconds): the text's vector now, set on m so
+   that the writer stores it with the message (no separate vector update). Returns the
+   vector (the caller frees it), or NULL for the other embedders. */
+static float *local_embed(struct chat *c, struct store_message_new *m, const char *text,
+                          size_t len) {
+  if (strcmp(c->d.embedder->name, "hash") != 0 || c->d.embedder->dim != MEM_DIM ||
+      !recall_builtin(c->d.recall))
+    return NULL; /* (with Pinecone, a stored vector means "upserted") */
+  float *v = xmalloc(MEM_DIM * sizeof *v);
+  mem_hash_embed(text, len, v);
+  m->vec = v;
+  m->dims = MEM_DIM;
+  m->embed_model = c->d.embedder->model;
+  return v;
+}
+
+/* ---- stage 3: model, answer, store ----------------------------------------------------------
+ */
 
 static void on_model_stored(void *arg, int status, struct store_message_new *m) {
   struct job *j = arg;
@@ -265,8 +288,7 @@ static void on_model_stored(void *arg, int status, struct store_message_new *m) 
     log_error("chat: storing the answer failed: %s", eg_strerror(status));
   } else {
     uint64_t now = clock_mono_ns();
-    histo_add(&j->c->st.overhead,
-              ((j->t_llm_start - j->t_recv) + (now - j->t_llm_end)) / 1000);
+    histo_add(&j->c->st.overhead, ((j->t_llm_start - j->t_recv) + (now - j->t_llm_end)) / 1000);
     fan_out(j, m);
     if (!strcmp(llm_provider_name(j->c->d.llm), "offline")) {
       /* The offline responder only restates memories: remembering its answers would echo
@@ -274,8 +296,15 @@ static void on_model_stored(void *arg, int status, struct store_message_new *m) 
       if (m->content[0] && recall_forget(j->c->d.recall, j->user, m->id, NULL, NULL) != 0)
         log_warn("chat: could not keep an offline answer out of the memory");
     } else if (m->content[0]) {
-      int rc = recall_remember(j->c->d.recall, j->user, m->id, m->content, m->created_at, NULL,
-                               NULL, NULL);
+      struct recall_memory mem = {.user_id = j->user,
+                                  .id = m->id,
+                                  .chat_id = j->chat,
+                                  .role = "model",
+                                  .text = m->content,
+                                  .created_at = m->created_at,
+                                  .vec = m->vec,
+                                  .vec_stored = m->vec != NULL};
+      int rc = recall_remember(j->c->d.recall, &mem, NULL, NULL);
       if (rc)
         log_warn("chat: answer not embedded now (%s); left for the backfill", eg_strerror(rc));
     }
@@ -302,6 +331,8 @@ static void store_answer(struct job *j, bool cancelled) {
   m->role = "model";
   m->content = j->answer.len ? (const char *)j->answer.data : "";
   m->cancelled = cancelled;
+  if (m->content[0] && strcmp(llm_provider_name(j->c->d.llm), "offline") != 0)
+    j->avec = local_embed(j->c, m, m->content, strlen(m->content));
   int rc = store_async_insert(j->c->d.async, m, on_model_stored, j);
   if (rc) {
     log_error("chat: cannot queue the answer: %s", eg_strerror(rc));
@@ -435,7 +466,8 @@ static void start_model(struct job *j) {
   }
 }
 
-/* ---- stage 2: recall || history ---------------------------------------------------------------- */
+/* ---- stage 2: recall || history
+ * ---------------------------------------------------------------- */
 
 static void stage2_done(struct job *j) {
   if (--j->pending > 0)
@@ -487,7 +519,8 @@ static void on_history(void *arg, int status) {
   stage2_done(j);
 }
 
-/* ---- stage 1: store || embed --------------------------------------------------------------------- */
+/* ---- stage 1: store || embed
+ * --------------------------------------------------------------------- */
 
 static void stage1_done(struct job *j) {
   if (--j->pending > 0)
@@ -505,10 +538,18 @@ static void stage1_done(struct job *j) {
     job_finish(j);
     return;
   }
-  /* The hash embedder gives queries and documents the same vector: reuse it. */
+  /* The hash embedder gives queries and documents the same vector: reuse it (it was
+     stored with the message). */
   bool same = !strcmp(c->d.embedder->name, "hash");
-  int rc = recall_remember(c->d.recall, j->user, j->um.id, j->content, j->um.created_at,
-                           same ? j->qvec : NULL, NULL, NULL);
+  struct recall_memory mem = {.user_id = j->user,
+                              .id = j->um.id,
+                              .chat_id = j->chat,
+                              .role = "user",
+                              .text = j->content,
+                              .created_at = j->um.created_at,
+                              .vec = same ? j->qvec : NULL,
+                              .vec_stored = j->um.vec != NULL};
+  int rc = recall_remember(c->d.recall, &mem, NULL, NULL);
   if (rc)
     log_warn("chat: message not embedded now (%s); left for the backfill", eg_strerror(rc));
   j->pending = 2;
@@ -563,17 +604,22 @@ static void job_start(struct job *j) {
   m->role = "user";
   m->content = j->content;
   m->client_id = j->client_id;
+  j->qvec = local_embed(c, m, j->content, j->content_len);
   int rc = store_async_insert(c->d.async, m, on_user_stored, j);
   if (rc) {
     fail(j, rc, "internal", "The server is shutting down");
     j->pending--;
   }
-  const char *t = j->content;
-  size_t len = j->content_len;
-  rc = mem_embed(c->d.embedder, &t, &len, 1, MEM_TASK_QUERY, on_query_vec, j);
-  if (rc) {
-    log_warn("chat: embedding not started (%s)", eg_strerror(rc));
-    j->pending--;
+  if (j->qvec) {
+    j->pending--; /* embedded already */
+  } else {
+    const char *t = j->content;
+    size_t len = j->content_len;
+    rc = mem_embed(c->d.embedder, &t, &len, 1, MEM_TASK_QUERY, on_query_vec, j);
+    if (rc) {
+      log_warn("chat: embedding not started (%s)", eg_strerror(rc));
+      j->pending--;
+    }
   }
   if (j->pending == 0) {
     j->pending = 1;
@@ -581,7 +627,8 @@ static void job_start(struct job *j) {
   }
 }
 
-/* ---- events -------------------------------------------------------------------------------------- */
+/* ---- events
+ * -------------------------------------------------------------------------------------- */
 
 static bool rate_ok(struct chat *c, const char *user) {
   if (c->d.rate_per_min == 0)
@@ -762,7 +809,8 @@ static void on_disconnect(struct sio_socket *s, const char *reason, void *ud) {
   free(cs);
 }
 
-/* ---- public -------------------------------------------------------------------------------------- */
+/* ---- public
+ * -------------------------------------------------------------------------------------- */
 
 int chat_new(const struct chat_deps *d, struct chat **out) {
   if (d == NULL || d->loop == NULL || d->async == NULL || d->recall == NULL ||
@@ -770,8 +818,8 @@ int chat_new(const struct chat_deps *d, struct chat **out) {
     return EG_EINVAL;
   struct chat *c = xcalloc(1, sizeof *c);
   c->d = *d;
-  c->system = xstrdup(d->system_prompt && *d->system_prompt ? d->system_prompt
-                                                            : LLM_DEFAULT_SYSTEM);
+  c->system =
+      xstrdup(d->system_prompt && *d->system_prompt ? d->system_prompt : LLM_DEFAULT_SYSTEM);
   c->d.system_prompt = c->system;
   if (!c->d.recall_k)
     c->d.recall_k = 3;
@@ -864,4 +912,6 @@ void chat_free(struct chat *c) {
   uv_close((uv_handle_t *)&c->deadline, on_timer_closed);
 }
 
-void chat_stats(const struct chat *c, struct chat_stats *st) { *st = c->st; }
+void chat_stats(const struct chat *c, struct chat_stats *st) {
+  *st = c->st;
+}

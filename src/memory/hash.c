@@ -27,6 +27,7 @@
  * re-embeds, and update the pinned values in tests/unit/memory/test_hash.c.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,21 +50,22 @@
 
 /* English stopwords (folded, unstemmed). Sorted for bsearch. */
 static const char *const stopwords[] = {
-    "a",      "about",   "above", "after", "again", "against", "all",   "am",     "an",
-    "and",    "any",     "are",   "as",    "at",    "be",      "been",  "before", "being",
-    "below",  "between", "both",  "but",   "by",    "can",     "could", "did",    "do",
-    "does",   "doing",   "don",   "down",  "during", "each",   "few",   "for",    "from",
-    "further", "had",    "has",   "have",  "having", "he",     "her",   "here",   "hers",
-    "herself", "him",    "himself", "his", "how",   "i",       "if",    "in",     "into",
-    "is",     "it",      "its",   "itself", "just", "me",      "more",  "most",   "my",
-    "myself", "no",      "nor",   "not",   "now",   "of",      "off",   "on",     "once",
-    "only",   "or",      "other", "our",   "ours",  "ourselves", "out", "over",   "own",
-    "s",      "same",    "she",   "should", "so",   "some",    "such",  "t",      "than",
-    "that",   "the",     "their", "theirs", "them", "themselves", "then", "there", "these",
-    "they",   "this",    "those", "through", "to",  "too",     "under", "until",  "up",
-    "very",   "was",     "we",    "were",  "what",  "when",    "where", "which",  "while",
-    "who",    "whom",    "why",   "will",  "with",  "would",   "you",   "your",   "yours",
-    "yourself", "yourselves",
+    "a",      "about",  "above", "after",   "again",   "against",   "all",      "am",
+    "an",     "and",    "any",   "are",     "as",      "at",        "be",       "been",
+    "before", "being",  "below", "between", "both",    "but",       "by",       "can",
+    "could",  "did",    "do",    "does",    "doing",   "don",       "down",     "during",
+    "each",   "few",    "for",   "from",    "further", "had",       "has",      "have",
+    "having", "he",     "her",   "here",    "hers",    "herself",   "him",      "himself",
+    "his",    "how",    "i",     "if",      "in",      "into",      "is",       "it",
+    "its",    "itself", "just",  "me",      "more",    "most",      "my",       "myself",
+    "no",     "nor",    "not",   "now",     "of",      "off",       "on",       "once",
+    "only",   "or",     "other", "our",     "ours",    "ourselves", "out",      "over",
+    "own",    "s",      "same",  "she",     "should",  "so",        "some",     "such",
+    "t",      "than",   "that",  "the",     "their",   "theirs",    "them",     "themselves",
+    "then",   "there",  "these", "they",    "this",    "those",     "through",  "to",
+    "too",    "under",  "until", "up",      "very",    "was",       "we",       "were",
+    "what",   "when",   "where", "which",   "while",   "who",       "whom",     "why",
+    "will",   "with",   "would", "you",     "your",    "yours",     "yourself", "yourselves",
 };
 
 static int cmp_str(const void *a, const void *b) {
@@ -71,8 +73,7 @@ static int cmp_str(const void *a, const void *b) {
 }
 
 static bool is_stopword(const char *w) {
-  return bsearch(&w, stopwords, EG_ARRAY_LEN(stopwords), sizeof(stopwords[0]), cmp_str) !=
-         NULL;
+  return bsearch(&w, stopwords, EG_ARRAY_LEN(stopwords), sizeof(stopwords[0]), cmp_str) != NULL;
 }
 
 static uint64_t mix64(uint64_t z) {
@@ -177,6 +178,32 @@ static uint8_t *normalise(const char *s, size_t n, size_t *out_len) {
   return dst;
 }
 
+/* One Snowball stemmer per thread (creating one costs more than stemming a message). */
+static pthread_key_t stemmer_key;
+static pthread_once_t stemmer_once = PTHREAD_ONCE_INIT;
+
+static void stemmer_free(void *st) {
+  sb_stemmer_delete(st);
+}
+static void stemmer_key_init(void) {
+  if (pthread_key_create(&stemmer_key, stemmer_free) != 0)
+    abort();
+}
+
+/* NULL when libstemmer cannot make one (terms are then used unstemmed). */
+static struct sb_stemmer *stemmer(void) {
+  pthread_once(&stemmer_once, stemmer_key_init);
+  struct sb_stemmer *st = pthread_getspecific(stemmer_key);
+  if (st == NULL) {
+    st = sb_stemmer_new("english", "UTF_8");
+    if (st != NULL && pthread_setspecific(stemmer_key, st) != 0) {
+      sb_stemmer_delete(st);
+      st = NULL;
+    }
+  }
+  return st;
+}
+
 static void make_term(struct sb_stemmer *st, const uint8_t *tok, size_t len, bool has_alpha,
                       struct term *t) {
   if (len > MAX_TOKEN) {
@@ -220,19 +247,20 @@ static void add_term_feats(struct feats *f, const struct term *prev, const struc
   }
 }
 
-void mem_hash_embed(const char *text, size_t len, float out[MEM_DIM]) {
-  memset(out, 0, MEM_DIM * sizeof(float));
+/* Calls fn for each term of text (steps 1-3 above), with the previous content term of the
+   same sentence (NULL at a sentence start). */
+typedef void (*term_fn)(void *ud, const struct term *prev, const struct term *t);
+
+static void walk_terms(const char *text, size_t len, term_fn fn, void *ud) {
   if (text == NULL || len == 0)
     return;
-  if (len > MEM_EMBED_MAX_TEXT) {
+  if (len > MEM_EMBED_MAX_TEXT)
     len = MEM_EMBED_MAX_TEXT;
-  }
   size_t n = 0;
   uint8_t *s = normalise(text, len, &n);
   if (s == NULL)
     return;
-  struct sb_stemmer *st = sb_stemmer_new("english", "UTF_8");
-  struct feats f = {0};
+  struct sb_stemmer *st = stemmer();
   struct term terms[2];
   int cur = 0;
   bool have_prev = false;
@@ -287,16 +315,24 @@ void mem_hash_embed(const char *text, size_t len, float out[MEM_DIM]) {
     }
     struct term *t = &terms[cur];
     make_term(st, s + start, end - start, has_alpha, t);
-    add_term_feats(&f, have_prev ? &terms[cur ^ 1] : NULL, t);
+    fn(ud, have_prev ? &terms[cur ^ 1] : NULL, t);
     if (!t->stop) {
       /* Stopwords are skipped over by pairs: "moved to Lisbon" pairs "move lisbon". */
       have_prev = true;
       cur ^= 1;
     }
   }
-  if (st != NULL)
-    sb_stemmer_delete(st);
   free(s);
+}
+
+static void feat_term(void *ud, const struct term *prev, const struct term *t) {
+  add_term_feats(ud, prev, t);
+}
+
+void mem_hash_embed(const char *text, size_t len, float out[MEM_DIM]) {
+  memset(out, 0, MEM_DIM * sizeof(float));
+  struct feats f = {0};
+  walk_terms(text, len, feat_term, &f);
   if (f.n == 0) {
     free(f.v);
     return;
@@ -325,4 +361,27 @@ void mem_hash_embed(const char *text, size_t len, float out[MEM_DIM]) {
     for (size_t d = 0; d < MEM_DIM; d++)
       out[d] *= inv;
   }
+}
+
+struct terms_acc {
+  uint64_t *out;
+  size_t max, n;
+};
+
+static void keyword_term(void *ud, const struct term *prev, const struct term *t) {
+  (void)prev;
+  struct terms_acc *a = ud;
+  if (t->stop || a->n == a->max)
+    return;
+  a->out[a->n++] = mem_term_hash(t->s, t->len);
+}
+
+uint64_t mem_term_hash(const char *stem, size_t len) {
+  return mix64(hash_bytes(hash_bytes(SEED, "w:", 2), stem, len));
+}
+
+size_t mem_terms(const char *text, size_t len, uint64_t *out, size_t max) {
+  struct terms_acc a = {out, max, 0};
+  walk_terms(text, len, keyword_term, &a);
+  return a.n;
 }

@@ -1,24 +1,36 @@
 /*
- * The builtin vector index: one struct uix per loaded user, holding that user's memories
- * of one embedding model as compact rows (structure of arrays):
+ * The builtin memory index: one struct uix per loaded user, holding that user's memories
+ * (all of them: the vector side only sees those with a vector of the user's model) as
+ * compact rows (structure of arrays):
  *
- *   q[n * dim]   int8 vectors, v ~= q * scale (per-row scale, max-abs / 127)
+ *   q            int8 vectors, v ~= q * scale (per-row scale, max-abs / 127), in blocks of
+ *                MEM_BLOCK rows, quad-major (memory.h): a query touches only the quads of
+ *                dimensions where it is not zero (the hash embedder's queries have a few
+ *                dozen of 768), a dense query all of them
  *   scale[n]     float
  *   id[n][12]    message ids in binary (24 hex chars -> 12 bytes)
  *   created[n]   creation time, wall-clock ms
+ *   flags[n]     F_VEC (has a vector), F_DEAD (removed: a tombstone until the next load)
+ *   role[n], chat[n][12], toff/tlen[n] (text in the arena), dl[n] (terms, for BM25)
+ *   prev/next[n] the memories before and after it in its chat (NO_ROW at the ends)
  *   slots[m]     open-addressing map id -> row + 1 (m a power of two >= 2n, linear
  *                probing, backward-shift deletion)
  *
- * That is dim + 24 bytes per memory plus about 8 bytes of map: 800 B at 768 dimensions.
+ * The keyword side: an inverted index of the users's own memories: term hash (mem_terms)
+ * -> postings (row, tf), scored with BM25 over this user's statistics. Postings of removed
+ * rows stay (skipped) until the user is reloaded; the user is dropped for a reload once
+ * tombstones outnumber the live rows.
  *
- * Search: the query is quantised to int8 too; an exact int8 scan (AVX2 madd) keeps the
- * best C = max(4k, 32) rows in a min-heap, which are then re-scored with the float query
- * against the int8 rows (asymmetric, no query quantisation error) and the best k returned.
+ * Vector search: the query is quantised to int8 too; an exact int8 scan of its nonzero quads
+ * (AVX2 madd) keeps the best C = max(4k, 32) rows in a min-heap, which are then re-scored
+ * with the float query (its nonzero dimensions) against the int8 rows (asymmetric, no
+ * query quantisation error).
  *
  * Locking: ix->mu guards the user table, the LRU list, refcounts and the byte total. Each
  * uix has a rwlock for its rows. A uix leaves the table on eviction/drop/reload and is
  * freed when its last reference goes, so a search running on it is never cut short.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,26 +40,58 @@
 
 #define NBUCKETS 1024
 #define ID_BYTES 12
-#define SCAN_BLOCK 64 /* rows scored per kernel call */
+#define NO_ROW UINT32_MAX
+#define F_VEC 1
+#define F_DEAD 2
+#define DOC_TERMS_MAX 4096 /* terms of one memory indexed */
+#define QUERY_TERMS_MAX 64 /* terms of a query used */
+#define BM25_K1 1.2f
+#define BM25_B 0.75f
 #ifndef CCAP
 #define CCAP 32 /* least number of int8 candidates re-scored with the float query */
 #endif
 
+struct plist { /* the postings of one term */
+  uint64_t h;
+  uint32_t n, cap;
+  uint32_t *row;
+  uint16_t *tf;
+};
+
+struct cslot { /* chat -> its newest row */
+  uint64_t h;
+  uint32_t row; /* NO_ROW = empty */
+};
+
 struct uix {
-  struct uix *next;             /* bucket chain */
+  struct uix *next;                /* bucket chain */
   struct uix *lru_prev, *lru_next; /* most recent at ix->lru_head */
   char *user;
   char model[MEM_MODEL_MAX];
   pthread_rwlock_t lock;
-  int refs;     /* under ix->mu: table membership counts as one */
+  int refs; /* under ix->mu: table membership counts as one */
   bool in_table;
   size_t n, cap;
   int8_t *q;
   float *scale;
   uint8_t (*id)[ID_BYTES];
   int64_t *created;
+  uint8_t *flags, *role;
+  uint8_t (*chat)[ID_BYTES];
+  uint32_t *toff, *tlen, *prev, *next_in_chat;
+  uint16_t *dl;
+  char *arena;
+  size_t alen, acap;
   uint32_t *slots; /* row + 1, 0 = empty */
   size_t nslots;
+  struct plist *pl;
+  size_t npl, capl;
+  uint32_t *tslots; /* term -> pl index + 1, 0 = empty */
+  size_t ntslots;
+  struct cslot *cslots;
+  size_t ncslots, ncs;
+  uint64_t total_dl;
+  size_t live, dead, postings;
   size_t bytes; /* accounted in ix->bytes (under ix->mu) */
 };
 
@@ -113,9 +157,24 @@ static uint64_t id_hash(const uint8_t b[ID_BYTES]) {
 
 /* ---- per-user rows ------------------------------------------------------------------- */
 
+#define ROW_EXTRA (2 + ID_BYTES + 4 * sizeof(uint32_t) + sizeof(uint16_t))
+
+static size_t dim4(int dim) {
+  return ((size_t)dim + 3) & ~(size_t)3;
+}
+static size_t blocks(size_t rows) {
+  return (rows + MEM_BLOCK - 1) / MEM_BLOCK;
+}
+static size_t block_bytes(int dim) {
+  return dim4(dim) * MEM_BLOCK;
+}
+
 static size_t uix_bytes(const struct uix *u, int dim) {
-  return u->cap * ((size_t)dim + sizeof(float) + ID_BYTES + sizeof(int64_t)) +
-         u->nslots * sizeof(uint32_t);
+  return blocks(u->cap) * block_bytes(dim) +
+         u->cap * (sizeof(float) + ID_BYTES + sizeof(int64_t) + ROW_EXTRA) +
+         u->nslots * sizeof(uint32_t) + u->acap + u->capl * sizeof(struct plist) +
+         u->postings * (sizeof(uint32_t) + sizeof(uint16_t)) + u->ntslots * sizeof(uint32_t) +
+         u->ncslots * sizeof(struct cslot);
 }
 
 static struct uix *uix_new(const char *user, const char *model) {
@@ -133,17 +192,45 @@ static void uix_free(struct uix *u) {
   free(u->scale);
   free(u->id);
   free(u->created);
+  free(u->flags);
+  free(u->role);
+  free(u->chat);
+  free(u->toff);
+  free(u->tlen);
+  free(u->prev);
+  free(u->next_in_chat);
+  free(u->dl);
+  free(u->arena);
   free(u->slots);
+  for (size_t i = 0; i < u->npl; i++) {
+    free(u->pl[i].row);
+    free(u->pl[i].tf);
+  }
+  free(u->pl);
+  free(u->tslots);
+  free(u->cslots);
   free(u);
 }
 
 static void uix_reserve(struct uix *u, size_t cap, int dim) {
   if (cap <= u->cap)
     return;
-  u->q = xrealloc(u->q, cap * (size_t)dim);
+  size_t ob = blocks(u->cap), nb = blocks(cap), bb = block_bytes(dim);
+  if (nb > ob) { /* new blocks start zeroed: the rows past n score 0 */
+    u->q = xrealloc(u->q, nb * bb);
+    memset(u->q + ob * bb, 0, (nb - ob) * bb);
+  }
   u->scale = xrealloc(u->scale, cap * sizeof(float));
   u->id = xrealloc(u->id, cap * ID_BYTES);
   u->created = xrealloc(u->created, cap * sizeof(int64_t));
+  u->flags = xrealloc(u->flags, cap);
+  u->role = xrealloc(u->role, cap);
+  u->chat = xrealloc(u->chat, cap * ID_BYTES);
+  u->toff = xrealloc(u->toff, cap * sizeof(uint32_t));
+  u->tlen = xrealloc(u->tlen, cap * sizeof(uint32_t));
+  u->prev = xrealloc(u->prev, cap * sizeof(uint32_t));
+  u->next_in_chat = xrealloc(u->next_in_chat, cap * sizeof(uint32_t));
+  u->dl = xrealloc(u->dl, cap * sizeof(uint16_t));
   u->cap = cap;
 }
 
@@ -155,6 +242,8 @@ static void slots_rebuild(struct uix *u, size_t want) {
   u->slots = xcalloc(m, sizeof(uint32_t));
   u->nslots = m;
   for (size_t r = 0; r < u->n; r++) {
+    if (u->flags[r] & F_DEAD)
+      continue;
     size_t i = (size_t)id_hash(u->id[r]) & (m - 1);
     while (u->slots[i] != 0)
       i = (i + 1) & (m - 1);
@@ -190,11 +279,276 @@ static void slot_delete(struct uix *u, size_t i) {
   }
 }
 
-static void row_set(struct uix *u, size_t r, int dim, const uint8_t id[ID_BYTES],
+/* Row r's int8 values (dim4(dim) of them, zero padded) to and from the blocks. */
+static void q_put(struct uix *u, size_t r, int dim, const int8_t *v) {
+  int8_t *b = u->q + (r / MEM_BLOCK) * block_bytes(dim) + 4 * (r % MEM_BLOCK);
+  for (size_t i = 0; i < dim4(dim) / 4; i++)
+    memcpy(b + i * 4 * MEM_BLOCK, v + 4 * i, 4);
+}
+
+static void q_get(const struct uix *u, size_t r, int dim, int8_t *v) {
+  const int8_t *b = u->q + (r / MEM_BLOCK) * block_bytes(dim) + 4 * (r % MEM_BLOCK);
+  for (size_t i = 0; i < dim4(dim) / 4; i++)
+    memcpy(v + 4 * i, b + i * 4 * MEM_BLOCK, 4);
+}
+
+static int8_t q_at(const struct uix *u, size_t r, int dim, size_t d) {
+  return u->q[(r / MEM_BLOCK) * block_bytes(dim) + (d / 4) * 4 * MEM_BLOCK +
+              4 * (r % MEM_BLOCK) + d % 4];
+}
+
+static void row_set_vec(struct uix *u, size_t r, int dim, const float *vec) {
+  int8_t *v = xcalloc(dim4(dim), 1);
+  u->scale[r] = mem_quantize_i8(vec, (size_t)dim, v);
+  q_put(u, r, dim, v);
+  free(v);
+  u->flags[r] |= F_VEC;
+}
+
+/* -- keyword postings -- */
+
+static size_t tslot_find(const struct uix *u, uint64_t h) {
+  size_t mask = u->ntslots - 1;
+  size_t i = (size_t)h & mask;
+  while (u->tslots[i] != 0 && u->pl[u->tslots[i] - 1].h != h)
+    i = (i + 1) & mask;
+  return i;
+}
+
+static void tslots_grow(struct uix *u) {
+  size_t m = u->ntslots ? u->ntslots * 2 : 64;
+  free(u->tslots);
+  u->tslots = xcalloc(m, sizeof(uint32_t));
+  u->ntslots = m;
+  for (size_t p = 0; p < u->npl; p++) {
+    size_t i = (size_t)u->pl[p].h & (m - 1);
+    while (u->tslots[i] != 0)
+      i = (i + 1) & (m - 1);
+    u->tslots[i] = (uint32_t)(p + 1);
+  }
+}
+
+static void post_add(struct uix *u, uint64_t h, uint32_t row, uint32_t tf) {
+  if ((u->npl + 1) * 2 > u->ntslots)
+    tslots_grow(u);
+  size_t s = tslot_find(u, h);
+  if (u->tslots[s] == 0) {
+    if (u->npl == u->capl) {
+      u->capl = u->capl ? u->capl * 2 : 64;
+      u->pl = xrealloc(u->pl, u->capl * sizeof(*u->pl));
+    }
+    u->pl[u->npl] = (struct plist){.h = h};
+    u->tslots[s] = (uint32_t)(++u->npl);
+  }
+  struct plist *p = &u->pl[u->tslots[s] - 1];
+  if (p->n == p->cap) {
+    uint32_t cap = p->cap ? p->cap * 2 : 4;
+    p->row = xrealloc(p->row, cap * sizeof(uint32_t));
+    p->tf = xrealloc(p->tf, cap * sizeof(uint16_t));
+    u->postings += cap - p->cap;
+    p->cap = cap;
+  }
+  p->row[p->n] = row;
+  p->tf[p->n] = (uint16_t)(tf > UINT16_MAX ? UINT16_MAX : tf);
+  p->n++;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Indexes the terms of row r's text. */
+static void row_terms(struct uix *u, size_t r, const char *text, size_t len) {
+  static _Thread_local uint64_t terms[DOC_TERMS_MAX];
+  size_t nt = mem_terms(text, len, terms, DOC_TERMS_MAX);
+  qsort(terms, nt, sizeof(terms[0]), cmp_u64);
+  for (size_t a = 0; a < nt;) {
+    size_t b = a + 1;
+    while (b < nt && terms[b] == terms[a])
+      b++;
+    post_add(u, terms[a], (uint32_t)r, (uint32_t)(b - a));
+    a = b;
+  }
+  u->dl[r] = (uint16_t)(nt > UINT16_MAX ? UINT16_MAX : nt);
+  u->total_dl += u->dl[r];
+}
+
+/* -- chats: each row linked to the previous and next row of its chat -- */
+
+static bool chat_none(const uint8_t c[ID_BYTES]) {
+  static const uint8_t zero[ID_BYTES];
+  return memcmp(c, zero, ID_BYTES) == 0;
+}
+
+static size_t cslot_find(const struct uix *u, const uint8_t chat[ID_BYTES]) {
+  uint64_t h = id_hash(chat);
+  size_t mask = u->ncslots - 1;
+  size_t i = (size_t)h & mask;
+  while (u->cslots[i].row != NO_ROW && memcmp(u->chat[u->cslots[i].row], chat, ID_BYTES) != 0)
+    i = (i + 1) & mask;
+  return i;
+}
+
+static void cslots_grow(struct uix *u) {
+  size_t m = u->ncslots ? u->ncslots * 2 : 16;
+  struct cslot *old = u->cslots;
+  size_t oldn = u->ncslots;
+  u->cslots = xmalloc(m * sizeof(*u->cslots));
+  for (size_t i = 0; i < m; i++)
+    u->cslots[i].row = NO_ROW;
+  u->ncslots = m;
+  for (size_t i = 0; i < oldn; i++)
+    if (old[i].row != NO_ROW)
+      u->cslots[cslot_find(u, u->chat[old[i].row])] = old[i];
+  free(old);
+}
+
+static void chat_link(struct uix *u, size_t r) {
+  u->prev[r] = u->next_in_chat[r] = NO_ROW;
+  if (chat_none(u->chat[r]))
+    return;
+  if ((u->ncs + 1) * 2 > u->ncslots)
+    cslots_grow(u);
+  size_t i = cslot_find(u, u->chat[r]);
+  if (u->cslots[i].row == NO_ROW) {
+    u->ncs++;
+  } else {
+    uint32_t last = u->cslots[i].row;
+    if (u->created[last] > u->created[r])
+      return; /* an older turn arriving late (backfill): left unlinked */
+    if (!(u->flags[last] & F_DEAD)) {
+      u->prev[r] = last;
+      u->next_in_chat[last] = (uint32_t)r;
+    }
+  }
+  u->cslots[i] = (struct cslot){id_hash(u->chat[r]), (uint32_t)r};
+}
+
+/* A new row: everything but the vector. */
+static void row_new(struct uix *u, size_t r, const uint8_t id[ID_BYTES],
                     const struct mem_row *row) {
-  u->scale[r] = mem_quantize_i8(row->vec, (size_t)dim, u->q + r * (size_t)dim);
   memcpy(u->id[r], id, ID_BYTES);
   u->created[r] = row->created_at;
+  u->flags[r] = 0;
+  u->scale[r] = 0;
+  u->role[r] = (uint8_t)row->role;
+  if (row->chat_id == NULL || !id_to_bin(row->chat_id, u->chat[r]))
+    memset(u->chat[r], 0, ID_BYTES);
+  const char *text = row->text ? row->text : "";
+  size_t len = strlen(text);
+  if (len > UINT32_MAX / 2)
+    len = 0;
+  if (u->alen + len + 1 > u->acap) {
+    size_t cap = u->acap ? u->acap : 4096;
+    while (cap < u->alen + len + 1)
+      cap *= 2;
+    u->arena = xrealloc(u->arena, cap);
+    u->acap = cap;
+  }
+  memcpy(u->arena + u->alen, text, len);
+  u->arena[u->alen + len] = 0;
+  u->toff[r] = (uint32_t)u->alen;
+  u->tlen[r] = (uint32_t)len;
+  u->alen += len + 1;
+  row_terms(u, r, text, len);
+  chat_link(u, r);
+  u->live++;
+}
+
+/* Tombstones row r (its slot is already deleted). */
+static void row_kill(struct uix *u, size_t r) {
+  u->flags[r] |= F_DEAD;
+  uint32_t p = u->prev[r], nx = u->next_in_chat[r];
+  if (p != NO_ROW)
+    u->next_in_chat[p] = nx;
+  if (nx != NO_ROW)
+    u->prev[nx] = p;
+  if (!chat_none(u->chat[r])) {
+    size_t i = cslot_find(u, u->chat[r]);
+    if (u->cslots[i].row == r && p != NO_ROW)
+      u->cslots[i].row = p;
+  }
+  u->total_dl -= u->dl[r];
+  u->live--;
+  u->dead++;
+}
+
+static const char *row_text(const struct uix *u, size_t r) {
+  return u->arena + u->toff[r];
+}
+
+#define SWAP_FIELD(a, b, f)                                                                    \
+  do {                                                                                         \
+    __typeof__((a)->f) t_ = (a)->f;                                                            \
+    (a)->f = (b)->f;                                                                           \
+    (b)->f = t_;                                                                               \
+  } while (0)
+
+/* Swaps the rows and maps of a and b (not their names, locks or table links). */
+static void uix_swap_data(struct uix *a, struct uix *b) {
+  SWAP_FIELD(a, b, n);
+  SWAP_FIELD(a, b, cap);
+  SWAP_FIELD(a, b, q);
+  SWAP_FIELD(a, b, scale);
+  SWAP_FIELD(a, b, id);
+  SWAP_FIELD(a, b, created);
+  SWAP_FIELD(a, b, flags);
+  SWAP_FIELD(a, b, role);
+  SWAP_FIELD(a, b, chat);
+  SWAP_FIELD(a, b, toff);
+  SWAP_FIELD(a, b, tlen);
+  SWAP_FIELD(a, b, prev);
+  SWAP_FIELD(a, b, next_in_chat);
+  SWAP_FIELD(a, b, dl);
+  SWAP_FIELD(a, b, arena);
+  SWAP_FIELD(a, b, alen);
+  SWAP_FIELD(a, b, acap);
+  SWAP_FIELD(a, b, slots);
+  SWAP_FIELD(a, b, nslots);
+  SWAP_FIELD(a, b, pl);
+  SWAP_FIELD(a, b, npl);
+  SWAP_FIELD(a, b, capl);
+  SWAP_FIELD(a, b, tslots);
+  SWAP_FIELD(a, b, ntslots);
+  SWAP_FIELD(a, b, cslots);
+  SWAP_FIELD(a, b, ncslots);
+  SWAP_FIELD(a, b, ncs);
+  SWAP_FIELD(a, b, total_dl);
+  SWAP_FIELD(a, b, live);
+  SWAP_FIELD(a, b, dead);
+  SWAP_FIELD(a, b, postings);
+}
+
+/* Rebuilds u (write-locked) without its tombstones. */
+static void uix_compact(struct uix *u, int dim) {
+  struct uix *t = uix_new(u->user, u->model);
+  uix_reserve(t, u->live ? u->live : 1, dim);
+  slots_rebuild(t, u->live);
+  for (size_t r = 0; r < u->n; r++) {
+    if (u->flags[r] & F_DEAD)
+      continue;
+    char chat[ID_LEN + 1] = "";
+    if (!chat_none(u->chat[r]))
+      bin_to_id(u->chat[r], chat);
+    struct mem_row row = {.created_at = u->created[r],
+                          .text = row_text(u, r),
+                          .chat_id = chat,
+                          .role = (enum mem_role)u->role[r]};
+    size_t nr = t->n++;
+    row_new(t, nr, u->id[r], &row);
+    if (u->flags[r] & F_VEC) {
+      int8_t *v = xmalloc(dim4(dim));
+      q_get(u, r, dim, v);
+      q_put(t, nr, dim, v);
+      free(v);
+      t->scale[nr] = u->scale[r];
+      t->flags[nr] |= F_VEC;
+    }
+    t->slots[slot_find(t, u->id[r])] = (uint32_t)(nr + 1);
+  }
+  uix_swap_data(u, t);
+  uix_free(t);
 }
 
 /* ---- table and LRU (under ix->mu) ------------------------------------------------------ */
@@ -243,7 +597,7 @@ static void table_remove(struct mem_index *ix, struct uix *u) {
   lru_unlink(ix, u);
   u->in_table = false;
   ix->users--;
-  ix->rows -= u->n;
+  ix->rows -= u->live;
   ix->bytes -= u->bytes;
   u->bytes = 0;
   unref_locked(u);
@@ -280,7 +634,7 @@ static struct uix *acquire(struct mem_index *ix, const char *user) {
 static void release(struct mem_index *ix, struct uix *u, size_t old_n, size_t new_bytes) {
   pthread_mutex_lock(&ix->mu);
   if (u->in_table) {
-    ix->rows = ix->rows - old_n + u->n;
+    ix->rows = ix->rows - old_n + u->live;
     ix->bytes = ix->bytes - u->bytes + new_bytes;
     u->bytes = new_bytes;
     evict_over_budget(ix, u);
@@ -327,17 +681,19 @@ int mem_index_load(struct mem_index *ix, const char *user, const char *model,
   slots_rebuild(u, n);
   for (size_t i = 0; i < n; i++) {
     uint8_t id[ID_BYTES];
-    if (rows[i].vec == NULL || !id_to_bin(rows[i].id, id))
+    if (!id_to_bin(rows[i].id, id))
       continue;
     size_t s = slot_find(u, id);
     size_t r;
     if (u->slots[s] != 0) {
-      r = u->slots[s] - 1; /* duplicate id: the later row wins */
+      r = u->slots[s] - 1; /* duplicate id: the first row's text stays, a vector is set */
     } else {
       r = u->n++;
       u->slots[s] = (uint32_t)(r + 1);
+      row_new(u, r, id, &rows[i]);
     }
-    row_set(u, r, ix->dim, id, &rows[i]);
+    if (rows[i].vec)
+      row_set_vec(u, r, ix->dim, rows[i].vec);
   }
   u->refs = 1;
   u->in_table = true;
@@ -351,7 +707,7 @@ int mem_index_load(struct mem_index *ix, const char *user, const char *model,
   ix->buckets[b] = u;
   lru_push_front(ix, u);
   ix->users++;
-  ix->rows += u->n;
+  ix->rows += u->live;
   ix->bytes += u->bytes;
   evict_over_budget(ix, u);
   pthread_mutex_unlock(&ix->mu);
@@ -374,15 +730,15 @@ int mem_index_add(struct mem_index *ix, const char *user, const char *model,
                   const struct mem_row *row) {
   uint8_t id[ID_BYTES];
   if (!valid_name(user, 256) || !valid_name(model, MEM_MODEL_MAX) || row == NULL ||
-      row->vec == NULL || !id_to_bin(row->id, id))
+      !id_to_bin(row->id, id))
     return EG_EINVAL;
   struct uix *u = acquire(ix, user);
   if (u == NULL)
     return EG_ENOTFOUND;
   int rc = 0;
   pthread_rwlock_wrlock(&u->lock);
-  size_t old_n = u->n;
-  if (strcmp(u->model, model) != 0) {
+  size_t old_live = u->live;
+  if (row->vec && strcmp(u->model, model) != 0) {
     rc = EG_EINVAL;
     goto out;
   }
@@ -392,13 +748,16 @@ int mem_index_add(struct mem_index *ix, const char *user, const char *model,
   }
   size_t s = slot_find(u, id);
   if (u->slots[s] != 0) {
-    row_set(u, u->slots[s] - 1, ix->dim, id, row);
+    if (row->vec)
+      row_set_vec(u, u->slots[s] - 1, ix->dim, row->vec);
     goto out;
   }
   if (u->n == u->cap)
     uix_reserve(u, u->cap + u->cap / 2 + 16, ix->dim);
   size_t r = u->n++;
-  row_set(u, r, ix->dim, id, row);
+  row_new(u, r, id, row);
+  if (row->vec)
+    row_set_vec(u, r, ix->dim, row->vec);
   if (u->n * 2 > u->nslots) {
     slots_rebuild(u, u->n * 2);
   } else {
@@ -407,7 +766,7 @@ int mem_index_add(struct mem_index *ix, const char *user, const char *model,
 out:;
   size_t nb = uix_bytes(u, ix->dim);
   pthread_rwlock_unlock(&u->lock);
-  release(ix, u, old_n, nb);
+  release(ix, u, old_live, nb);
   return rc;
 }
 
@@ -420,28 +779,20 @@ int mem_index_remove(struct mem_index *ix, const char *user, const char *id_hex)
     return EG_ENOTFOUND;
   int rc = 0;
   pthread_rwlock_wrlock(&u->lock);
-  size_t old_n = u->n;
+  size_t old_live = u->live;
   size_t s = slot_find(u, id);
   if (u->slots[s] == 0) {
     rc = EG_ENOTFOUND;
   } else {
     size_t r = u->slots[s] - 1;
-    size_t last = u->n - 1;
     slot_delete(u, s);
-    if (r != last) {
-      /* Move the last row into the hole and repoint its slot. */
-      size_t ls = slot_find(u, u->id[last]);
-      memcpy(u->q + r * (size_t)ix->dim, u->q + last * (size_t)ix->dim, (size_t)ix->dim);
-      u->scale[r] = u->scale[last];
-      memcpy(u->id[r], u->id[last], ID_BYTES);
-      u->created[r] = u->created[last];
-      u->slots[ls] = (uint32_t)(r + 1);
-    }
-    u->n--;
+    row_kill(u, r);
   }
+  if (u->dead > u->live + 64) /* tombstones outnumber the rows */
+    uix_compact(u, ix->dim);
   size_t nb = uix_bytes(u, ix->dim);
   pthread_rwlock_unlock(&u->lock);
-  release(ix, u, old_n, nb);
+  release(ix, u, old_live, nb);
   return rc;
 }
 
@@ -511,9 +862,161 @@ static int cmp_rescored(const void *a, const void *b) {
   return x->r < y->r ? -1 : x->r > y->r;
 }
 
+/* Ids to exclude, in binary. */
+struct excl {
+  uint8_t (*id)[ID_BYTES];
+  size_t n;
+};
+
+static void excl_init(struct excl *e, const char *const *ids, size_t n) {
+  e->id = n ? xmalloc(n * ID_BYTES) : NULL;
+  e->n = 0;
+  for (size_t i = 0; i < n; i++)
+    if (id_to_bin(ids[i], e->id[e->n]))
+      e->n++;
+}
+
+static bool excluded(const struct excl *e, const uint8_t id[ID_BYTES]) {
+  for (size_t i = 0; i < e->n; i++)
+    if (memcmp(id, e->id[i], ID_BYTES) == 0)
+      return true;
+  return false;
+}
+
+/* Vector candidates of u (read-locked): at most k, best first, into out. */
+static size_t vec_search(const struct mem_index *ix, const struct uix *u, const float *query,
+                         size_t k, const struct excl *ex, struct rescored *out) {
+  int dim = ix->dim;
+  size_t d4 = dim4(dim);
+  int8_t *qq = xcalloc(d4, 1);
+  (void)mem_quantize_i8(query, (size_t)dim, qq);
+  uint16_t *quads = xmalloc(d4 / 4 * sizeof(*quads));
+  size_t nq = 0;
+  for (size_t i = 0; i < d4 / 4; i++) {
+    int32_t w;
+    memcpy(&w, qq + 4 * i, 4);
+    if (w != 0)
+      quads[nq++] = (uint16_t)i;
+  }
+  size_t *nz = xmalloc((size_t)dim * sizeof(*nz)); /* the query's nonzero dimensions */
+  size_t nnz = 0;
+  for (size_t d = 0; d < (size_t)dim; d++)
+    if (query[d] != 0.0f)
+      nz[nnz++] = d;
+  size_t ccap = EG_MAX(4 * k, (size_t)CCAP);
+  struct cand *heap = xmalloc(ccap * sizeof(*heap));
+  size_t hn = 0;
+  bool avx2 = mem_simd_avx2();
+  int32_t dots[MEM_BLOCK];
+  for (size_t r0 = 0; r0 < u->n && nq > 0; r0 += MEM_BLOCK) {
+    const int8_t *block = u->q + (r0 / MEM_BLOCK) * block_bytes(dim);
+    if (avx2)
+      mem__quad_scan_avx2(block, qq, quads, nq, dots);
+    else
+      mem__quad_scan_scalar(block, qq, quads, nq, dots);
+    size_t end = EG_MIN(u->n, r0 + MEM_BLOCK);
+    for (size_t r = r0; r < end; r++) {
+      if (u->flags[r] != F_VEC) /* no vector, or removed */
+        continue;
+      float s = (float)dots[r - r0] * u->scale[r];
+      if (hn == ccap && !(s > heap[0].s))
+        continue;
+      if (!excluded(ex, u->id[r]))
+        heap_push(heap, &hn, ccap, (struct cand){s, (uint32_t)r});
+    }
+  }
+  struct rescored *rs = xmalloc((hn ? hn : 1) * sizeof(*rs));
+  for (size_t i = 0; i < hn; i++) {
+    size_t r = heap[i].r;
+    float d = 0;
+    for (size_t j = 0; j < nnz; j++)
+      d += query[nz[j]] * (float)q_at(u, r, dim, nz[j]);
+    rs[i] = (struct rescored){d * u->scale[r], u->created[r], (uint32_t)r};
+  }
+  qsort(rs, hn, sizeof(*rs), cmp_rescored);
+  size_t m = EG_MIN(k, hn);
+  memcpy(out, rs, m * sizeof(*out));
+  free(rs);
+  free(heap);
+  free(nz);
+  free(quads);
+  free(qq);
+  return m;
+}
+
+/* Keyword candidates of u (read-locked) for the query terms: at most k, best first. */
+static size_t kw_search(const struct uix *u, const uint64_t *terms, size_t nt, size_t k,
+                        const struct excl *ex, struct rescored *out) {
+  if (nt == 0 || u->live == 0 || u->ntslots == 0)
+    return 0;
+  float *acc = xcalloc(u->n, sizeof(float));
+  uint32_t *touched = xmalloc(u->n * sizeof(uint32_t));
+  size_t ntouched = 0;
+  float n_docs = (float)u->live;
+  float avgdl = (float)u->total_dl / n_docs;
+  if (avgdl <= 0)
+    avgdl = 1;
+  for (size_t t = 0; t < nt; t++) {
+    bool dup = false;
+    for (size_t p = 0; p < t && !dup; p++)
+      dup = terms[p] == terms[t];
+    size_t s = tslot_find(u, terms[t]);
+    if (dup || u->tslots[s] == 0)
+      continue;
+    const struct plist *p = &u->pl[u->tslots[s] - 1];
+    float df = (float)p->n;
+    float idf = logf((n_docs - df + 0.5f) / (df + 0.5f));
+    if (idf < 1e-6f) /* as SQLite FTS5: a term in most documents still counts a little */
+      idf = 1e-6f;
+    for (uint32_t i = 0; i < p->n; i++) {
+      uint32_t r = p->row[i];
+      if (u->flags[r] & F_DEAD)
+        continue;
+      float tf = p->tf[i];
+      float norm = BM25_K1 * (1.0f - BM25_B + BM25_B * (float)u->dl[r] / avgdl);
+      if (acc[r] == 0)
+        touched[ntouched++] = r;
+      acc[r] += idf * tf * (BM25_K1 + 1.0f) / (tf + norm);
+    }
+  }
+  size_t ccap = k;
+  struct cand *heap = xmalloc((ccap ? ccap : 1) * sizeof(*heap));
+  size_t hn = 0;
+  for (size_t i = 0; i < ntouched && ccap; i++) {
+    uint32_t r = touched[i];
+    float s = acc[r];
+    if (hn == ccap && !(s > heap[0].s))
+      continue;
+    if (!excluded(ex, u->id[r]))
+      heap_push(heap, &hn, ccap, (struct cand){s, r});
+  }
+  for (size_t i = 0; i < hn; i++)
+    out[i] = (struct rescored){heap[i].s, u->created[heap[i].r], heap[i].r};
+  qsort(out, hn, sizeof(*out), cmp_rescored);
+  free(heap);
+  free(touched);
+  free(acc);
+  return hn;
+}
+
+static void hits_out(const struct uix *u, const struct rescored *rs, size_t n,
+                     struct mem_hit *out) {
+  for (size_t i = 0; i < n; i++) {
+    bin_to_id(u->id[rs[i].r], out[i].id);
+    out[i].created_at = rs[i].created;
+    out[i].score = rs[i].s;
+  }
+}
+
+static void unref(struct mem_index *ix, struct uix *u) {
+  pthread_mutex_lock(&ix->mu);
+  unref_locked(u);
+  pthread_mutex_unlock(&ix->mu);
+}
+
 int mem_index_search(struct mem_index *ix, const char *user, const char *model,
-                     const float *query, size_t k, const char *const *exclude,
-                     size_t n_exclude, struct mem_hit *out, size_t *n_out) {
+                     const float *query, size_t k, const char *const *exclude, size_t n_exclude,
+                     struct mem_hit *out, size_t *n_out) {
   *n_out = 0;
   if (!valid_name(user, 256) || model == NULL || query == NULL || k < 1)
     return EG_EINVAL;
@@ -521,73 +1024,145 @@ int mem_index_search(struct mem_index *ix, const char *user, const char *model,
   if (u == NULL)
     return EG_ENOTFOUND;
   int rc = 0;
-  size_t dim = (size_t)ix->dim;
-  int8_t *qq = xmalloc(dim);
-  float qscale = mem_quantize_i8(query, dim, qq);
-  uint8_t(*ex)[ID_BYTES] = n_exclude ? xmalloc(n_exclude * ID_BYTES) : NULL;
-  size_t nex = 0;
-  for (size_t i = 0; i < n_exclude; i++)
-    if (id_to_bin(exclude[i], ex[nex]))
-      nex++;
-  size_t ccap = EG_MAX(4 * k, (size_t)CCAP);
-  struct cand *heap = xmalloc(ccap * sizeof(*heap));
-  size_t hn = 0;
-  bool avx2 = mem_simd_avx2();
-
+  struct excl ex;
+  excl_init(&ex, exclude, n_exclude);
+  struct rescored *rs = xmalloc(k * sizeof(*rs));
   pthread_rwlock_rdlock(&u->lock);
   if (strcmp(u->model, model) != 0) {
     rc = EG_EINVAL;
+  } else {
+    *n_out = vec_search(ix, u, query, k, &ex, rs);
+    hits_out(u, rs, *n_out, out);
+  }
+  pthread_rwlock_unlock(&u->lock);
+  unref(ix, u);
+  free(rs);
+  free(ex.id);
+  return rc;
+}
+
+int mem_index_keyword(struct mem_index *ix, const char *user, const char *query, size_t k,
+                      const char *const *exclude, size_t n_exclude, struct mem_hit *out,
+                      size_t *n_out) {
+  *n_out = 0;
+  if (!valid_name(user, 256) || query == NULL || k < 1)
+    return EG_EINVAL;
+  uint64_t terms[QUERY_TERMS_MAX];
+  size_t nt = mem_terms(query, strlen(query), terms, QUERY_TERMS_MAX);
+  struct uix *u = acquire(ix, user);
+  if (u == NULL)
+    return EG_ENOTFOUND;
+  struct excl ex;
+  excl_init(&ex, exclude, n_exclude);
+  struct rescored *rs = xmalloc(k * sizeof(*rs));
+  pthread_rwlock_rdlock(&u->lock);
+  *n_out = kw_search(u, terms, nt, k, &ex, rs);
+  hits_out(u, rs, *n_out, out);
+  pthread_rwlock_unlock(&u->lock);
+  unref(ix, u);
+  free(rs);
+  free(ex.id);
+  return 0;
+}
+
+void mem_found_free(struct mem_found *f, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(f[i].text);
+    free(f[i].before);
+    free(f[i].after);
+  }
+}
+
+/* Candidate ids and chat ids as text, next to the mem_cand pointing at them. */
+struct cand_text {
+  char id[ID_LEN + 1];
+  char chat[ID_LEN + 1];
+};
+
+static void cands_fill(const struct uix *u, const struct rescored *rs, size_t n,
+                       struct cand_text *t, struct mem_cand *c) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t r = rs[i].r;
+    bin_to_id(u->id[r], t[i].id);
+    if (chat_none(u->chat[r]))
+      t[i].chat[0] = 0;
+    else
+      bin_to_id(u->chat[r], t[i].chat);
+    c[i] = (struct mem_cand){.id = t[i].id,
+                             .chat_id = t[i].chat,
+                             .text = row_text(u, r),
+                             .role = (enum mem_role)u->role[r],
+                             .created_at = u->created[r],
+                             .score = rs[i].s};
+  }
+}
+
+int mem_index_recall(struct mem_index *ix, const char *user, const char *model,
+                     const float *vec, const char *query, size_t kc,
+                     const struct mem_recall_opts *o, bool neighbours, struct mem_found *out,
+                     size_t *n_out) {
+  *n_out = 0;
+  if (!valid_name(user, 256) || model == NULL || o == NULL || o->k < 1 || kc < 1)
+    return EG_EINVAL;
+  uint64_t terms[QUERY_TERMS_MAX];
+  size_t nt = query ? mem_terms(query, strlen(query), terms, QUERY_TERMS_MAX) : 0;
+  struct uix *u = acquire(ix, user);
+  if (u == NULL)
+    return EG_ENOTFOUND;
+  int rc = 0;
+  struct excl ex;
+  excl_init(&ex, o->exclude, o->n_exclude);
+  struct rescored *vr = xmalloc(kc * sizeof(*vr)), *kr = xmalloc(kc * sizeof(*kr));
+  struct cand_text *vt = xmalloc(kc * sizeof(*vt)), *kt = xmalloc(kc * sizeof(*kt));
+  struct mem_cand *vc = xmalloc(kc * sizeof(*vc)), *kcand = xmalloc(kc * sizeof(*kcand));
+  struct mem_recalled *res = xmalloc(o->k * sizeof(*res));
+  pthread_rwlock_rdlock(&u->lock);
+  if (vec && strcmp(u->model, model) != 0) {
+    rc = EG_EINVAL;
     goto unlock;
   }
-  int32_t dots[SCAN_BLOCK];
-  for (size_t r = 0; r < u->n; r++) {
-    size_t b = r % SCAN_BLOCK;
-    if (b == 0) {
-      size_t nb = EG_MIN((size_t)SCAN_BLOCK, u->n - r);
-      if (avx2)
-        mem__scan_i8_avx2(qq, u->q + r * dim, nb, dim, dots);
-      else
-        mem__scan_i8_scalar(qq, u->q + r * dim, nb, dim, dots);
-    }
-    float s = (float)dots[b] * u->scale[r];
-    if (hn == ccap && !(s > heap[0].s))
-      continue;
-    bool skip = false;
-    for (size_t e = 0; e < nex; e++) {
-      if (memcmp(u->id[r], ex[e], ID_BYTES) == 0) {
-        skip = true;
-        break;
+  size_t nv = vec ? vec_search(ix, u, vec, kc, &ex, vr) : 0;
+  size_t nk = kw_search(u, terms, nt, kc, &ex, kr);
+  cands_fill(u, vr, nv, vt, vc);
+  cands_fill(u, kr, nk, kt, kcand);
+  size_t n = mem_recall_fuse(vc, nv, kcand, nk, o, res);
+  for (size_t i = 0; i < n; i++) {
+    uint8_t id[ID_BYTES];
+    struct mem_found *f = &out[i];
+    memset(f, 0, sizeof *f);
+    snprintf(f->id, sizeof f->id, "%s", res[i].id);
+    snprintf(f->chat_id, sizeof f->chat_id, "%s", res[i].chat_id ? res[i].chat_id : "");
+    f->role = res[i].role;
+    f->created_at = res[i].created_at;
+    f->score = res[i].score;
+    f->text = xstrdup(res[i].text ? res[i].text : "");
+    if (neighbours && id_to_bin(res[i].id, id)) {
+      size_t s = slot_find(u, id);
+      if (u->slots[s] != 0) {
+        size_t r = u->slots[s] - 1;
+        if (u->prev[r] != NO_ROW) {
+          f->before = xstrdup(row_text(u, u->prev[r]));
+          f->before_role = (enum mem_role)u->role[u->prev[r]];
+        }
+        if (u->next_in_chat[r] != NO_ROW) {
+          f->after = xstrdup(row_text(u, u->next_in_chat[r]));
+          f->after_role = (enum mem_role)u->role[u->next_in_chat[r]];
+        }
       }
     }
-    if (!skip)
-      heap_push(heap, &hn, ccap, (struct cand){s, (uint32_t)r});
   }
-  (void)qscale;
-  struct rescored *rs = xmalloc((hn ? hn : 1) * sizeof(*rs));
-  for (size_t i = 0; i < hn; i++) {
-    size_t r = heap[i].r;
-    const int8_t *row = u->q + r * dim;
-    float d = avx2 ? mem__dot_f32_i8_avx2(query, row, dim)
-                   : mem__dot_f32_i8_scalar(query, row, dim);
-    rs[i] = (struct rescored){d * u->scale[r], u->created[r], (uint32_t)r};
-  }
-  qsort(rs, hn, sizeof(*rs), cmp_rescored);
-  size_t m = EG_MIN(k, hn);
-  for (size_t i = 0; i < m; i++) {
-    bin_to_id(u->id[rs[i].r], out[i].id);
-    out[i].created_at = rs[i].created;
-    out[i].score = rs[i].s;
-  }
-  *n_out = m;
-  free(rs);
+  *n_out = n;
 unlock:
   pthread_rwlock_unlock(&u->lock);
-  pthread_mutex_lock(&ix->mu);
-  unref_locked(u);
-  pthread_mutex_unlock(&ix->mu);
-  free(heap);
-  free(ex);
-  free(qq);
+  unref(ix, u);
+  free(res);
+  free(vc);
+  free(kcand);
+  free(vt);
+  free(kt);
+  free(vr);
+  free(kr);
+  free(ex.id);
   return rc;
 }
 

@@ -115,6 +115,11 @@ void mem_embedder_free(struct mem_embedder *e);
 /* The `hash` embedding of one text into out[MEM_DIM] (pure; any thread). A text with no
    features (empty, only punctuation) gives the zero vector. */
 void mem_hash_embed(const char *text, size_t len, float out[MEM_DIM]);
+/* The keyword terms of a text: the hashes (mem_term_hash) of its stemmed content terms
+   (the hash embedder's tokens, stopwords left out), in text order, repeats kept; at most
+   max. Returns how many (pure; any thread). */
+size_t mem_terms(const char *text, size_t len, uint64_t *out, size_t max);
+uint64_t mem_term_hash(const char *stem, size_t len);
 /* Model id of mem_hash_embed's vectors. */
 #define MEM_HASH_MODEL "hash-v1/768"
 
@@ -136,19 +141,35 @@ void mem__scan_i8_scalar(const int8_t *q, const int8_t *rows, size_t nrows, size
                          int32_t *out);
 void mem__scan_i8_avx2(const int8_t *q, const int8_t *rows, size_t nrows, size_t dim,
                        int32_t *out);
+/* The index keeps rows in blocks of MEM_BLOCK rows, quad-major: the 4 int8 values of
+   dimensions 4i..4i+3 of row r of a block are at block[i * 4 * MEM_BLOCK + 4 * r]. out[r] =
+   dot(q, row r) over the quads listed in quads[0..nq) (the others count as zero: a sparse
+   query lists only its nonzero quads). q has the dimensions rounded up to a multiple of 4. */
+#define MEM_BLOCK 64
+void mem__quad_scan_scalar(const int8_t *block, const int8_t *q, const uint16_t *quads,
+                           size_t nq, int32_t out[MEM_BLOCK]);
+void mem__quad_scan_avx2(const int8_t *block, const int8_t *q, const uint16_t *quads, size_t nq,
+                         int32_t out[MEM_BLOCK]);
 /* True when the AVX2+FMA kernels are in use (CPU support and not disabled by
    ENGRAM_NO_AVX2=1 in the environment). */
 bool mem_simd_avx2(void);
 
 /* ---- the builtin vector index ---------------------------------------------------------- */
 
-/* One memory as the index keeps it: the message id (24 hex chars), its creation time and
-   its vector (int8 with a per-row scale, 768 + 4 + 12 + 8 bytes of RAM per memory for 768
-   dimensions). */
+/* One memory as the index keeps it: the message id (24 hex chars), its creation time, its
+   vector when it has one of the user's model (int8 with a per-row scale), its text (for
+   the keyword side and for what recall returns), its chat and role. RAM per memory:
+   dim + 56 bytes of row, the text, about 6 bytes per distinct term of it and 12 bytes of
+   maps (about 1,000 B for a 100-byte text at 768 dimensions). */
+enum mem_role { MEM_ROLE_USER, MEM_ROLE_MODEL, MEM_ROLE_NOTE };
 struct mem_row {
   char id[ID_LEN + 1];
-  int64_t created_at; /* wall-clock ms */
-  const float *vec;   /* dim floats (input only) */
+  int64_t created_at;  /* wall-clock ms */
+  const float *vec;    /* dim floats, or NULL: not embedded by this model (yet): the keyword
+                          side still finds it (input only) */
+  const char *text;    /* NULL = "" (input only) */
+  const char *chat_id; /* 24 hex chars, or NULL/"" for notes (input only) */
+  enum mem_role role;
 };
 
 struct mem_hit {
@@ -165,15 +186,19 @@ struct mem_index;
 struct mem_index *mem_index_new(int dim, size_t budget_bytes);
 void mem_index_free(struct mem_index *ix);
 
-/* Replace the rows of user (model as recorded with the vectors) by rows[0..n). Rows with
-   an id that is not 24 hex chars are skipped. Returns 0 or EG_EINVAL (bad user/model). */
+/* Replace the rows of user (model as recorded with the vectors) by rows[0..n), oldest
+   first (a chat's turns are linked in that order: mem_index_recall's neighbours). Rows
+   with an id that is not 24 hex chars are skipped. Returns 0 or EG_EINVAL (bad user or
+   model). */
 EG_WUR int mem_index_load(struct mem_index *ix, const char *user, const char *model,
                           const struct mem_row *rows, size_t n);
 /* True when user is loaded (and marks it recently used). */
 bool mem_index_loaded(struct mem_index *ix, const char *user);
-/* Add or replace one memory of a loaded user. Returns 0, EG_ENOTFOUND (user not loaded: the
-   row reaches the index with the next load from the store), EG_EINVAL (bad id, or model
-   differs from the user's: the caller reloads the user after re-embedding). */
+/* Add one memory of a loaded user, newer than those it has; for an id it already has, only
+   the vector is set (when row->vec; text, chat and role never change). Returns 0,
+   EG_ENOTFOUND (user not loaded: the row reaches the index with the next load from the
+   store), EG_EINVAL (bad id, or a vector while model differs from the user's: the caller
+   reloads the user after re-embedding). */
 EG_WUR int mem_index_add(struct mem_index *ix, const char *user, const char *model,
                          const struct mem_row *row);
 /* Remove one memory. Returns 0 or EG_ENOTFOUND (user not loaded or no such id). */
@@ -181,14 +206,44 @@ int mem_index_remove(struct mem_index *ix, const char *user, const char *id);
 /* Forget a user entirely (forget-all, model change, cache invalidation from Redis). */
 void mem_index_drop(struct mem_index *ix, const char *user);
 
-/* Exact top-k search of one user's memories: an int8 scan (query quantised too) keeps the
-   best max(4k, 32) candidates in a heap, then re-scores them with the float query against
-   the int8 rows. Ids in exclude[0..n_exclude) never come back. Hits are written best first
-   into out[0..k); *n_out gets how many. Returns 0, EG_ENOTFOUND (user not loaded: load
-   from the store and retry), EG_EINVAL (model differs from the user's vectors, k < 1). */
+/* Exact top-k vector search of one user's memories: an int8 scan (query quantised too)
+   keeps the best max(4k, 32) candidates in a heap, then re-scores them with the float query
+   against the int8 rows. Memories without a vector are not candidates. Ids in
+   exclude[0..n_exclude) never come back. Hits are written best first into out[0..k);
+   *n_out gets how many. Returns 0, EG_ENOTFOUND (user not loaded: load from the store and
+   retry), EG_EINVAL (model differs from the user's vectors, k < 1). */
 EG_WUR int mem_index_search(struct mem_index *ix, const char *user, const char *model,
                             const float *query, size_t k, const char *const *exclude,
                             size_t n_exclude, struct mem_hit *out, size_t *n_out);
+/* Keyword search (BM25, k1 1.2, b 0.75, over the user's own memories: document count,
+   lengths and frequencies are this user's) of query's content terms (mem_terms). Hits
+   best first into out[0..k), score = BM25. Same return codes (no model check). */
+EG_WUR int mem_index_keyword(struct mem_index *ix, const char *user, const char *query,
+                             size_t k, const char *const *exclude, size_t n_exclude,
+                             struct mem_hit *out, size_t *n_out);
+
+/* A memory found by mem_index_recall; text/before/after are malloc'd (mem_found_free). */
+struct mem_found {
+  char id[ID_LEN + 1];
+  char chat_id[ID_LEN + 1]; /* "" for notes */
+  enum mem_role role;
+  int64_t created_at;
+  float score; /* fused */
+  char *text;
+  /* With neighbours: the memories just before and after it in its chat, or NULL. */
+  char *before, *after;
+  enum mem_role before_role, after_role;
+};
+void mem_found_free(struct mem_found *f, size_t n);
+struct mem_recall_opts;
+/* The whole recall of one user in RAM: the vector side (when vec) and the keyword side
+   (mem_index_keyword) give kc candidates each, mem_recall_fuse(o) merges them (o->k
+   results at most, o->exclude never). out[0..o->k) best first, *n_out how many. Returns
+   0, EG_ENOTFOUND (not loaded), EG_EINVAL (vec given and model differs, o->k < 1). */
+EG_WUR int mem_index_recall(struct mem_index *ix, const char *user, const char *model,
+                            const float *vec, const char *query, size_t kc,
+                            const struct mem_recall_opts *o, bool neighbours,
+                            struct mem_found *out, size_t *n_out);
 
 struct mem_index_stats {
   size_t users;
@@ -199,7 +254,8 @@ struct mem_index_stats {
 };
 void mem_index_stats(struct mem_index *ix, struct mem_index_stats *st);
 
-/* ---- Pinecone vector store ---------------------------------------------------------------- */
+/* ---- Pinecone vector store ----------------------------------------------------------------
+ */
 
 /* The `pinecone` vector store (REST data plane over httpc, on the loop thread; callbacks
    run there, never inside the starting call). Every vector carries metadata {user, chat,
@@ -248,8 +304,6 @@ EG_WUR int mem_pinecone_delete_user(struct mem_pinecone *pc, const char *user,
                                     mem_pc_done_cb cb, void *ud);
 
 /* ---- recall ---------------------------------------------------------------------------- */
-
-enum mem_role { MEM_ROLE_USER, MEM_ROLE_MODEL };
 
 /* One candidate from a search (vector side: cosine; keyword side: BM25, higher = better,
    i.e. the negated SQLite bm25() value). Text pointers are borrowed. */

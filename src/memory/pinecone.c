@@ -134,7 +134,8 @@ static int send_req(struct mem_pinecone *pc, struct pc_op *op, const char *path,
       .n_headers = 3,
       .body = s,
       .body_len = strlen(s),
-      .timeouts = {.connect_ms = 10000, .first_byte_ms = pc->timeout_ms,
+      .timeouts = {.connect_ms = 10000,
+                   .first_byte_ms = pc->timeout_ms,
                    .total_ms = pc->timeout_ms * (uint32_t)pc->max_tries},
       .retry = {.max_tries = pc->max_tries, .base_ms = 250, .max_ms = 4000},
       .max_body = 16u << 20,
@@ -166,7 +167,9 @@ static struct pc_op *op_new(struct mem_pinecone *pc, int kind, void *ud) {
 }
 
 /* Drops the starter's hold; when nothing was sent, reports on a later loop turn. */
-static void defer_close(uv_handle_t *h) { free(h); }
+static void defer_close(uv_handle_t *h) {
+  free(h);
+}
 static void defer_run(uv_idle_t *h) {
   struct pc_op *op = h->data;
   uv_idle_stop(h);
@@ -209,8 +212,8 @@ static json_t *vec_json(const float *v, int dim) {
 int mem_pinecone_new(uv_loop_t *loop, struct httpc *http, const struct mem_pinecone_config *cfg,
                      struct mem_pinecone **out) {
   *out = NULL;
-  if (loop == NULL || http == NULL || cfg == NULL || cfg->host == NULL || cfg->api_key == NULL ||
-      cfg->api_key[0] == 0)
+  if (loop == NULL || http == NULL || cfg == NULL || cfg->host == NULL ||
+      cfg->api_key == NULL || cfg->api_key[0] == 0)
     return EG_EINVAL;
   struct mem_pinecone *pc = xcalloc(1, sizeof(*pc));
   pc->loop = loop;
@@ -334,8 +337,8 @@ int mem_pinecone_delete_user(struct mem_pinecone *pc, const char *user, mem_pc_d
     return EG_EINVAL;
   struct pc_op *op = op_new(pc, 0, ud);
   op->done = cb;
-  json_t *body = json_pack("{s:{s:{s:s}}, s:s}", "filter", "user", "$eq", user, "namespace",
-                           pc->ns);
+  json_t *body =
+      json_pack("{s:{s:{s:s}}, s:s}", "filter", "user", "$eq", user, "namespace", pc->ns);
   int rc = body ? send_req(pc, op, "/vectors/delete", body) : EG_EINVAL;
   return op_launched(op, rc);
 }

@@ -26,9 +26,15 @@ void mem_recall_defaults(struct mem_recall_opts *o) {
 
 /* ---- time questions -------------------------------------------------------------------- */
 
-static bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-static bool is_digit(char c) { return c >= '0' && c <= '9'; }
-static char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c; }
+static bool is_alpha(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+static bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+static char lower(char c) {
+  return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+}
 
 /* True when the word w (lower case) starts at s[i] as a whole word. */
 static bool word_at(const char *s, size_t i, const char *w) {
@@ -53,18 +59,19 @@ static bool has_word(const char *s, const char *const *words, size_t n) {
 }
 
 bool mem__time_question(const char *q) {
-  static const char *const w[] = {"when", "date", "time", "day", "days", "month", "year",
-                                  "ago", "until", "schedule", "scheduled"};
+  static const char *const w[] = {"when", "date", "time",  "day",      "days",     "month",
+                                  "year", "ago",  "until", "schedule", "scheduled"};
   return q != NULL && has_word(q, w, EG_ARRAY_LEN(w));
 }
 
 bool mem__has_date(const char *t) {
   static const char *const w[] = {
-      "january", "february", "march", "april", "may", "june", "july", "august",
-      "september", "october", "november", "december", "jan", "feb", "mar", "apr", "jun",
-      "jul", "aug", "sep", "sept", "oct", "nov", "dec", "monday", "tuesday", "wednesday",
-      "thursday", "friday", "saturday", "sunday", "tomorrow", "tonight", "today",
-      "yesterday", "weekend", "noon", "midnight", "am", "pm"};
+      "january", "february",  "march",    "april",    "may",      "june",      "july",
+      "august",  "september", "october",  "november", "december", "jan",       "feb",
+      "mar",     "apr",       "jun",      "jul",      "aug",      "sep",       "sept",
+      "oct",     "nov",       "dec",      "monday",   "tuesday",  "wednesday", "thursday",
+      "friday",  "saturday",  "sunday",   "tomorrow", "tonight",  "today",     "yesterday",
+      "weekend", "noon",      "midnight", "am",       "pm"};
   if (t == NULL)
     return false;
   if (has_word(t, w, EG_ARRAY_LEN(w)))
@@ -120,8 +127,7 @@ static float side_max(const struct mem_cand *c, size_t n) {
 }
 
 size_t mem_recall_fuse(const struct mem_cand *vec, size_t n_vec, const struct mem_cand *kw,
-                       size_t n_kw, const struct mem_recall_opts *o,
-                       struct mem_recalled *out) {
+                       size_t n_kw, const struct mem_recall_opts *o, struct mem_recalled *out) {
   struct mem_recall_opts def;
   if (o == NULL) {
     mem_recall_defaults(&def);

@@ -157,8 +157,8 @@ static void on_done(void *ud, int err, const struct httpc_response *resp) {
   if (err == 0) {
     err = parse_response(p, resp->body);
     if (err != 0)
-      log_warn("memory: %s embedder: unexpected response (status %d, %zu bytes)",
-               rm->base.name, resp->status, resp->body.len);
+      log_warn("memory: %s embedder: unexpected response (status %d, %zu bytes)", rm->base.name,
+               resp->status, resp->body.len);
   } else if (err != EG_ECANCELED) {
     log_warn("memory: %s embedder: %s (status %d, %d attempts%s%s)", rm->base.name,
              eg_errname(err), resp->status, resp->attempts, resp->error[0] ? ": " : "",
@@ -252,7 +252,8 @@ static int start_part(struct remote *rm, struct job *j, const char *const *texts
       .n_headers = nh,
       .body = body,
       .body_len = strlen(body),
-      .timeouts = {.connect_ms = 10000, .first_byte_ms = rm->timeout_ms,
+      .timeouts = {.connect_ms = 10000,
+                   .first_byte_ms = rm->timeout_ms,
                    .total_ms = rm->timeout_ms * (uint32_t)rm->max_tries},
       .retry = {.max_tries = rm->max_tries, .base_ms = 500, .max_ms = 8000},
       .max_body = 64u << 20,
@@ -280,7 +281,9 @@ struct deferred {
   struct job *job;
 };
 
-static void deferred_close(uv_handle_t *h) { free(h->data); }
+static void deferred_close(uv_handle_t *h) {
+  free(h->data);
+}
 
 static void deferred_run(uv_idle_t *h) {
   struct deferred *d = h->data;

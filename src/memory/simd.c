@@ -103,8 +103,8 @@ __attribute__((target("avx2,fma"))) int32_t mem__dot_i8_avx2(const int8_t *a, co
   return s;
 }
 
-__attribute__((target("avx2,fma"))) float mem__dot_f32_i8_avx2(const float *a,
-                                                               const int8_t *b, size_t n) {
+__attribute__((target("avx2,fma"))) float mem__dot_f32_i8_avx2(const float *a, const int8_t *b,
+                                                               size_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -176,9 +176,8 @@ void mem__scan_i8_scalar(const int8_t *q, const int8_t *rows, size_t nrows, size
 /* The sign trick: |q| (unsigned) times sign(q)*row (signed) with maddubs gives q*row in
    pairs of int16 (no saturation: |q|,|row| <= 127, so a pair is at most 32258), which
    madd with ones widens to int32. Four rows per pass share the query loads. */
-__attribute__((target("avx2,fma"))) void mem__scan_i8_avx2(const int8_t *q, const int8_t *rows,
-                                                           size_t nrows, size_t dim,
-                                                           int32_t *out) {
+__attribute__((target("avx2,fma"))) void
+mem__scan_i8_avx2(const int8_t *q, const int8_t *rows, size_t nrows, size_t dim, int32_t *out) {
   const __m256i ones = _mm256_set1_epi16(1);
   size_t vd = dim & ~(size_t)31;
   size_t r = 0;
@@ -225,4 +224,44 @@ __attribute__((target("avx2,fma"))) void mem__scan_i8_avx2(const int8_t *q, cons
       s0 += (int32_t)q[i] * rr[i];
     out[r] = s0;
   }
+}
+
+/* ---- blocked rows (the index's layout) ---- */
+
+void mem__quad_scan_scalar(const int8_t *block, const int8_t *q, const uint16_t *quads,
+                           size_t nq, int32_t out[MEM_BLOCK]) {
+  for (size_t r = 0; r < MEM_BLOCK; r++)
+    out[r] = 0;
+  for (size_t i = 0; i < nq; i++) {
+    const int8_t *qq = q + 4 * (size_t)quads[i];
+    const int8_t *p = block + (size_t)quads[i] * 4 * MEM_BLOCK;
+    for (size_t r = 0; r < MEM_BLOCK; r++, p += 4)
+      out[r] += (int32_t)qq[0] * p[0] + (int32_t)qq[1] * p[1] + (int32_t)qq[2] * p[2] +
+                (int32_t)qq[3] * p[3];
+  }
+}
+
+/* The same sign trick as mem__scan_i8_avx2, on one quad of dimensions for 8 rows per
+   register: the quad's 4 query bytes are broadcast to every 32-bit lane. */
+__attribute__((target("avx2,fma"))) void mem__quad_scan_avx2(const int8_t *block,
+                                                             const int8_t *q,
+                                                             const uint16_t *quads, size_t nq,
+                                                             int32_t out[MEM_BLOCK]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[MEM_BLOCK / 8];
+  for (size_t j = 0; j < MEM_BLOCK / 8; j++)
+    acc[j] = _mm256_setzero_si256();
+  for (size_t i = 0; i < nq; i++) {
+    int32_t word;
+    memcpy(&word, q + 4 * (size_t)quads[i], 4);
+    __m256i qv = _mm256_set1_epi32(word);
+    __m256i qa = _mm256_abs_epi8(qv);
+    const int8_t *p = block + (size_t)quads[i] * 4 * MEM_BLOCK;
+    for (size_t j = 0; j < MEM_BLOCK / 8; j++) {
+      __m256i x = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(p + 32 * j)), qv);
+      acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(qa, x), ones));
+    }
+  }
+  for (size_t j = 0; j < MEM_BLOCK / 8; j++)
+    _mm256_storeu_si256((__m256i *)(out + 8 * j), acc[j]);
 }

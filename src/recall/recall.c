@@ -36,11 +36,21 @@ int recall_new(const struct recall_deps *d, struct recall **out) {
   return 0;
 }
 
-void recall_free(struct recall *r) { free(r); }
+void recall_free(struct recall *r) {
+  free(r);
+}
 
-void recall_stats(const struct recall *r, struct recall_stats *st) { *st = r->st; }
+void recall_stats(const struct recall *r, struct recall_stats *st) {
+  *st = r->st;
+}
 
-const struct mem_embedder *recall_embedder(const struct recall *r) { return r->d.embedder; }
+const struct mem_embedder *recall_embedder(const struct recall *r) {
+  return r->d.embedder;
+}
+
+bool recall_builtin(const struct recall *r) {
+  return r->d.pinecone == NULL && r->d.index;
+}
 
 /* The embedder (or Pinecone) answers again after failures: catch up on what is pending now
    rather than at the next timer tick. */
@@ -55,25 +65,36 @@ static bool valid_user(const char *user_id) {
   return user_id != NULL && id_valid(user_id, strlen(user_id));
 }
 
-/* Loads the user's vectors of model into the index (blocking). */
+static enum mem_role role_of(const char *role) {
+  if (!strcmp(role, "model"))
+    return MEM_ROLE_MODEL;
+  return !strcmp(role, "note") ? MEM_ROLE_NOTE : MEM_ROLE_USER;
+}
+
+static const char *role_name(enum mem_role r) {
+  return r == MEM_ROLE_MODEL ? "model" : r == MEM_ROLE_NOTE ? "note" : "user";
+}
+
+/* Loads the user's memories (and their vectors of model) into the index (blocking). */
 static int ensure_loaded(struct store *s, struct mem_index *ix, const char *model, int dim,
                          const char *user) {
   if (mem_index_loaded(ix, user))
     return 0;
   struct store_vectors v;
-  int rc = store_memory_load_vectors(s, user, model, &v);
+  int rc = store_memory_load_all(s, user, model, &v);
   if (rc)
     return rc;
   struct mem_row *rows = xcalloc(v.n ? v.n : 1, sizeof *rows);
-  size_t n = 0;
-  if (v.n == 0 || (int)v.dims == dim) {
-    for (size_t i = 0; i < v.n; i++, n++) {
-      memcpy(rows[n].id, v.ids[i], ID_LEN + 1);
-      rows[n].created_at = v.created_at[i];
-      rows[n].vec = v.vec + i * v.dims;
-    }
+  bool dims_ok = v.dims == 0 || (int)v.dims == dim;
+  for (size_t i = 0; i < v.n; i++) {
+    memcpy(rows[i].id, v.ids[i], ID_LEN + 1);
+    rows[i].created_at = v.created_at[i];
+    rows[i].vec = dims_ok && v.has_vec[i] ? v.vec + i * v.dims : NULL;
+    rows[i].text = v.texts[i];
+    rows[i].chat_id = v.chat_ids[i];
+    rows[i].role = role_of(v.roles[i]);
   }
-  rc = mem_index_load(ix, user, model, rows, n);
+  rc = mem_index_load(ix, user, model, rows, v.n);
   free(rows);
   store_vectors_free(&v);
   return rc;
@@ -171,6 +192,64 @@ static size_t cand_count(size_t k, size_t n_exclude) {
   return kc > 400 ? 400 : kc;
 }
 
+/* The search over the user's memories in RAM (the builtin index), loading them first when
+   needed (blocking). */
+static int search_index(struct store *s, struct mem_index *ix, const char *model, int dim,
+                        const struct mem_recall_opts *o, const char *user, const char *query,
+                        const float *vec, size_t kc, bool neighbours,
+                        struct recall_item **items_out, size_t *n_out) {
+  struct mem_found *found = xcalloc(o->k, sizeof *found);
+  size_t n = 0;
+  int rc = 0;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    rc = ensure_loaded(s, ix, model, dim, user);
+    if (rc)
+      break;
+    rc = mem_index_recall(ix, user, model, vec, query, kc, o, neighbours, found, &n);
+    if (rc == EG_EINVAL && vec) { /* the user's vectors are another model's: reload */
+      mem_index_drop(ix, user);
+      continue;
+    }
+    if (rc != EG_ENOTFOUND) /* evicted between load and search: once more */
+      break;
+  }
+  if (rc) {
+    mem_found_free(found, n);
+    free(found);
+    return rc;
+  }
+  struct recall_item *items = xcalloc(n ? n : 1, sizeof *items);
+  for (size_t i = 0; i < n; i++) {
+    struct recall_item *it = &items[i];
+    const struct mem_found *f = &found[i];
+    memcpy(it->id, f->id, sizeof it->id);
+    memcpy(it->chat_id, f->chat_id, sizeof it->chat_id);
+    snprintf(it->role, sizeof it->role, "%s", role_name(f->role));
+    it->text = f->text; /* moved */
+    it->created_at = f->created_at;
+    it->score = f->score;
+    if (f->before || f->after) {
+      struct buf b;
+      buf_init(&b, 4 * RECALL_CONTEXT_MAX);
+      if (f->before && f->before[0])
+        context_line(&b, role_name(f->before_role), f->before);
+      if (f->after && f->after[0])
+        context_line(&b, role_name(f->after_role), f->after);
+      if (b.len) {
+        b.len--; /* the last newline */
+        it->context = xstrndup((const char *)b.data, b.len);
+      }
+      buf_free(&b);
+    }
+    free(f->before);
+    free(f->after);
+  }
+  free(found);
+  *items_out = items;
+  *n_out = n;
+  return 0;
+}
+
 /* The search; the vector side is pre[0..npre) when use_pre (Pinecone's hits), else the
    index (when vec). */
 static int search_core(struct store *s, struct mem_index *ix, const char *model, int dim,
@@ -181,27 +260,24 @@ static int search_core(struct store *s, struct mem_index *ix, const char *model,
   *items_out = NULL;
   *n_out = 0;
   size_t kc = cand_count(k, n_exclude);
+  struct mem_recall_opts o;
+  if (fuse)
+    o = *fuse;
+  else
+    mem_recall_defaults(&o);
+  o.k = k;
+  o.exclude = exclude;
+  o.n_exclude = n_exclude;
+  o.query = query; /* the date boost for time questions */
+  if (!use_pre && ix)
+    return search_index(s, ix, model, dim, &o, user, query, vec, kc, neighbours, items_out,
+                        n_out);
+  /* Pinecone: its hits (pre) and the store's keyword search. */
   struct mem_hit *vh = xcalloc(kc, sizeof *vh);
   size_t nv = 0;
   int rc = 0;
-  if (use_pre) {
-    for (size_t i = 0; i < npre && nv < kc; i++)
-      vh[nv++] = pre[i];
-  } else if (vec && ix) {
-    for (int attempt = 0; attempt < 2; attempt++) {
-      rc = ensure_loaded(s, ix, model, dim, user);
-      if (rc)
-        break;
-      rc = mem_index_search(ix, user, model, vec, kc, exclude, n_exclude, vh, &nv);
-      if (rc != EG_ENOTFOUND) /* evicted between load and search: once more */
-        break;
-    }
-    if (rc) {
-      log_warn("recall: vector search failed: %s", eg_strerror(rc));
-      nv = 0;
-      rc = 0;
-    }
-  }
+  for (size_t i = 0; i < npre && nv < kc; i++)
+    vh[nv++] = pre[i];
   struct store_hits kh = {0};
   rc = store_memory_search(s, user, query, kc, &kh);
   if (rc) {
@@ -218,7 +294,8 @@ static int search_core(struct store *s, struct mem_index *ix, const char *model,
   if (nids)
     rc = store_memory_get_many(s, user, ids, nids, &mems);
   if (rc == 0 && mems.n) {
-    struct mem_cand *vc = xcalloc(nv + 1, sizeof *vc), *kcand = xcalloc(kh.n + 1, sizeof *kcand);
+    struct mem_cand *vc = xcalloc(nv + 1, sizeof *vc),
+                    *kcand = xcalloc(kh.n + 1, sizeof *kcand);
     size_t nvc = 0, nkc = 0;
     for (size_t i = 0; i < nv; i++) {
       const struct store_memory *m = find_mem(&mems, vh[i].id);
@@ -230,15 +307,6 @@ static int search_core(struct store *s, struct mem_index *ix, const char *model,
       if (m)
         fill_cand(&kcand[nkc++], m, (float)kh.v[i].score);
     }
-    struct mem_recall_opts o;
-    if (fuse)
-      o = *fuse;
-    else
-      mem_recall_defaults(&o);
-    o.k = k;
-    o.exclude = exclude;
-    o.n_exclude = n_exclude;
-    o.query = query; /* the date boost for time questions */
     struct mem_recalled *out = xcalloc(k ? k : 1, sizeof *out);
     size_t n = mem_recall_fuse(vc, nvc, kcand, nkc, &o, out);
     struct recall_item *items = xcalloc(n ? n : 1, sizeof *items);
@@ -320,10 +388,9 @@ static void search_submit(struct search_job *j) {
     return;
   }
   j->use_pc = true; /* never the index, even without a vector */
-  if (j->vec == NULL ||
-      mem_pinecone_query(r->d.pinecone, j->user, r->d.embedder->model, j->vec,
-                         r->d.embedder->dim, cand_count(j->k, j->n_exclude), on_pc_hits,
-                         j) != 0)
+  if (j->vec == NULL || mem_pinecone_query(r->d.pinecone, j->user, r->d.embedder->model, j->vec,
+                                           r->d.embedder->dim, cand_count(j->k, j->n_exclude),
+                                           on_pc_hits, j) != 0)
     search_run(j);
 }
 
@@ -405,7 +472,7 @@ static int rem_work(struct store *s, void *arg) {
     return rc;
   if (r->d.pinecone)
     return 0;
-  struct mem_row row = {.created_at = j->created_at, .vec = j->vec};
+  struct mem_row row = {.created_at = j->created_at, .vec = j->vec, .text = j->text};
   memcpy(row.id, j->id, sizeof row.id);
   rc = mem_index_add(r->d.index, j->user, model, &row);
   if (rc == EG_EINVAL) /* the user's index holds another model: reload it next time */
@@ -523,27 +590,48 @@ static void on_doc_vec(void *ud, int status, const float *vecs, size_t n, int di
   rem_submit(j);
 }
 
-int recall_remember(struct recall *r, const char *user_id, const char *memory_id,
-                    const char *text, int64_t created_at, const float *vec, recall_done_cb cb,
+/* The memory's row in the index: text, chat and role now; its vector when known. */
+static void index_row(struct recall *r, const struct recall_memory *m, const float *vec) {
+  if (r->d.pinecone || r->d.index == NULL)
+    return;
+  struct mem_row row = {.created_at = m->created_at,
+                        .vec = vec,
+                        .text = m->text,
+                        .chat_id = m->chat_id,
+                        .role = role_of(m->role ? m->role : "user")};
+  memcpy(row.id, m->id, sizeof row.id);
+  if (mem_index_add(r->d.index, m->user_id, r->d.embedder->model, &row) == EG_EINVAL)
+    mem_index_drop(r->d.index, m->user_id); /* another model's vectors: reload next time */
+}
+
+int recall_remember(struct recall *r, const struct recall_memory *m, recall_done_cb cb,
                     void *ud) {
-  if (!valid_user(user_id) || memory_id == NULL || !id_valid(memory_id, strlen(memory_id)) ||
-      text == NULL)
+  if (m == NULL || !valid_user(m->user_id) || m->id == NULL ||
+      !id_valid(m->id, strlen(m->id)) || m->text == NULL || (m->vec_stored && !m->vec))
     return EG_EINVAL;
+  /* Known to the keyword side at once (the user's index is only touched when loaded). */
+  index_row(r, m, m->vec_stored ? m->vec : NULL);
+  if (m->vec_stored) {
+    r->st.remembered++;
+    if (cb)
+      cb(ud, 0);
+    return 0;
+  }
   struct rem_job *j = xcalloc(1, sizeof *j);
   j->r = r;
-  memcpy(j->user, user_id, ID_LEN + 1);
-  memcpy(j->id, memory_id, ID_LEN + 1);
-  j->text = xstrdup(text);
-  j->created_at = created_at;
+  memcpy(j->user, m->user_id, ID_LEN + 1);
+  memcpy(j->id, m->id, ID_LEN + 1);
+  j->text = xstrdup(m->text);
+  j->created_at = m->created_at;
   j->cb = cb;
   j->ud = ud;
-  if (vec) {
-    j->vec = xmemdup(vec, (size_t)r->d.embedder->dim * sizeof *vec);
+  if (m->vec) {
+    j->vec = xmemdup(m->vec, (size_t)r->d.embedder->dim * sizeof *m->vec);
     rem_submit(j);
     return 0;
   }
-  size_t len = strlen(text);
-  const char *t = text;
+  size_t len = strlen(m->text);
+  const char *t = m->text;
   int rc = mem_embed(r->d.embedder, &t, &len, 1, MEM_TASK_DOCUMENT, on_doc_vec, j);
   if (rc) {
     rem_job_free(j);
@@ -552,7 +640,8 @@ int recall_remember(struct recall *r, const char *user_id, const char *memory_id
   return 0;
 }
 
-/* ---- forget, notes, invalidation ------------------------------------------------------------- */
+/* ---- forget, notes, invalidation
+ * ------------------------------------------------------------- */
 
 struct small_job {
   struct recall *r;
@@ -665,7 +754,12 @@ static int note_work(struct store *s, void *arg) {
 static void note_done(void *arg, int status) {
   struct small_job *j = arg;
   if (status == 0) {
-    int rc = recall_remember(j->r, j->user, j->id, j->text, j->created_at, NULL, NULL, NULL);
+    struct recall_memory m = {.user_id = j->user,
+                              .id = j->id,
+                              .role = "note",
+                              .text = j->text,
+                              .created_at = j->created_at};
+    int rc = recall_remember(j->r, &m, NULL, NULL);
     if (rc)
       log_warn("recall: note not embedded now (%s); left for the backfill", eg_strerror(rc));
   }
@@ -698,7 +792,8 @@ void recall_invalidate(struct recall *r, const char *user_id) {
     mem_index_drop(r->d.index, user_id);
 }
 
-/* ---- backfill ------------------------------------------------------------------------------- */
+/* ---- backfill -------------------------------------------------------------------------------
+ */
 
 struct fill_job {
   struct recall *r;
@@ -729,7 +824,11 @@ static int fill_store_work(struct store *s, void *arg) {
     j->stored++;
     if (r->d.pinecone)
       continue;
-    struct mem_row row = {.created_at = m->created_at, .vec = v};
+    struct mem_row row = {.created_at = m->created_at,
+                          .vec = v,
+                          .text = m->text,
+                          .chat_id = m->chat_id,
+                          .role = role_of(m->role)};
     memcpy(row.id, m->id, sizeof row.id);
     if (mem_index_add(r->d.index, m->user_id, r->d.embedder->model, &row) == EG_EINVAL)
       mem_index_drop(r->d.index, m->user_id);
@@ -842,7 +941,8 @@ static void fill_load_done(void *arg, int status) {
     texts[i] = j->batch.v[i].text ? j->batch.v[i].text : "";
     lens[i] = strlen(texts[i]);
   }
-  int rc = mem_embed(r->d.embedder, texts, lens, j->batch.n, MEM_TASK_DOCUMENT, on_fill_vecs, j);
+  int rc =
+      mem_embed(r->d.embedder, texts, lens, j->batch.n, MEM_TASK_DOCUMENT, on_fill_vecs, j);
   free(texts);
   free(lens);
   if (rc) {

@@ -109,12 +109,24 @@ EG_WUR int recall_search_sync(struct store *s, struct mem_index *ix, const char 
 void recall_items_free(struct recall_item *items, size_t n);
 
 typedef void (*recall_done_cb)(void *ud, int status);
-/* Embeds and records one memory (see above). vec: its document embedding when known (the
-   hash embedder gives the same vector for queries and documents), else NULL. cb may be
-   NULL. */
-EG_WUR int recall_remember(struct recall *r, const char *user_id, const char *memory_id,
-                           const char *text, int64_t created_at, const float *vec,
-                           recall_done_cb cb, void *ud);
+/* A stored memory to remember (the strings are copied). */
+struct recall_memory {
+  const char *user_id, *id;
+  const char *chat_id; /* NULL or "" for notes */
+  const char *role;    /* "user" | "model" | "note" */
+  const char *text;
+  int64_t created_at;
+  /* Its document embedding when known (the hash embedder gives the same vector for
+     queries and documents), else NULL: embedded here. */
+  const float *vec;
+  /* vec is already in the store (inserted with the message): only the index learns it. */
+  bool vec_stored;
+};
+/* Embeds and records one memory (see above). The memory is in the user's index (when
+   loaded: its keyword side at once, its vector once known) before this returns. cb may be
+   NULL; with vec_stored it runs before recall_remember returns. */
+EG_WUR int recall_remember(struct recall *r, const struct recall_memory *m, recall_done_cb cb,
+                           void *ud);
 /* Deletes one memory of user_id (EG_ENOTFOUND if it is not theirs) / all of them. */
 EG_WUR int recall_forget(struct recall *r, const char *user_id, const char *memory_id,
                          recall_done_cb cb, void *ud);
@@ -138,5 +150,9 @@ struct recall_stats {
 void recall_stats(const struct recall *r, struct recall_stats *st);
 
 const struct mem_embedder *recall_embedder(const struct recall *r);
+/* True when the vector side is the builtin index (not Pinecone): a vector recorded in the
+   store is then all a memory needs (e.g. stored with its message, recall_memory.vec_stored),
+   and recall_search_blocking() works. */
+bool recall_builtin(const struct recall *r);
 
 #endif

@@ -109,8 +109,9 @@ static const char *const pg_migrations[] = {
     " $8::boolean WHERE EXISTS (SELECT 1 FROM chats WHERE id = $2::text AND"                   \
     " user_id = $3::text) ON CONFLICT (chat_id, client_id) DO NOTHING"                         \
     " RETURNING id, user_id, chat_id, role, content, created_at),"                             \
-    " mem AS (INSERT INTO memories(id, user_id, chat_id, role, text, created_at)"              \
-    " SELECT id, user_id, chat_id, role, content, created_at FROM ins WHERE content <> ''),"   \
+    " mem AS (INSERT INTO memories(id, user_id, chat_id, role, text, created_at,"              \
+    " embed_model, vector, dims) SELECT id, user_id, chat_id, role, content, created_at,"      \
+    " $9::text, $10::bytea, COALESCE($11::int, 0) FROM ins WHERE content <> ''),"              \
     " touch AS (UPDATE chats SET last_activity = GREATEST(last_activity, $7::bigint)"          \
     " WHERE id = $2::text AND EXISTS (SELECT 1 FROM ins))"                                     \
     " SELECT (SELECT count(*) FROM ins),"                                                      \
@@ -136,8 +137,8 @@ static const char *const pg_migrations[] = {
                  " AND id > $2 ORDER BY id LIMIT $3::bigint)) p ORDER BY id LIMIT $3::bigint") \
   X(MEM_SET_VEC, "UPDATE memories SET embed_model = $2, vector = $3::bytea, dims = $4::int"    \
                  " WHERE id = $1")                                                             \
-  X(MEM_VECTORS, "SELECT id, created_at, vector, dims FROM memories WHERE user_id = $1 AND"    \
-                 " embed_model = $2 ORDER BY created_at, id")                                  \
+  X(MEM_ALL, "SELECT id, created_at, CASE WHEN embed_model = $2 THEN vector END, dims,"        \
+             " chat_id, role, text FROM memories WHERE user_id = $1 ORDER BY created_at, id")  \
   X(MEM_DELETE, "DELETE FROM memories WHERE id = $1 AND user_id = $2")                         \
   X(MEM_DELETE_ALL, "DELETE FROM memories WHERE user_id = $1")                                 \
   X(MEM_CURSOR, "SELECT created_at FROM memories WHERE id = $1 AND user_id = $2")              \
@@ -726,17 +727,44 @@ static int pg_chat_delete(struct store *s, const char *user_id, const char *chat
 
 /* ---- messages ------------------------------------------------------------------------ */
 
-/* The 8 parameters of PG_MSG_INSERT for m (t: room for the time). */
-static void pg_msg_params(const struct store_message_new *m, char t[24], const char *v[8]) {
-  fmt_i64(t, 24, m->created_at);
+/* The parameters of PG_MSG_INSERT for m. */
+#define PG_MSG_NPARAMS 11
+struct pg_msg_args {
+  char t[24], dims[12];
+  char *hex; /* the vector as bytea text ("\\x..."), or NULL */
+  const char *v[PG_MSG_NPARAMS];
+};
+
+static void pg_msg_params(const struct store_message_new *m, struct pg_msg_args *a) {
+  fmt_i64(a->t, sizeof a->t, m->created_at);
+  const char **v = a->v;
   v[0] = m->id;
   v[1] = m->chat_id;
   v[2] = m->user_id;
   v[3] = m->role;
   v[4] = m->content;
   v[5] = m->client_id && *m->client_id ? m->client_id : NULL;
-  v[6] = t;
+  v[6] = a->t;
   v[7] = m->cancelled ? "true" : "false";
+  v[8] = v[9] = v[10] = NULL;
+  a->hex = NULL;
+  if (m->vec && m->dims && m->embed_model) {
+    static const char hx[] = "0123456789abcdef";
+    size_t bytes = m->dims * sizeof(float);
+    const uint8_t *p = (const uint8_t *)m->vec;
+    a->hex = xmalloc(2 * bytes + 3);
+    a->hex[0] = '\\';
+    a->hex[1] = 'x';
+    for (size_t i = 0; i < bytes; i++) {
+      a->hex[2 + 2 * i] = hx[p[i] >> 4];
+      a->hex[3 + 2 * i] = hx[p[i] & 15];
+    }
+    a->hex[2 + 2 * bytes] = 0;
+    snprintf(a->dims, sizeof a->dims, "%u", (unsigned)m->dims);
+    v[8] = m->embed_model;
+    v[9] = a->hex;
+    v[10] = a->dims;
+  }
 }
 
 /* The message's status from PG_MSG_INSERT's one result row. */
@@ -765,13 +793,13 @@ static int pg_msg_parse(const PGresult *r, struct store_message_new *m) {
 /* One message through the CTE statement on an open connection. Returns the message's
    status; a SQL error (which aborts an enclosing transaction) comes back as *sql_err. */
 static int pg_msg_one(struct pg_conn *c, struct store_message_new *m, int *sql_err) {
-  char t[24];
-  const char *v[8];
-  pg_msg_params(m, t, v);
+  struct pg_msg_args a;
+  pg_msg_params(m, &a);
   int rc;
   *sql_err = 0;
   m->existed = false;
-  PGresult *r = pg_q(c, PG_MSG_INSERT, 8, v, &rc);
+  PGresult *r = pg_q(c, PG_MSG_INSERT, PG_MSG_NPARAMS, a.v, &rc);
+  free(a.hex);
   if (!r) {
     *sql_err = rc;
     return rc;
@@ -897,10 +925,10 @@ static int op_batch_pipe(struct pg_conn *c, void *arg) {
     for (; i < b->n && k < PG_PIPE_CHUNK && ok; i++) {
       if (st[i] != 0)
         continue;
-      char t[24];
-      const char *v[8];
-      pg_msg_params(&b->m[i], t, v);
-      ok = PQsendQueryPrepared(conn, name, 8, v, NULL, NULL, 0) == 1;
+      struct pg_msg_args a;
+      pg_msg_params(&b->m[i], &a);
+      ok = PQsendQueryPrepared(conn, name, PG_MSG_NPARAMS, a.v, NULL, NULL, 0) == 1;
+      free(a.hex);
       sent[k++] = i;
     }
     from = i;
@@ -1127,49 +1155,41 @@ static uint32_t be32(const char *p) {
   return ntohl(v);
 }
 
-static int op_load_vectors(struct pg_conn *c, void *arg) {
+static int op_load_all(struct pg_conn *c, void *arg) {
   struct pg_vec_load *a = arg;
   struct store_vectors *out = a->out;
+  store_vectors_free(out); /* a retry starts over */
   const char *v[2] = {a->user_id, a->model};
   int rc;
-  /* Binary results: the vectors come back as raw bytes, the numbers big-endian. */
-  PGresult *r = pg_exec(c, PG_MEM_VECTORS, 2, v, NULL, NULL, 1, &rc);
+  /* Binary results: the vectors come back as raw bytes, the numbers big-endian; text as
+     its bytes (libpq adds a NUL). */
+  PGresult *r = pg_exec(c, PG_MEM_ALL, 2, v, NULL, NULL, 1, &rc);
   if (!r)
     return rc;
   int rows = PQntuples(r);
   size_t cap = 0;
   for (int i = 0; i < rows; i++) {
-    if (PQgetisnull(r, i, 2) || PQgetlength(r, i, 1) != 8 || PQgetlength(r, i, 3) != 4)
+    if (PQgetlength(r, i, 1) != 8 || PQgetlength(r, i, 3) != 4 || PQgetlength(r, i, 0) > ID_LEN)
       continue;
     uint32_t dims = be32(PQgetvalue(r, i, 3));
     size_t bytes = (size_t)PQgetlength(r, i, 2);
-    if (dims == 0 || bytes != dims * sizeof(float) || PQgetlength(r, i, 0) > ID_LEN)
-      continue;
-    if (out->n == 0)
-      out->dims = dims;
-    if (dims != out->dims)
-      continue;
-    if (out->n == cap) {
-      cap = cap ? cap * 2 : 64;
-      out->ids = xrealloc(out->ids, cap * sizeof(*out->ids));
-      out->created_at = xrealloc(out->created_at, cap * sizeof(*out->created_at));
-      out->vec = xrealloc(out->vec, cap * dims * sizeof(float));
-    }
-    store__str_copy(out->ids[out->n], sizeof(out->ids[0]), PQgetvalue(r, i, 0));
+    const void *vec = PQgetisnull(r, i, 2) ? NULL : PQgetvalue(r, i, 2);
+    if (dims == 0 || bytes != dims * sizeof(float))
+      vec = NULL;
     const char *tp = PQgetvalue(r, i, 1);
     uint64_t t = ((uint64_t)be32(tp) << 32) | be32(tp + 4);
-    out->created_at[out->n] = (int64_t)t;
-    memcpy(out->vec + out->n * dims, PQgetvalue(r, i, 2), bytes);
-    out->n++;
+    store__vectors_push(out, &cap, PQgetvalue(r, i, 0),
+                        PQgetisnull(r, i, 4) ? "" : PQgetvalue(r, i, 4), PQgetvalue(r, i, 5),
+                        PQgetvalue(r, i, 6), (int64_t)t, vec, dims);
   }
   PQclear(r);
   return 0;
 }
 
-static int pg_mem_load_vectors(struct store *s, const char *user_id, const char *model,
-                               struct store_vectors *out) {
+static int pg_mem_load_all(struct store *s, const char *user_id, const char *model,
+                           struct store_vectors *out) {
   struct pg_vec_load a = {user_id, model, out};
-  int rc = pg_call(s, op_load_vectors, &a, PG_RETRY);
+  int rc = pg_call(s, op_load_all, &a, PG_RETRY);
   if (rc != 0)
     store_vectors_free(out);
   return rc;
@@ -1337,7 +1357,7 @@ static const struct store_ops pg_ops = {
     .memory_add = pg_mem_add,
     .memory_pending = pg_mem_pending,
     .memory_set_vector = pg_mem_set_vector,
-    .memory_load_vectors = pg_mem_load_vectors,
+    .memory_load_all = pg_mem_load_all,
     .memory_delete = pg_mem_delete,
     .memory_delete_all = pg_mem_delete_all,
     .memory_list = pg_mem_list,

@@ -148,8 +148,9 @@ static const char *const sq_migrations[] = {
   X(MSG_AFTER, "SELECT " MSG_COLS " FROM messages WHERE chat_id = ?1 AND (created_at > ?2"     \
                " OR (created_at = ?2 AND id > ?3)) ORDER BY created_at, id LIMIT ?4")          \
   X(MSG_IN_CHAT, "SELECT created_at FROM messages WHERE id = ?1 AND chat_id = ?2")             \
-  X(MEM_INSERT, "INSERT INTO memories(id, user_id, chat_id, role, text, created_at)"           \
-                " VALUES (?1, ?2, ?3, ?4, ?5, ?6)")                                            \
+  X(MEM_INSERT, "INSERT INTO memories(id, user_id, chat_id, role, text, created_at,"           \
+                " embed_model, vector, dims) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"          \
+                " COALESCE(?9, 0))")                                                           \
   /* Three index ranges of memories_model (no model, models before, models after ?1):          \
      rows already embedded by ?1 are never visited. */                                         \
   X(MEM_PENDING, "SELECT * FROM ("                                                             \
@@ -163,8 +164,8 @@ static const char *const sq_migrations[] = {
                  " FROM memories INDEXED BY memories_model WHERE embed_model > ?1"             \
                  " AND id > ?2 ORDER BY id LIMIT ?3)) ORDER BY id LIMIT ?3")                   \
   X(MEM_SET_VEC, "UPDATE memories SET embed_model = ?2, vector = ?3, dims = ?4 WHERE id = ?1") \
-  X(MEM_VECTORS, "SELECT id, created_at, vector, dims FROM memories WHERE user_id = ?1 AND"    \
-                 " embed_model = ?2 ORDER BY created_at, id")                                  \
+  X(MEM_ALL, "SELECT id, created_at, CASE WHEN embed_model = ?2 THEN vector END, dims,"        \
+             " chat_id, role, text FROM memories WHERE user_id = ?1 ORDER BY created_at, id")  \
   X(MEM_DELETE, "DELETE FROM memories WHERE id = ?1 AND user_id = ?2")                         \
   X(MEM_DELETE_ALL, "DELETE FROM memories WHERE user_id = ?1")                                 \
   X(MEM_CURSOR, "SELECT created_at FROM memories WHERE id = ?1 AND user_id = ?2")              \
@@ -172,7 +173,7 @@ static const char *const sq_migrations[] = {
               " OR (created_at = ?2 AND id < ?3)) ORDER BY created_at DESC, id DESC"           \
               " LIMIT ?4")                                                                     \
   X(MEM_GET, "SELECT " MEM_COLS " FROM memories WHERE id = ?1 AND user_id = ?2")               \
-  X(MEM_SEARCH, "SELECT m.id, f.r FROM (SELECT rowid, bm25(memories_fts, 1.0, 0.0) AS r"      \
+  X(MEM_SEARCH, "SELECT m.id, f.r FROM (SELECT rowid, bm25(memories_fts, 1.0, 0.0) AS r"       \
                 " FROM memories_fts WHERE memories_fts MATCH ?1 ORDER BY r LIMIT ?3) f"        \
                 " JOIN memories m ON m.rid = f.rowid WHERE m.user_id = ?2 ORDER BY f.r")
 
@@ -802,6 +803,11 @@ static int sq_msg_insert_one(struct sq_conn *c, struct store_message_new *m, boo
   bind_text(st, 4, m->role);
   bind_text(st, 5, m->content);
   sqlite3_bind_int64(st, 6, m->created_at);
+  if (m->vec && m->dims && m->embed_model) {
+    bind_text(st, 7, m->embed_model);
+    sqlite3_bind_blob(st, 8, m->vec, (int)(m->dims * sizeof(float)), SQLITE_STATIC);
+    sqlite3_bind_int(st, 9, (int)m->dims);
+  }
   r = sqlite3_step(st);
   rc = r == SQLITE_DONE ? 0 : sq_err(c->db, r, "memory insert");
   sq_done(st);
@@ -896,6 +902,23 @@ static int sq_msg_batch_try(struct sq_conn *c, struct store_message_new *m, size
       sqlite3_bind_int64(st, 1, max_rowid);
       int r = sqlite3_step(st);
       rc = r == SQLITE_DONE ? 0 : sq_err(c->db, r, "memories of the batch");
+      sq_done(st);
+    }
+    /* Vectors that came with their messages, in the same transaction. */
+    for (size_t i = 0; i < n && rc == 0; i++) {
+      if (status[i] != 0 || m[i].existed || !m[i].vec || !m[i].content[0])
+        continue;
+      st = sq_prep(c, SQ_MEM_SET_VEC);
+      if (!st) {
+        rc = EG_EDB;
+        break;
+      }
+      bind_text(st, 1, m[i].id);
+      bind_text(st, 2, m[i].embed_model);
+      sqlite3_bind_blob(st, 3, m[i].vec, (int)(m[i].dims * sizeof(float)), SQLITE_STATIC);
+      sqlite3_bind_int(st, 4, (int)m[i].dims);
+      int r = sqlite3_step(st);
+      rc = r == SQLITE_DONE ? 0 : sq_err(c->db, r, "vector of the batch");
       sq_done(st);
     }
   }
@@ -1159,14 +1182,14 @@ static int sq_mem_set_vector(struct store *s, const char *id, const char *model,
   return rc == 0 && changes == 0 ? EG_ENOTFOUND : rc;
 }
 
-static int sq_mem_load_vectors(struct store *s, const char *user_id, const char *model,
-                               struct store_vectors *out) {
+static int sq_mem_load_all(struct store *s, const char *user_id, const char *model,
+                           struct store_vectors *out) {
   struct sq_conn *c = sq_reader(s);
   if (!c)
     return EG_EDB;
   size_t cap = 0;
   int rc = EG_EDB;
-  sqlite3_stmt *st = sq_prep(c, SQ_MEM_VECTORS);
+  sqlite3_stmt *st = sq_prep(c, SQ_MEM_ALL);
   if (!st)
     goto out;
   bind_text(st, 1, user_id);
@@ -1177,23 +1200,13 @@ static int sq_mem_load_vectors(struct store *s, const char *user_id, const char 
     const void *blob = sqlite3_column_blob(st, 2);
     size_t bytes = (size_t)sqlite3_column_bytes(st, 2);
     if (dims == 0 || !blob || bytes != dims * sizeof(float))
-      continue;
-    if (out->n == 0)
-      out->dims = dims;
-    if (dims != out->dims)
-      continue;
-    if (out->n == cap) {
-      cap = cap ? cap * 2 : 64;
-      out->ids = xrealloc(out->ids, cap * sizeof(*out->ids));
-      out->created_at = xrealloc(out->created_at, cap * sizeof(*out->created_at));
-      out->vec = xrealloc(out->vec, cap * dims * sizeof(float));
-    }
-    col_copy(st, 0, out->ids[out->n], sizeof(out->ids[0]));
-    out->created_at[out->n] = sqlite3_column_int64(st, 1);
-    memcpy(out->vec + out->n * dims, blob, bytes);
-    out->n++;
+      blob = NULL;
+    store__vectors_push(
+        out, &cap, (const char *)sqlite3_column_text(st, 0),
+        (const char *)sqlite3_column_text(st, 4), (const char *)sqlite3_column_text(st, 5),
+        (const char *)sqlite3_column_text(st, 6), sqlite3_column_int64(st, 1), blob, dims);
   }
-  rc = r == SQLITE_DONE ? 0 : sq_err(c->db, r, "load vectors");
+  rc = r == SQLITE_DONE ? 0 : sq_err(c->db, r, "load memories");
   sq_done(st);
 out:
   sq_reader_put(s, c);
@@ -1359,7 +1372,7 @@ static const struct store_ops sq_ops = {
     .memory_add = sq_mem_add,
     .memory_pending = sq_mem_pending,
     .memory_set_vector = sq_mem_set_vector,
-    .memory_load_vectors = sq_mem_load_vectors,
+    .memory_load_all = sq_mem_load_all,
     .memory_delete = sq_mem_delete,
     .memory_delete_all = sq_mem_delete_all,
     .memory_list = sq_mem_list,

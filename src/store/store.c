@@ -360,6 +360,9 @@ static int message_check(struct store_message_new *m) {
     return EG_EINVAL;
   if (m->client_id && strlen(m->client_id) > STORE_CLIENT_ID_MAX)
     return EG_EINVAL;
+  if (m->vec && (m->dims == 0 || m->dims > 65536 || !m->embed_model || !*m->embed_model ||
+                 strlen(m->embed_model) >= STORE_MODEL_MAX))
+    return EG_EINVAL;
   if (!m->id[0])
     id_new(m->id);
   if (m->created_at == 0)
@@ -458,10 +461,48 @@ void store_memories_free(struct store_memories *l) {
 void store_vectors_free(struct store_vectors *v) {
   if (!v)
     return;
+  for (size_t i = 0; i < v->n; i++)
+    free(v->texts[i]);
+  free(v->texts);
   free(v->ids);
+  free(v->chat_ids);
+  free(v->roles);
   free(v->created_at);
   free(v->vec);
+  free(v->has_vec);
   memset(v, 0, sizeof(*v));
+}
+
+/* Appends one row to v (the vector may be NULL); cap is the caller's. */
+void store__vectors_push(struct store_vectors *v, size_t *cap, const char *id, const char *chat,
+                         const char *role, const char *text, int64_t created_at,
+                         const void *vec, uint32_t dims) {
+  if (vec && v->dims != 0 && dims != v->dims)
+    vec = NULL;
+  if (v->n == *cap) {
+    *cap = *cap ? *cap * 2 : 64;
+    v->ids = xrealloc(v->ids, *cap * sizeof(*v->ids));
+    v->chat_ids = xrealloc(v->chat_ids, *cap * sizeof(*v->chat_ids));
+    v->roles = xrealloc(v->roles, *cap * sizeof(*v->roles));
+    v->texts = xrealloc(v->texts, *cap * sizeof(*v->texts));
+    v->created_at = xrealloc(v->created_at, *cap * sizeof(*v->created_at));
+    v->has_vec = xrealloc(v->has_vec, *cap * sizeof(*v->has_vec));
+    if (v->dims)
+      v->vec = xrealloc(v->vec, *cap * v->dims * sizeof(float));
+  }
+  if (vec && v->dims == 0) {
+    v->dims = dims;
+    v->vec = xmalloc(*cap * dims * sizeof(float));
+  }
+  if (vec)
+    memcpy(v->vec + v->n * dims, vec, dims * sizeof(float));
+  size_t i = v->n++;
+  store__str_copy(v->ids[i], sizeof(v->ids[i]), id);
+  store__str_copy(v->chat_ids[i], sizeof(v->chat_ids[i]), chat ? chat : "");
+  store__str_copy(v->roles[i], sizeof(v->roles[i]), role ? role : "user");
+  v->texts[i] = xstrdup(text ? text : "");
+  v->created_at[i] = created_at;
+  v->has_vec[i] = vec != NULL;
 }
 
 void store_hits_free(struct store_hits *h) {
@@ -506,12 +547,12 @@ int store_memory_set_vector(struct store *s, const char *memory_id, const char *
   return s->ops->memory_set_vector(s, memory_id, model, vec, dims);
 }
 
-int store_memory_load_vectors(struct store *s, const char *user_id, const char *model,
-                              struct store_vectors *out) {
+int store_memory_load_all(struct store *s, const char *user_id, const char *model,
+                          struct store_vectors *out) {
   memset(out, 0, sizeof(*out));
   if (!idok(user_id) || !model || !*model)
     return EG_EINVAL;
-  return s->ops->memory_load_vectors(s, user_id, model, out);
+  return s->ops->memory_load_all(s, user_id, model, out);
 }
 
 int store_memory_delete(struct store *s, const char *user_id, const char *memory_id) {
@@ -563,13 +604,13 @@ int store_memory_get_many(struct store *s, const char *user_id, const char *cons
    Ranking on them costs a pass over nearly every memory of the user and adds noise. */
 static bool stopword(const char *w) {
   static const char *const list[] = {
-      "a",     "about", "am",    "an",   "and",   "any",  "are",   "as",    "at",   "be",
-      "been",  "but",   "by",    "can",  "could", "did",  "do",    "does",  "for",  "from",
-      "had",   "has",   "have",  "he",   "her",   "him",  "his",   "how",   "i",    "if",
-      "in",    "into",  "is",    "it",   "its",   "just", "me",    "my",    "no",   "not",
-      "of",    "on",    "or",    "our",  "please", "she", "so",    "some",  "than", "that",
-      "the",   "their", "them",  "then", "there", "they", "this",  "to",    "too",  "us",
-      "was",   "we",    "were",  "what", "when",  "which", "who",  "why",   "will", "with",
+      "a",     "about", "am",   "an",   "and",    "any",   "are",  "as",   "at",   "be",
+      "been",  "but",   "by",   "can",  "could",  "did",   "do",   "does", "for",  "from",
+      "had",   "has",   "have", "he",   "her",    "him",   "his",  "how",  "i",    "if",
+      "in",    "into",  "is",   "it",   "its",    "just",  "me",   "my",   "no",   "not",
+      "of",    "on",    "or",   "our",  "please", "she",   "so",   "some", "than", "that",
+      "the",   "their", "them", "then", "there",  "they",  "this", "to",   "too",  "us",
+      "was",   "we",    "were", "what", "when",   "which", "who",  "why",  "will", "with",
       "would", "you",   "your"};
   for (size_t i = 0; i < EG_ARRAY_LEN(list); i++)
     if (strcmp(w, list[i]) == 0)

@@ -210,6 +210,11 @@ struct store_message_new {
   const char *content;   /* required; may be "" (a model message cancelled at once) */
   const char *client_id; /* NULL or "" = none; at most 128 bytes */
   bool cancelled;
+  /* Optional: the memory's vector, stored with it (vec[0..dims) float32 of embed_model);
+     NULL = not embedded yet (store_memory_set_vector later). */
+  const float *vec;
+  uint32_t dims;
+  const char *embed_model;
   int64_t created_at; /* in/out: 0 -> now */
   bool existed;       /* out: true when (chat_id, client_id) was stored before; id, and
                          created_at are then the stored message's and nothing was written */
@@ -292,19 +297,24 @@ EG_WUR int store_memory_pending(struct store *s, const char *model, const char *
 EG_WUR int store_memory_set_vector(struct store *s, const char *memory_id, const char *model,
                                    const float *vec, uint32_t dims);
 
-/* All vectors of one user for one model, for the in-process index. ids[i], created_at[i]
-   and vec[i*dims .. (i+1)*dims) describe row i. Rows of another dims are skipped (dims is
-   taken from the first row). */
+/* Every memory of one user, oldest first (created_at, then id), for the in-process index:
+   row i is ids[i], chat_ids[i] ("" for notes), roles[i], texts[i], created_at[i], and its
+   vector vec[i*dims .. (i+1)*dims) when has_vec[i] (embedded by `model` with dims values;
+   dims is taken from the first such row, vectors of another length are left out). */
 struct store_vectors {
   size_t n;
   uint32_t dims;
   char (*ids)[ID_LEN + 1];
+  char (*chat_ids)[ID_LEN + 1];
+  char (*roles)[STORE_ROLE_MAX];
+  char **texts;
   int64_t *created_at;
   float *vec;
+  bool *has_vec;
 };
 void store_vectors_free(struct store_vectors *v);
-EG_WUR int store_memory_load_vectors(struct store *s, const char *user_id, const char *model,
-                                     struct store_vectors *out);
+EG_WUR int store_memory_load_all(struct store *s, const char *user_id, const char *model,
+                                 struct store_vectors *out);
 
 /* Deletes one memory of user_id (its message, if any, stays). EG_ENOTFOUND otherwise. */
 EG_WUR int store_memory_delete(struct store *s, const char *user_id, const char *memory_id);

@@ -50,8 +50,8 @@ struct store_ops {
                         struct store_memories *out);
   int (*memory_set_vector)(struct store *s, const char *id, const char *model, const float *vec,
                            uint32_t dims);
-  int (*memory_load_vectors)(struct store *s, const char *user_id, const char *model,
-                             struct store_vectors *out);
+  int (*memory_load_all)(struct store *s, const char *user_id, const char *model,
+                         struct store_vectors *out);
   int (*memory_delete)(struct store *s, const char *user_id, const char *id);
   int (*memory_delete_all)(struct store *s, const char *user_id, size_t *deleted);
   int (*memory_list)(struct store *s, const char *user_id, const char *before_id, size_t limit,
@@ -86,5 +86,8 @@ void *store__grow(void *v, size_t n, size_t *cap, size_t elem);
 void store__id_copy(char dst[ID_LEN + 1], const char *src);
 /* Copies a short string, truncating to cap - 1. */
 void store__str_copy(char *dst, size_t cap, const char *src);
+void store__vectors_push(struct store_vectors *v, size_t *cap, const char *id, const char *chat,
+                         const char *role, const char *text, int64_t created_at,
+                         const void *vec, uint32_t dims);
 
 #endif

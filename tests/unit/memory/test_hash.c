@@ -13,16 +13,25 @@
 #include "memory/memory.h"
 
 /* pinned:begin */
-#define PIN0 {188, -0.145048f}, {216, 0.362619f}, {252, 0.181309f}, {257, -0.181309f}, {287, -0.181309f}
+#define PIN0                                                                                   \
+  {188, -0.145048f}, {216, 0.362619f}, {252, 0.181309f}, {257, -0.181309f}, {                  \
+    287, -0.181309f                                                                            \
+  }
 #define PIN0_NNZ 14
-#define PIN2 {186, -0.229416f}, {252, -0.229416f}, {284, 0.458831f}, {346, 0.458831f}, {476, -0.458831f}
+#define PIN2                                                                                   \
+  {186, -0.229416f}, {252, -0.229416f}, {284, 0.458831f}, {346, 0.458831f}, {                  \
+    476, -0.458831f                                                                            \
+  }
 #define PIN2_NNZ 7
 /* pinned:end */
 
+static void embed(const char *s, float *v) {
+  mem_hash_embed(s, strlen(s), v);
+}
 
-static void embed(const char *s, float *v) { mem_hash_embed(s, strlen(s), v); }
-
-static float cosv(const float *a, const float *b) { return mem__dot_f32_scalar(a, b, MEM_DIM); }
+static float cosv(const float *a, const float *b) {
+  return mem__dot_f32_scalar(a, b, MEM_DIM);
+}
 
 static size_t nnz(const float *v) {
   size_t n = 0;

@@ -22,7 +22,9 @@ static uint64_t next_rand(void) {
   rng ^= rng << 17;
   return rng;
 }
-static float frand(void) { return (float)((double)(next_rand() >> 11) / 9007199254740992.0) * 2 - 1; }
+static float frand(void) {
+  return (float)((double)(next_rand() >> 11) / 9007199254740992.0) * 2 - 1;
+}
 
 static void rand_unit(float *v, size_t n) {
   double s = 0;
@@ -34,7 +36,9 @@ static void rand_unit(float *v, size_t n) {
     v[i] = (float)(v[i] / sqrt(s));
 }
 
-static void mk_id(char out[ID_LEN + 1], unsigned n) { snprintf(out, ID_LEN + 1, "%024x", n); }
+static void mk_id(char out[ID_LEN + 1], unsigned n) {
+  snprintf(out, ID_LEN + 1, "%024x", n);
+}
 
 static void test_kernels_agree(void **state) {
   (void)state;
@@ -259,9 +263,9 @@ static void test_churn(void **state) {
 
 static void test_lru_budget(void **state) {
   (void)state;
-  enum { PER = 100 };
+  enum { PER = MEM_BLOCK * 2 }; /* whole blocks: the per-memory figure at scale */
   float *vecs = malloc(PER * MEM_DIM * sizeof(float));
-  struct mem_row rows[PER];
+  struct mem_row rows[PER] = {0};
   for (unsigned i = 0; i < PER; i++) {
     rand_unit(vecs + i * MEM_DIM, MEM_DIM);
     mk_id(rows[i].id, i + 1);

@@ -67,13 +67,17 @@ static void test_no_cross_user_results(void **state) {
   }
   for (int u = 0; u < NU; u++) {
     struct store_vectors sv = {0};
-    assert_int_equal(store_memory_load_vectors(st, users[u], MEM_HASH_MODEL, &sv), 0);
+    assert_int_equal(store_memory_load_all(st, users[u], MEM_HASH_MODEL, &sv), 0);
     assert_int_equal(sv.n, NT + 1);
     struct mem_row rows[NT + 1];
     for (size_t i = 0; i < sv.n; i++) {
+      assert_true(sv.has_vec[i]);
+      memset(&rows[i], 0, sizeof rows[i]);
       memcpy(rows[i].id, sv.ids[i], ID_LEN + 1);
       rows[i].created_at = sv.created_at[i];
       rows[i].vec = sv.vec + i * sv.dims;
+      rows[i].text = sv.texts[i];
+      rows[i].chat_id = sv.chat_ids[i];
     }
     assert_int_equal(mem_index_load(ix, users[u], MEM_HASH_MODEL, rows, sv.n), 0);
     store_vectors_free(&sv);
@@ -124,6 +128,32 @@ static void test_no_cross_user_results(void **state) {
         if (i == NT && qu == u)
           assert_true(n > 0 && strcmp(out[0].id, ids[u][NT]) == 0);
         store_hits_free(&kh);
+        /* The same through the index's own keyword side and its whole recall. */
+        struct mem_hit ih[20];
+        size_t ni = 0;
+        assert_int_equal(mem_index_keyword(ix, users[u], q, 20, NULL, 0, ih, &ni), 0);
+        struct mem_found fo[40];
+        size_t nf = 0;
+        assert_int_equal(
+            mem_index_recall(ix, users[u], MEM_HASH_MODEL, v, q, 20, &o, true, fo, &nf), 0);
+        const char *more[60];
+        size_t nm = 0;
+        for (size_t j = 0; j < ni; j++)
+          more[nm++] = ih[j].id;
+        for (size_t j = 0; j < nf; j++)
+          more[nm++] = fo[j].id;
+        for (size_t a = 0; a < nm; a++) {
+          bool mine = false;
+          for (size_t t = 0; t <= NT && !mine; t++)
+            mine = strcmp(more[a], ids[u][t]) == 0;
+          assert_true(mine);
+          checked++;
+        }
+        if (i == NT && qu == u) {
+          assert_true(ni > 0 && strcmp(ih[0].id, ids[u][NT]) == 0);
+          assert_true(nf > 0 && strcmp(fo[0].id, ids[u][NT]) == 0);
+        }
+        mem_found_free(fo, nf);
       }
     }
   }

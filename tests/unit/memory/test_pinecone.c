@@ -24,7 +24,6 @@
 #define FAKE_SCRIPT "pinecone.mjs"
 #include "memory/fake_child.h"
 
-
 struct res {
   int calls;
   int status;
@@ -127,9 +126,9 @@ static void test_upsert_query_delete(void **state) {
   json_t *qr = json_object_get(json_array_get(log, 1), "body");
   assert_int_equal(json_integer_value(json_object_get(qr, "topK")), 10);
   json_t *and = json_object_get(json_object_get(qr, "filter"), "$and");
-  assert_string_equal(
-      json_string_value(json_object_get(json_object_get(json_array_get(and, 0), "user"), "$eq")),
-      "alice");
+  assert_string_equal(json_string_value(json_object_get(
+                          json_object_get(json_array_get(and, 0), "user"), "$eq")),
+                      "alice");
   json_decref(log);
   /* Delete one by id, then forget-all of Bob. */
   const char *ids[] = {ID(01)};
@@ -187,8 +186,10 @@ static void test_errors_retries_cancel(void **state) {
   assert_int_equal(r4.status, EG_EINVAL);
   /* Bad arguments: no callback. */
   struct mem_pc_record badrec = {"nope", "alice", NULL, "x", 1, v};
-  assert_int_equal(mem_pinecone_upsert(pc, "m1", &badrec, 1, MEM_DIM, on_done_cb, &r4), EG_EINVAL);
-  assert_int_equal(mem_pinecone_query(pc, "alice", "m1", v, MEM_DIM, 0, on_query, &r4), EG_EINVAL);
+  assert_int_equal(mem_pinecone_upsert(pc, "m1", &badrec, 1, MEM_DIM, on_done_cb, &r4),
+                   EG_EINVAL);
+  assert_int_equal(mem_pinecone_query(pc, "alice", "m1", v, MEM_DIM, 0, on_query, &r4),
+                   EG_EINVAL);
   /* Free with a request in flight: its callback gets EG_ECANCELED. */
   struct res r5 = {0};
   assert_int_equal(mem_pinecone_delete_user(pc, "alice", on_done_cb, &r5), 0);

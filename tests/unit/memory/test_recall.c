@@ -43,8 +43,8 @@ static void test_fuse_merges_and_ranks(void **state) {
   /* 2: 0.5*0.5 + 0.5*1 = 0.75; 1: 0.5*1 = 0.5; 4: 0.5*0.5 = 0.25; 3: 0 (negative cos). */
   assert_string_equal(out[0].id, ID(2));
   assert_float_equal(out[0].score, 0.75f, 1e-5);
-  assert_string_equal(out[0].text, "two");      /* from the vector side */
-  assert_string_equal(out[0].chat_id, ID(9));   /* from the keyword side */
+  assert_string_equal(out[0].text, "two");    /* from the vector side */
+  assert_string_equal(out[0].chat_id, ID(9)); /* from the keyword side */
   assert_float_equal(out[0].vec_score, 0.45f, 1e-6);
   assert_float_equal(out[0].kw_score, 12.0f, 1e-6);
   assert_string_equal(out[1].id, ID(1));

@@ -102,7 +102,8 @@ static void test_gemini(void **state) {
   assert_non_null(strstr(json_string_value(json_object_get(b, "path")),
                          "/v1beta/models/gemini-embedding-001:batchEmbedContents"));
   assert_string_equal(
-      json_string_value(json_object_get(json_object_get(b, "headers"), "x-goog-api-key")), "k1");
+      json_string_value(json_object_get(json_object_get(b, "headers"), "x-goog-api-key")),
+      "k1");
   json_t *rq = json_object_get(json_object_get(b, "body"), "requests");
   assert_int_equal(json_array_size(rq), 3);
   json_t *r0 = json_array_get(rq, 0);
@@ -121,8 +122,9 @@ static void test_gemini(void **state) {
 
   /* 429 with Retry-After: 1 -> retried, then fine. */
   json_decref(ctl("POST", "/__reset", "{}"));
-  json_decref(ctl("POST", "/__script",
-                  "{\"queue\":[{\"match\":\"embed\",\"type\":\"rate_limit\",\"retryAfter\":\"1\"}]}"));
+  json_decref(
+      ctl("POST", "/__script",
+          "{\"queue\":[{\"match\":\"embed\",\"type\":\"rate_limit\",\"retryAfter\":\"1\"}]}"));
   uint64_t t0 = clock_mono_ms();
   struct res r2 = embed_wait(e, q, 1, MEM_TASK_QUERY);
   assert_int_equal(r2.status, 0);
@@ -138,8 +140,8 @@ static void test_failures_and_cancel(void **state) {
   (void)state;
   json_decref(ctl("POST", "/__reset", "{}"));
   struct mem_embedder *e;
-  struct mem_remote_config cfg = {.kind = "gemini", .base_url = base, .api_key = "k1",
-                                  .max_tries = 2};
+  struct mem_remote_config cfg = {
+      .kind = "gemini", .base_url = base, .api_key = "k1", .max_tries = 2};
   assert_int_equal(mem_embedder_remote_new(&loop, http, &cfg, &e), 0);
   json_decref(ctl("POST", "/__script",
                   "{\"queue\":[{\"match\":\"embed\",\"type\":\"status\",\"status\":503},"
@@ -159,7 +161,8 @@ static void test_failures_and_cancel(void **state) {
   /* A hung request is cancelled by freeing the embedder. */
   mem_embedder_free(e);
   assert_int_equal(mem_embedder_remote_new(&loop, http, &cfg, &e), 0);
-  json_decref(ctl("POST", "/__script", "{\"queue\":[{\"match\":\"embed\",\"type\":\"hang\"}]}"));
+  json_decref(
+      ctl("POST", "/__script", "{\"queue\":[{\"match\":\"embed\",\"type\":\"hang\"}]}"));
   size_t len = 5;
   struct res rc = {0};
   assert_int_equal(mem_embed(e, q, &len, 1, MEM_TASK_QUERY, on_vecs, &rc), 0);
@@ -182,8 +185,11 @@ static void test_openai(void **state) {
   char b[128];
   snprintf(b, sizeof(b), "%s/v1/", base);
   struct mem_embedder *e;
-  struct mem_remote_config cfg = {.kind = "openai", .base_url = b, .api_key = "sk-test",
-                                  .model = "text-embedding-3-small", .batch = 2};
+  struct mem_remote_config cfg = {.kind = "openai",
+                                  .base_url = b,
+                                  .api_key = "sk-test",
+                                  .model = "text-embedding-3-small",
+                                  .batch = 2};
   assert_int_equal(mem_embedder_remote_new(&loop, http, &cfg, &e), 0);
   assert_string_equal(e->model, "openai:text-embedding-3-small/768");
   /* Reversed data order: vectors still land by index. Batches of 2 -> 2 requests. */

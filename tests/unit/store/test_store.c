@@ -693,18 +693,25 @@ static void t_memories(void **state) {
   store_memories_free(&p);
 
   struct store_vectors vec;
-  assert_int_equal(store_memory_load_vectors(s, u, "model-a/4", &vec), 0);
+  assert_int_equal(store_memory_load_all(s, u, "model-a/4", &vec), 0);
   assert_int_equal(vec.n, 3);
   assert_int_equal(vec.dims, 4);
-  /* Oldest first: the note (T0+500), m1, m2. */
+  /* Oldest first: the note (T0+500), m1, m2, with their texts, chats and roles. */
   assert_string_equal(vec.ids[0], note.id);
   assert_int_equal(vec.created_at[0], T0 + 500);
+  assert_string_equal(vec.roles[0], "note");
+  assert_string_equal(vec.chat_ids[0], "");
+  assert_true(vec.has_vec[0]);
   assert_memory_equal(&vec.vec[0], v3, sizeof(v3));
   assert_string_equal(vec.ids[1], m1);
+  assert_string_equal(vec.chat_ids[1], c);
+  assert_string_equal(vec.roles[1], "user");
+  assert_non_null(vec.texts[1]);
+  assert_true(vec.texts[1][0] != 0);
   assert_memory_equal(&vec.vec[4], v1, sizeof(v1));
   assert_memory_equal(&vec.vec[8], v2, sizeof(v2));
   store_vectors_free(&vec);
-  assert_int_equal(store_memory_load_vectors(s, other, "model-a/4", &vec), 0);
+  assert_int_equal(store_memory_load_all(s, other, "model-a/4", &vec), 0);
   assert_int_equal(vec.n, 0);
   store_vectors_free(&vec);
 
@@ -715,12 +722,18 @@ static void t_memories(void **state) {
   assert_int_equal(store_memory_set_vector(s, m1, "model-b/2", w, 2), 0);
   assert_int_equal(pending_of(s, u, "model-b/2", &p), 2);
   store_memories_free(&p);
-  assert_int_equal(store_memory_load_vectors(s, u, "model-b/2", &vec), 0);
-  assert_int_equal(vec.n, 1);
+  /* Every memory comes back; only m1 has a vector of model B. */
+  assert_int_equal(store_memory_load_all(s, u, "model-b/2", &vec), 0);
+  assert_int_equal(vec.n, 3);
   assert_int_equal(vec.dims, 2);
+  assert_false(vec.has_vec[0]);
+  assert_true(vec.has_vec[1]);
+  assert_false(vec.has_vec[2]);
+  assert_memory_equal(&vec.vec[2], w, sizeof(w));
   store_vectors_free(&vec);
-  assert_int_equal(store_memory_load_vectors(s, u, "model-a/4", &vec), 0);
-  assert_int_equal(vec.n, 2);
+  assert_int_equal(store_memory_load_all(s, u, "model-a/4", &vec), 0);
+  assert_int_equal(vec.n, 3);
+  assert_true(vec.has_vec[0] && !vec.has_vec[1] && vec.has_vec[2]);
   store_vectors_free(&vec);
   assert_int_equal(pending_of(s, u, "model-a/4", &p), 1);
   store_memories_free(&p);
@@ -763,6 +776,66 @@ static bool hit(const struct store_hits *h, const char *id) {
     if (strcmp(h->v[i].id, id) == 0)
       return true;
   return false;
+}
+
+/* Vectors stored with their messages (one insert and a group-commit batch), in the same
+   transaction: loaded back, nothing pending; a bad vector is refused. */
+static void t_insert_vectors(void **state) {
+  STORE_OR_SKIP(state);
+  char u[ID_LEN + 1], c[ID_LEN + 1];
+  mk_user(s, u);
+  mk_chat(s, u, c, T0);
+  float v1[3] = {1, 2, 3}, v2[3] = {-1, 0.5f, 0}, v3[3] = {0, 0, 1};
+  struct store_message_new one = {.chat_id = c,
+                                  .user_id = u,
+                                  .role = "user",
+                                  .content = "alpha",
+                                  .created_at = T0 + 1,
+                                  .vec = v1,
+                                  .dims = 3,
+                                  .embed_model = "m/3"};
+  assert_int_equal(store_message_insert(s, &one), 0);
+  struct store_message_new m[3] = {
+      {.chat_id = c,
+       .user_id = u,
+       .role = "user",
+       .content = "beta",
+       .created_at = T0 + 2,
+       .vec = v2,
+       .dims = 3,
+       .embed_model = "m/3"},
+      {.chat_id = c, .user_id = u, .role = "model", .content = "gamma", .created_at = T0 + 3},
+      {.chat_id = c,
+       .user_id = u,
+       .role = "model",
+       .content = "delta",
+       .created_at = T0 + 4,
+       .vec = v3,
+       .dims = 0,
+       .embed_model = "m/3"}, /* no dims: refused */
+  };
+  int st[3];
+  assert_int_equal(store_message_insert_batch(s, m, 3, st), 0);
+  assert_int_equal(st[0], 0);
+  assert_int_equal(st[1], 0);
+  assert_int_equal(st[2], EG_EINVAL);
+  struct store_vectors v;
+  assert_int_equal(store_memory_load_all(s, u, "m/3", &v), 0);
+  assert_int_equal(v.n, 3);
+  assert_int_equal(v.dims, 3);
+  assert_string_equal(v.texts[0], "alpha");
+  assert_true(v.has_vec[0]);
+  assert_memory_equal(&v.vec[0], v1, sizeof(v1));
+  assert_string_equal(v.texts[1], "beta");
+  assert_true(v.has_vec[1]);
+  assert_memory_equal(&v.vec[3], v2, sizeof(v2));
+  assert_string_equal(v.texts[2], "gamma");
+  assert_false(v.has_vec[2]);
+  store_vectors_free(&v);
+  struct store_memories p;
+  assert_int_equal(pending_of(s, u, "m/3", &p), 1); /* gamma only */
+  assert_string_equal(p.v[0].text, "gamma");
+  store_memories_free(&p);
 }
 
 static void t_search(void **state) {
@@ -943,8 +1016,10 @@ static void t_cascades(void **state) {
   assert_false(hit(&h, m1));
   store_hits_free(&h);
   struct store_vectors vec;
-  assert_int_equal(store_memory_load_vectors(s, u, "m/3", &vec), 0);
-  assert_int_equal(vec.n, 0);
+  assert_int_equal(store_memory_load_all(s, u, "m/3", &vec), 0);
+  assert_int_equal(vec.n, 2); /* the memories of the other chat, not embedded */
+  assert_false(vec.has_vec[0] || vec.has_vec[1]);
+  assert_int_equal(vec.dims, 0);
   store_vectors_free(&vec);
   fts_integrity(C);
   /* The client id of a deleted chat's message is free in a new chat. */
@@ -1210,8 +1285,9 @@ static void t_open_errors(void **state) {
 #define TESTS                                                                                  \
   cmocka_unit_test(t_migrations), cmocka_unit_test(t_users), cmocka_unit_test(t_chats),        \
       cmocka_unit_test(t_messages), cmocka_unit_test(t_client_id), cmocka_unit_test(t_batch),  \
-      cmocka_unit_test(t_memories), cmocka_unit_test(t_search), cmocka_unit_test(t_cascades),  \
-      cmocka_unit_test(t_threads), cmocka_unit_test(t_async), cmocka_unit_test(t_sqlite_open)
+      cmocka_unit_test(t_memories), cmocka_unit_test(t_insert_vectors),                        \
+      cmocka_unit_test(t_search), cmocka_unit_test(t_cascades), cmocka_unit_test(t_threads),   \
+      cmocka_unit_test(t_async), cmocka_unit_test(t_sqlite_open)
 
 int main(void) {
   log_init_from_env();
