@@ -519,6 +519,41 @@ static void on_history(void *arg, int status) {
   stage2_done(j);
 }
 
+/* The builtin index: the last messages, then the memories that are not among them (so
+   exactly recall_k come back), on a pool thread. */
+static int window_and_recall(struct store *s, void *arg) {
+  struct job *j = arg;
+  struct chat *c = j->c;
+  int rc = store_message_last(s, j->chat, c->d.history + 1, &j->hist);
+  if (rc)
+    log_warn("chat: loading the history failed (%s): answering without it", eg_strerror(rc));
+  const char **ex = xcalloc(j->hist.n + 1, sizeof *ex);
+  size_t nex = 0;
+  ex[nex++] = j->um.id;
+  for (size_t i = 0; i < j->hist.n; i++)
+    if (strcmp(j->hist.v[i].id, j->um.id) != 0)
+      ex[nex++] = j->hist.v[i].id;
+  struct recall_item *items = NULL;
+  size_t n = 0;
+  rc = recall_search_blocking(c->d.recall, s, j->user, j->content, j->qvec, c->d.recall_k, ex,
+                              nex, &items, &n);
+  free(ex);
+  if (rc) {
+    log_warn("chat: recall failed (%s): answering without memories", eg_strerror(rc));
+    return 0;
+  }
+  j->mem = items;
+  j->nmem = n;
+  return 0;
+}
+
+static void on_window_and_recall(void *arg, int status) {
+  struct job *j = arg;
+  (void)status;
+  histo_add(&j->c->st.recall, (clock_mono_ns() - j->t_recall) / 1000);
+  stage2_done(j);
+}
+
 /* ---- stage 1: store || embed
  * --------------------------------------------------------------------- */
 
@@ -552,9 +587,19 @@ static void stage1_done(struct job *j) {
   int rc = recall_remember(c->d.recall, &mem, NULL, NULL);
   if (rc)
     log_warn("chat: message not embedded now (%s); left for the backfill", eg_strerror(rc));
+  j->t_recall = clock_mono_ns();
+  if (recall_builtin(c->d.recall)) {
+    /* One trip to the thread pool: the window, then the memories outside it. */
+    j->pending = 1;
+    rc = store_async_run(c->d.async, window_and_recall, on_window_and_recall, j);
+    if (rc) {
+      log_warn("chat: history and recall not started (%s)", eg_strerror(rc));
+      stage2_done(j);
+    }
+    return;
+  }
   j->pending = 2;
   const char *exclude[1] = {j->um.id};
-  j->t_recall = clock_mono_ns();
   rc = recall_search(c->d.recall, j->user, j->content, j->qvec, c->d.recall_k + c->d.history,
                      exclude, 1, on_recalled, j);
   if (rc) {

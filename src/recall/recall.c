@@ -346,6 +346,24 @@ int recall_search_sync(struct store *s, struct mem_index *ix, const char *model,
                      exclude, n_exclude, items_out, n_out);
 }
 
+int recall_search_blocking(struct recall *r, struct store *s, const char *user_id,
+                           const char *query, const float *vec, size_t k,
+                           const char *const *exclude, size_t n_exclude,
+                           struct recall_item **items, size_t *n) {
+  *items = NULL;
+  *n = 0;
+  if (!recall_builtin(r) || !valid_user(user_id) || query == NULL)
+    return EG_EINVAL;
+  if (k == 0)
+    k = r->fuse.k ? r->fuse.k : 3;
+  if (k > STORE_PAGE_MAX)
+    k = STORE_PAGE_MAX;
+  __atomic_fetch_add(&r->st.searches, 1, __ATOMIC_RELAXED);
+  return search_core(s, r->d.index, r->d.embedder->model, r->d.embedder->dim, &r->fuse, user_id,
+                     query, vec, false, NULL, 0, r->d.neighbours, k, exclude, n_exclude, items,
+                     n);
+}
+
 static int search_work(struct store *s, void *arg) {
   struct search_job *j = arg;
   struct recall *r = j->r;
@@ -356,7 +374,7 @@ static int search_work(struct store *s, void *arg) {
 
 static void search_done(void *arg, int status) {
   struct search_job *j = arg;
-  j->r->st.searches++;
+  __atomic_fetch_add(&j->r->st.searches, 1, __ATOMIC_RELAXED);
   j->cb(j->ud, status, status ? NULL : j->items, status ? 0 : j->n);
   search_job_free(j);
 }

@@ -107,6 +107,15 @@ EG_WUR int recall_search_sync(struct store *s, struct mem_index *ix, const char 
                               const char *const *exclude, size_t n_exclude,
                               struct recall_item **items, size_t *n);
 void recall_items_free(struct recall_item *items, size_t n);
+/* recall_search() for a caller already on a thread-pool thread with the store (e.g. in a
+   store_async_run() work function, next to other store work): vec is the query's
+   embedding (NULL = keyword side only), context is filled as recall_search() does. Only
+   with the builtin index (recall_builtin(); else EG_EINVAL). *items: free with
+   recall_items_free. The recall's stats count it. */
+EG_WUR int recall_search_blocking(struct recall *r, struct store *s, const char *user_id,
+                                  const char *query, const float *vec, size_t k,
+                                  const char *const *exclude, size_t n_exclude,
+                                  struct recall_item **items, size_t *n);
 
 typedef void (*recall_done_cb)(void *ud, int status);
 /* A stored memory to remember (the strings are copied). */
