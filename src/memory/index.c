@@ -3,10 +3,10 @@
  * (all of them: the vector side only sees those with a vector of the user's model) as
  * compact rows (structure of arrays):
  *
- *   q            int8 vectors, v ~= q * scale (per-row scale, max-abs / 127), in blocks of
- *                MEM_BLOCK rows, quad-major (memory.h): a query touches only the quads of
- *                dimensions where it is not zero (the hash embedder's queries have a few
- *                dozen of 768), a dense query all of them
+ *   q            int8 vectors, v ~= q * scale (per-row scale, max-abs / 127), by columns
+ *                of 4 dimensions (memory.h "quads"), cap rows each: a query reads only the
+ *                columns where it is not zero (the hash embedder's queries: about 20 of
+ *                192), each sequentially; a dense query all of them
  *   scale[n]     float
  *   id[n][12]    message ids in binary (24 hex chars -> 12 bytes)
  *   created[n]   creation time, wall-clock ms
@@ -22,7 +22,7 @@
  * tombstones outnumber the live rows.
  *
  * Vector search: the query is quantised to int8 too; an exact int8 scan of its nonzero quads
- * (AVX2 madd) keeps the best C = max(4k, 32) rows in a min-heap, which are then re-scored
+ * (AVX2 madd) keeps the best C = max(2k, 32) rows in a min-heap, which are then re-scored
  * with the float query (its nonzero dimensions) against the int8 rows (asymmetric, no
  * query quantisation error).
  *
@@ -162,15 +162,9 @@ static uint64_t id_hash(const uint8_t b[ID_BYTES]) {
 static size_t dim4(int dim) {
   return ((size_t)dim + 3) & ~(size_t)3;
 }
-static size_t blocks(size_t rows) {
-  return (rows + MEM_BLOCK - 1) / MEM_BLOCK;
-}
-static size_t block_bytes(int dim) {
-  return dim4(dim) * MEM_BLOCK;
-}
 
 static size_t uix_bytes(const struct uix *u, int dim) {
-  return blocks(u->cap) * block_bytes(dim) +
+  return u->cap * dim4(dim) +
          u->cap * (sizeof(float) + ID_BYTES + sizeof(int64_t) + ROW_EXTRA) +
          u->nslots * sizeof(uint32_t) + u->acap + u->capl * sizeof(struct plist) +
          u->postings * (sizeof(uint32_t) + sizeof(uint16_t)) + u->ntslots * sizeof(uint32_t) +
@@ -215,11 +209,13 @@ static void uix_free(struct uix *u) {
 static void uix_reserve(struct uix *u, size_t cap, int dim) {
   if (cap <= u->cap)
     return;
-  size_t ob = blocks(u->cap), nb = blocks(cap), bb = block_bytes(dim);
-  if (nb > ob) { /* new blocks start zeroed: the rows past n score 0 */
-    u->q = xrealloc(u->q, nb * bb);
-    memset(u->q + ob * bb, 0, (nb - ob) * bb);
-  }
+  /* Column i moves from u->q + i * 4 * u->cap to q + i * 4 * cap; rows past n are 0. */
+  size_t nquads = dim4(dim) / 4;
+  int8_t *q = xcalloc(nquads * cap, 4);
+  for (size_t i = 0; i < nquads && u->q; i++)
+    memcpy(q + i * 4 * cap, u->q + i * 4 * u->cap, 4 * u->n);
+  free(u->q);
+  u->q = q;
   u->scale = xrealloc(u->scale, cap * sizeof(float));
   u->id = xrealloc(u->id, cap * ID_BYTES);
   u->created = xrealloc(u->created, cap * sizeof(int64_t));
@@ -279,22 +275,19 @@ static void slot_delete(struct uix *u, size_t i) {
   }
 }
 
-/* Row r's int8 values (dim4(dim) of them, zero padded) to and from the blocks. */
+/* Row r's int8 values (dim4(dim) of them, zero padded) to and from the columns. */
 static void q_put(struct uix *u, size_t r, int dim, const int8_t *v) {
-  int8_t *b = u->q + (r / MEM_BLOCK) * block_bytes(dim) + 4 * (r % MEM_BLOCK);
   for (size_t i = 0; i < dim4(dim) / 4; i++)
-    memcpy(b + i * 4 * MEM_BLOCK, v + 4 * i, 4);
+    memcpy(u->q + i * 4 * u->cap + 4 * r, v + 4 * i, 4);
 }
 
 static void q_get(const struct uix *u, size_t r, int dim, int8_t *v) {
-  const int8_t *b = u->q + (r / MEM_BLOCK) * block_bytes(dim) + 4 * (r % MEM_BLOCK);
   for (size_t i = 0; i < dim4(dim) / 4; i++)
-    memcpy(v + 4 * i, b + i * 4 * MEM_BLOCK, 4);
+    memcpy(v + 4 * i, u->q + i * 4 * u->cap + 4 * r, 4);
 }
 
-static int8_t q_at(const struct uix *u, size_t r, int dim, size_t d) {
-  return u->q[(r / MEM_BLOCK) * block_bytes(dim) + (d / 4) * 4 * MEM_BLOCK +
-              4 * (r % MEM_BLOCK) + d % 4];
+static int8_t q_at(const struct uix *u, size_t r, size_t d) {
+  return u->q[(d / 4) * 4 * u->cap + 4 * r + d % 4];
 }
 
 static void row_set_vec(struct uix *u, size_t r, int dim, const float *vec) {
@@ -903,34 +896,34 @@ static size_t vec_search(const struct mem_index *ix, const struct uix *u, const 
   for (size_t d = 0; d < (size_t)dim; d++)
     if (query[d] != 0.0f)
       nz[nnz++] = d;
-  size_t ccap = EG_MAX(4 * k, (size_t)CCAP);
+  size_t ccap = EG_MAX(2 * k, (size_t)CCAP);
   struct cand *heap = xmalloc(ccap * sizeof(*heap));
   size_t hn = 0;
   bool avx2 = mem_simd_avx2();
-  int32_t dots[MEM_BLOCK];
-  for (size_t r0 = 0; r0 < u->n && nq > 0; r0 += MEM_BLOCK) {
-    const int8_t *block = u->q + (r0 / MEM_BLOCK) * block_bytes(dim);
+  int32_t *dots = xcalloc(u->n ? u->n : 1, sizeof(*dots));
+  for (size_t i = 0; i < nq; i++) {
+    const int8_t *col = u->q + (size_t)quads[i] * 4 * u->cap;
     if (avx2)
-      mem__quad_scan_avx2(block, qq, quads, nq, dots);
+      mem__quad_col_avx2(col, qq + 4 * (size_t)quads[i], u->n, dots);
     else
-      mem__quad_scan_scalar(block, qq, quads, nq, dots);
-    size_t end = EG_MIN(u->n, r0 + MEM_BLOCK);
-    for (size_t r = r0; r < end; r++) {
-      if (u->flags[r] != F_VEC) /* no vector, or removed */
-        continue;
-      float s = (float)dots[r - r0] * u->scale[r];
-      if (hn == ccap && !(s > heap[0].s))
-        continue;
-      if (!excluded(ex, u->id[r]))
-        heap_push(heap, &hn, ccap, (struct cand){s, (uint32_t)r});
-    }
+      mem__quad_col_scalar(col, qq + 4 * (size_t)quads[i], u->n, dots);
   }
+  for (size_t r = 0; r < u->n && nq > 0; r++) {
+    if (u->flags[r] != F_VEC) /* no vector, or removed */
+      continue;
+    float s = (float)dots[r] * u->scale[r];
+    if (hn == ccap && !(s > heap[0].s))
+      continue;
+    if (!excluded(ex, u->id[r]))
+      heap_push(heap, &hn, ccap, (struct cand){s, (uint32_t)r});
+  }
+  free(dots);
   struct rescored *rs = xmalloc((hn ? hn : 1) * sizeof(*rs));
   for (size_t i = 0; i < hn; i++) {
     size_t r = heap[i].r;
     float d = 0;
     for (size_t j = 0; j < nnz; j++)
-      d += query[nz[j]] * (float)q_at(u, r, dim, nz[j]);
+      d += query[nz[j]] * (float)q_at(u, r, nz[j]);
     rs[i] = (struct rescored){d * u->scale[r], u->created[r], (uint32_t)r};
   }
   qsort(rs, hn, sizeof(*rs), cmp_rescored);

@@ -141,15 +141,12 @@ void mem__scan_i8_scalar(const int8_t *q, const int8_t *rows, size_t nrows, size
                          int32_t *out);
 void mem__scan_i8_avx2(const int8_t *q, const int8_t *rows, size_t nrows, size_t dim,
                        int32_t *out);
-/* The index keeps rows in blocks of MEM_BLOCK rows, quad-major: the 4 int8 values of
-   dimensions 4i..4i+3 of row r of a block are at block[i * 4 * MEM_BLOCK + 4 * r]. out[r] =
-   dot(q, row r) over the quads listed in quads[0..nq) (the others count as zero: a sparse
-   query lists only its nonzero quads). q has the dimensions rounded up to a multiple of 4. */
-#define MEM_BLOCK 64
-void mem__quad_scan_scalar(const int8_t *block, const int8_t *q, const uint16_t *quads,
-                           size_t nq, int32_t out[MEM_BLOCK]);
-void mem__quad_scan_avx2(const int8_t *block, const int8_t *q, const uint16_t *quads, size_t nq,
-                         int32_t out[MEM_BLOCK]);
+/* The index keeps its int8 vectors by columns of 4 dimensions ("quads"): row r's values
+   of dimensions 4i..4i+3 are at col_i[4r..4r+3], each column holding every row. acc[r] +=
+   dot(q[0..4), row r's quad) for r < n. A sparse query (the hash embedder's) reads only
+   the columns of its nonzero quads, each front to back. */
+void mem__quad_col_scalar(const int8_t *col, const int8_t q[4], size_t n, int32_t *acc);
+void mem__quad_col_avx2(const int8_t *col, const int8_t q[4], size_t n, int32_t *acc);
 /* True when the AVX2+FMA kernels are in use (CPU support and not disabled by
    ENGRAM_NO_AVX2=1 in the environment). */
 bool mem_simd_avx2(void);
@@ -207,7 +204,7 @@ int mem_index_remove(struct mem_index *ix, const char *user, const char *id);
 void mem_index_drop(struct mem_index *ix, const char *user);
 
 /* Exact top-k vector search of one user's memories: an int8 scan (query quantised too)
-   keeps the best max(4k, 32) candidates in a heap, then re-scores them with the float query
+   keeps the best max(2k, 32) candidates in a heap, then re-scores them with the float query
    against the int8 rows. Memories without a vector are not candidates. Ids in
    exclude[0..n_exclude) never come back. Hits are written best first into out[0..k);
    *n_out gets how many. Returns 0, EG_ENOTFOUND (user not loaded: load from the store and

@@ -226,42 +226,29 @@ mem__scan_i8_avx2(const int8_t *q, const int8_t *rows, size_t nrows, size_t dim,
   }
 }
 
-/* ---- blocked rows (the index's layout) ---- */
+/* ---- quad columns (the index's layout) ---- */
 
-void mem__quad_scan_scalar(const int8_t *block, const int8_t *q, const uint16_t *quads,
-                           size_t nq, int32_t out[MEM_BLOCK]) {
-  for (size_t r = 0; r < MEM_BLOCK; r++)
-    out[r] = 0;
-  for (size_t i = 0; i < nq; i++) {
-    const int8_t *qq = q + 4 * (size_t)quads[i];
-    const int8_t *p = block + (size_t)quads[i] * 4 * MEM_BLOCK;
-    for (size_t r = 0; r < MEM_BLOCK; r++, p += 4)
-      out[r] += (int32_t)qq[0] * p[0] + (int32_t)qq[1] * p[1] + (int32_t)qq[2] * p[2] +
-                (int32_t)qq[3] * p[3];
-  }
+void mem__quad_col_scalar(const int8_t *col, const int8_t q[4], size_t n, int32_t *acc) {
+  for (size_t r = 0; r < n; r++, col += 4)
+    acc[r] += (int32_t)q[0] * col[0] + (int32_t)q[1] * col[1] + (int32_t)q[2] * col[2] +
+              (int32_t)q[3] * col[3];
 }
 
-/* The same sign trick as mem__scan_i8_avx2, on one quad of dimensions for 8 rows per
-   register: the quad's 4 query bytes are broadcast to every 32-bit lane. */
-__attribute__((target("avx2,fma"))) void mem__quad_scan_avx2(const int8_t *block,
-                                                             const int8_t *q,
-                                                             const uint16_t *quads, size_t nq,
-                                                             int32_t out[MEM_BLOCK]) {
+/* The same sign trick as mem__scan_i8_avx2, 8 rows per register: the quad's 4 query bytes
+   are broadcast to every 32-bit lane, maddubs + madd give one int32 per row. */
+__attribute__((target("avx2,fma"))) void
+mem__quad_col_avx2(const int8_t *col, const int8_t q[4], size_t n, int32_t *acc) {
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256i acc[MEM_BLOCK / 8];
-  for (size_t j = 0; j < MEM_BLOCK / 8; j++)
-    acc[j] = _mm256_setzero_si256();
-  for (size_t i = 0; i < nq; i++) {
-    int32_t word;
-    memcpy(&word, q + 4 * (size_t)quads[i], 4);
-    __m256i qv = _mm256_set1_epi32(word);
-    __m256i qa = _mm256_abs_epi8(qv);
-    const int8_t *p = block + (size_t)quads[i] * 4 * MEM_BLOCK;
-    for (size_t j = 0; j < MEM_BLOCK / 8; j++) {
-      __m256i x = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(p + 32 * j)), qv);
-      acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(qa, x), ones));
-    }
+  int32_t word;
+  memcpy(&word, q, 4);
+  __m256i qv = _mm256_set1_epi32(word);
+  __m256i qa = _mm256_abs_epi8(qv);
+  size_t r = 0;
+  for (; r + 8 <= n; r += 8) {
+    __m256i x = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(col + 4 * r)), qv);
+    __m256i a = _mm256_loadu_si256((const __m256i *)(acc + r));
+    a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(qa, x), ones));
+    _mm256_storeu_si256((__m256i *)(acc + r), a);
   }
-  for (size_t j = 0; j < MEM_BLOCK / 8; j++)
-    _mm256_storeu_si256((__m256i *)(out + 8 * j), acc[j]);
+  mem__quad_col_scalar(col + 4 * r, q, n - r, acc + r);
 }

@@ -268,10 +268,10 @@ static int search_core(struct store *s, struct mem_index *ix, const char *model,
   o.k = k;
   o.exclude = exclude;
   o.n_exclude = n_exclude;
-  o.query = query; /* the date boost for time questions */
-  if (!use_pre && ix)
-    return search_index(s, ix, model, dim, &o, user, query, vec, kc, neighbours, items_out,
-                        n_out);
+  o.query = query;    /* the date boost for time questions */
+  if (!use_pre && ix) /* (the index leaves excluded ids out before it counts) */
+    return search_index(s, ix, model, dim, &o, user, query, vec, cand_count(k, 0), neighbours,
+                        items_out, n_out);
   /* Pinecone: its hits (pre) and the store's keyword search. */
   struct mem_hit *vh = xcalloc(kc, sizeof *vh);
   size_t nv = 0;

@@ -263,7 +263,7 @@ static void test_churn(void **state) {
 
 static void test_lru_budget(void **state) {
   (void)state;
-  enum { PER = MEM_BLOCK * 2 }; /* whole blocks: the per-memory figure at scale */
+  enum { PER = 100 };
   float *vecs = malloc(PER * MEM_DIM * sizeof(float));
   struct mem_row rows[PER] = {0};
   for (unsigned i = 0; i < PER; i++) {
