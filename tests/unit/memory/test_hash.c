@@ -179,8 +179,25 @@ static void test_async_embedder(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* The keyword terms: stemmed content words in order, stopwords left out, repeats kept. */
+static void test_terms(void **state) {
+  (void)state;
+  const char *t = "Beatrice LIVES in Lisbon; Beatrice's lives!";
+  uint64_t h[8];
+  size_t n = mem_terms(t, strlen(t), h, 8);
+  assert_int_equal(n, 5);
+  assert_true(h[0] == mem_term_hash("beatric", 7));
+  assert_true(h[1] == mem_term_hash("live", 4));
+  assert_true(h[2] == mem_term_hash("lisbon", 6));
+  assert_true(h[3] == h[0] && h[4] == h[1]);
+  assert_int_equal(mem_terms(t, strlen(t), h, 2), 2); /* at most max */
+  assert_int_equal(mem_terms("the and of", 10, h, 8), 0);
+  assert_int_equal(mem_terms("", 0, h, 8), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_terms),
       cmocka_unit_test(test_deterministic_and_normalised),
       cmocka_unit_test(test_empty_and_garbage),
       cmocka_unit_test(test_unicode_folding_and_stemming),

@@ -70,6 +70,218 @@ static void test_kernels_agree(void **state) {
   (void)big;
 }
 
+/* The quad-column kernels agree with each other and with a plain dot product, for row
+   counts around the 8-row stride. */
+static void test_quad_kernels(void **state) {
+  (void)state;
+  int8_t col[4 * 40], q[4] = {-127, 3, 0, 127};
+  for (size_t i = 0; i < sizeof col; i++)
+    col[i] = (int8_t)(next_rand() % 255 - 127);
+  for (size_t n = 0; n <= 40; n++) {
+    int32_t a[40] = {0}, b[40] = {0};
+    for (size_t r = 0; r < n; r++)
+      a[r] = b[r] = (int32_t)r; /* accumulates onto what is there */
+    mem__quad_col_scalar(col, q, n, a);
+    if (mem_simd_avx2())
+      mem__quad_col_avx2(col, q, n, b);
+    else
+      mem__quad_col_scalar(col, q, n, b);
+    for (size_t r = 0; r < n; r++) {
+      int32_t want = (int32_t)r + q[0] * col[4 * r] + q[1] * col[4 * r + 1] +
+                     q[2] * col[4 * r + 2] + q[3] * col[4 * r + 3];
+      assert_int_equal(a[r], want);
+      assert_int_equal(b[r], want);
+    }
+  }
+}
+
+static const char *const CHAT_A = "00000000000000000000000a";
+static const char *const CHAT_B = "00000000000000000000000b";
+
+/* Rows with texts (some without vectors): the keyword side ranks by BM25 over this user's
+   memories, finds rows that have no vector, never another user's; a vector given later
+   keeps the text. */
+static void test_keyword_side(void **state) {
+  (void)state;
+  struct mem_index *ix = mem_index_new(MEM_DIM, 0);
+  static const char *const texts[] = {
+      "My sister Beatrice lives in Lisbon.",                  /* 1 */
+      "The weather in Lisbon was lovely today.",              /* 2 */
+      "Beatrice plays the violin, Beatrice practises daily.", /* 3 */
+      "Nothing related at all here.",                         /* 4 */
+  };
+  struct mem_row rows[4];
+  memset(rows, 0, sizeof rows);
+  float vecs[4][MEM_DIM];
+  for (unsigned i = 0; i < 4; i++) {
+    mk_id(rows[i].id, i + 1);
+    rows[i].created_at = 1000 + i;
+    rows[i].text = texts[i];
+    rows[i].chat_id = CHAT_A;
+    mem_hash_embed(texts[i], strlen(texts[i]), vecs[i]);
+    rows[i].vec = i == 2 ? NULL : vecs[i]; /* row 3: not embedded yet */
+  }
+  assert_int_equal(mem_index_load(ix, "alice", "m", rows, 4), 0);
+  struct mem_row other = {.created_at = 5, .text = "Beatrice Beatrice Beatrice Lisbon"};
+  mk_id(other.id, 99);
+  assert_int_equal(mem_index_load(ix, "bob", "m", &other, 1), 0);
+
+  struct mem_hit h[8];
+  size_t n = 0;
+  assert_int_equal(
+      mem_index_keyword(ix, "alice", "Where does Beatrice live?", 8, NULL, 0, h, &n), 0);
+  /* "beatric" is in rows 1 and 3 (twice in 3, which is longer); "live" only in row 1. */
+  assert_int_equal(n, 2);
+  char want[ID_LEN + 1];
+  mk_id(want, 1);
+  assert_string_equal(h[0].id, want);
+  mk_id(want, 3);
+  assert_string_equal(h[1].id, want); /* no vector, still found by its words */
+  assert_true(h[0].score > h[1].score && h[1].score > 0);
+  /* Stopwords alone find nothing; an excluded id never comes back. */
+  assert_int_equal(mem_index_keyword(ix, "alice", "where is the", 8, NULL, 0, h, &n), 0);
+  assert_int_equal(n, 0);
+  mk_id(want, 1);
+  const char *ex[1] = {want};
+  assert_int_equal(mem_index_keyword(ix, "alice", "Beatrice lives", 8, ex, 1, h, &n), 0);
+  assert_int_equal(n, 1);
+  assert_string_not_equal(h[0].id, want);
+  /* Bob's index only knows Bob's memory. */
+  assert_int_equal(mem_index_keyword(ix, "bob", "Beatrice", 8, NULL, 0, h, &n), 0);
+  assert_int_equal(n, 1);
+  mk_id(want, 99);
+  assert_string_equal(h[0].id, want);
+  assert_int_equal(mem_index_keyword(ix, "carol", "Beatrice", 8, NULL, 0, h, &n), EG_ENOTFOUND);
+
+  /* The vector of row 3 arrives (text, chat and role unchanged); the vector side finds it. */
+  struct mem_row late = {.created_at = 1002, .vec = vecs[2], .text = "ignored"};
+  mk_id(late.id, 3);
+  assert_int_equal(mem_index_add(ix, "alice", "m", &late), 0);
+  assert_int_equal(mem_index_search(ix, "alice", "m", vecs[2], 1, NULL, 0, h, &n), 0);
+  assert_int_equal(n, 1);
+  mk_id(want, 3);
+  assert_string_equal(h[0].id, want);
+  struct mem_recall_opts o;
+  mem_recall_defaults(&o);
+  o.k = 1;
+  struct mem_found f[1];
+  assert_int_equal(mem_index_recall(ix, "alice", "m", vecs[2], texts[2], 8, &o, false, f, &n),
+                   0);
+  assert_int_equal(n, 1);
+  assert_string_equal(f[0].text, texts[2]);
+  assert_string_equal(f[0].chat_id, CHAT_A);
+  mem_found_free(f, n);
+  /* A vector of another model is refused; a text-only row is not. */
+  assert_int_equal(mem_index_add(ix, "alice", "other", &late), EG_EINVAL);
+  struct mem_row note = {.created_at = 2000, .text = "a note", .role = MEM_ROLE_NOTE};
+  mk_id(note.id, 50);
+  assert_int_equal(mem_index_add(ix, "alice", "other", &note), 0);
+  mem_index_free(ix);
+}
+
+/* Neighbours: each recalled memory comes with the turns just before and after it in its
+   own chat (not another chat's), and removing a turn relinks its neighbours. */
+static void test_neighbours(void **state) {
+  (void)state;
+  struct mem_index *ix = mem_index_new(MEM_DIM, 0);
+  static const char *const texts[] = {
+      "Where should we travel in spring?", /* 1, chat A, user */
+      "How about Kyoto for the blossoms?", /* 2, chat B, user */
+      "Kyoto is lovely in April.",         /* 3, chat A, model */
+      "I booked the flight to Kyoto.",     /* 4, chat A, user */
+      "Great, enjoy the temples!",         /* 5, chat A, model */
+  };
+  const char *chats[] = {CHAT_A, CHAT_B, CHAT_A, CHAT_A, CHAT_A};
+  struct mem_row rows[5];
+  memset(rows, 0, sizeof rows);
+  for (unsigned i = 0; i < 5; i++) {
+    mk_id(rows[i].id, i + 1);
+    rows[i].created_at = 100 + i;
+    rows[i].text = texts[i];
+    rows[i].chat_id = chats[i];
+    rows[i].role = i == 2 || i == 4 ? MEM_ROLE_MODEL : MEM_ROLE_USER;
+  }
+  assert_int_equal(mem_index_load(ix, "u", "m", rows, 5), 0);
+  struct mem_recall_opts o;
+  mem_recall_defaults(&o);
+  o.k = 1;
+  struct mem_found f[1];
+  size_t n = 0;
+  assert_int_equal(mem_index_recall(ix, "u", "m", NULL, "booked flight", 8, &o, true, f, &n),
+                   0);
+  assert_int_equal(n, 1);
+  assert_string_equal(f[0].text, texts[3]);
+  assert_string_equal(f[0].before, texts[2]); /* not row 2: another chat */
+  assert_int_equal(f[0].before_role, MEM_ROLE_MODEL);
+  assert_string_equal(f[0].after, texts[4]);
+  mem_found_free(f, n);
+  /* Remove row 3: row 4's previous turn is now row 1. */
+  char id3[ID_LEN + 1];
+  mk_id(id3, 3);
+  assert_int_equal(mem_index_remove(ix, "u", id3), 0);
+  assert_int_equal(mem_index_recall(ix, "u", "m", NULL, "booked flight", 8, &o, true, f, &n),
+                   0);
+  assert_string_equal(f[0].before, texts[0]);
+  mem_found_free(f, n);
+  /* A new turn of chat A follows row 5; without neighbours nothing is filled. */
+  struct mem_row next = {
+      .created_at = 200, .text = "We are back from the trip.", .chat_id = CHAT_A};
+  mk_id(next.id, 6);
+  assert_int_equal(mem_index_add(ix, "u", "m", &next), 0);
+  assert_int_equal(mem_index_recall(ix, "u", "m", NULL, "temples", 8, &o, true, f, &n), 0);
+  assert_string_equal(f[0].text, texts[4]);
+  assert_string_equal(f[0].after, "We are back from the trip.");
+  mem_found_free(f, n);
+  assert_int_equal(mem_index_recall(ix, "u", "m", NULL, "temples", 8, &o, false, f, &n), 0);
+  assert_null(f[0].before);
+  assert_null(f[0].after);
+  mem_found_free(f, n);
+  mem_index_free(ix);
+}
+
+/* Removing most rows compacts the user in place: searches and the row count stay right. */
+static void test_compaction(void **state) {
+  (void)state;
+  enum { N = 400 };
+  struct mem_index *ix = mem_index_new(MEM_DIM, 0);
+  assert_int_equal(mem_index_load(ix, "u", "m", NULL, 0), 0);
+  static float v[N][MEM_DIM];
+  char text[64];
+  for (unsigned i = 0; i < N; i++) {
+    snprintf(text, sizeof text, "memory number %u about topic%u", i, i % 7);
+    mem_hash_embed(text, strlen(text), v[i]);
+    struct mem_row r = {.created_at = i, .vec = v[i], .text = text, .chat_id = CHAT_A};
+    mk_id(r.id, i + 1);
+    assert_int_equal(mem_index_add(ix, "u", "m", &r), 0);
+  }
+  for (unsigned i = 0; i < N; i++) {
+    if (i % 10 == 3)
+      continue;
+    char id[ID_LEN + 1];
+    mk_id(id, i + 1);
+    assert_int_equal(mem_index_remove(ix, "u", id), 0);
+  }
+  struct mem_index_stats st;
+  mem_index_stats(ix, &st);
+  assert_int_equal(st.rows, N / 10);
+  struct mem_hit h[4];
+  size_t n = 0;
+  assert_int_equal(mem_index_search(ix, "u", "m", v[13], 1, NULL, 0, h, &n), 0);
+  char want[ID_LEN + 1];
+  mk_id(want, 14);
+  assert_int_equal(n, 1);
+  assert_string_equal(h[0].id, want);
+  assert_int_equal(mem_index_keyword(ix, "u", "topic6", 4, NULL, 0, h, &n), 0);
+  assert_true(n > 0);
+  for (size_t i = 0; i < n; i++) {
+    unsigned id;
+    assert_int_equal(sscanf(h[i].id, "%x", &id), 1);
+    assert_int_equal((id - 1) % 10, 3);
+    assert_int_equal((id - 1) % 7, 6);
+  }
+  mem_index_free(ix);
+}
+
 static void test_quantize(void **state) {
   (void)state;
   float v[MEM_DIM];
@@ -374,6 +586,10 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_kernels_agree),
       cmocka_unit_test(test_quantize),
+      cmocka_unit_test(test_quad_kernels),
+      cmocka_unit_test(test_keyword_side),
+      cmocka_unit_test(test_neighbours),
+      cmocka_unit_test(test_compaction),
       cmocka_unit_test(test_search_matches_brute_force),
       cmocka_unit_test(test_insert_delete_exclude_isolation),
       cmocka_unit_test(test_churn),
