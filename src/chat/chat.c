@@ -11,6 +11,7 @@
  *     on_model_stored: chat-message fan-out; recall_remember(answer); job_finish -> next
  */
 #include "chat/chat.h"
+#include "chat/chat_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
 
 #define MAX_ANSWER (1024 * 1024) /* bytes of one streamed answer kept */
 #define CLIENT_ID_MAX 128
+#define WINDOWS_BUDGET (32u << 20) /* bytes of cached chat windows (chat_int.h) */
 
 struct csock;
 struct chatq;
@@ -53,6 +55,7 @@ struct job {
   struct recall_item *mem;     /* recalled memories (copied) */
   size_t nmem;
   struct store_messages hist;
+  bool hist_cached, hist_loaded; /* the window came from the cache / from the store */
   char model_id[ID_LEN + 1];
   struct buf answer;
   uint32_t seq;
@@ -88,8 +91,9 @@ struct rate {
 struct chat {
   struct chat_deps d;
   char *system;
-  struct hmap queues; /* chat id -> struct chatq */
-  struct hmap rates;  /* user id -> struct rate */
+  struct hmap queues;           /* chat id -> struct chatq */
+  struct hmap rates;            /* user id -> struct rate */
+  struct chat_windows *windows; /* NULL with a cross-node lock */
   struct chat_stats st;
   struct sio_nsp *nsp;   /* where the user rooms are */
   struct csock *pending; /* csocks whose socket has not connected yet, oldest last */
@@ -290,6 +294,8 @@ static void on_model_stored(void *arg, int status, struct store_message_new *m) 
     uint64_t now = clock_mono_ns();
     histo_add(&j->c->st.overhead, ((j->t_llm_start - j->t_recv) + (now - j->t_llm_end)) / 1000);
     fan_out(j, m);
+    if (j->c->windows)
+      chat_windows_append(j->c->windows, m);
     if (!strcmp(llm_provider_name(j->c->d.llm), "offline")) {
       /* The offline responder only restates memories: remembering its answers would echo
          memories back as new ones. They stay in the chat, not in the memory. */
@@ -524,7 +530,11 @@ static void on_history(void *arg, int status) {
 static int window_and_recall(struct store *s, void *arg) {
   struct job *j = arg;
   struct chat *c = j->c;
-  int rc = store_message_last(s, j->chat, c->d.history + 1, &j->hist);
+  int rc = 0;
+  if (!j->hist_cached) {
+    rc = store_message_last(s, j->chat, c->d.history + 1, &j->hist);
+    j->hist_loaded = rc == 0;
+  }
   if (rc)
     log_warn("chat: loading the history failed (%s): answering without it", eg_strerror(rc));
   const char **ex = xcalloc(j->hist.n + 1, sizeof *ex);
@@ -550,6 +560,8 @@ static int window_and_recall(struct store *s, void *arg) {
 static void on_window_and_recall(void *arg, int status) {
   struct job *j = arg;
   (void)status;
+  if (j->hist_loaded && j->c->windows)
+    chat_windows_put(j->c->windows, j->chat, &j->hist);
   histo_add(&j->c->st.recall, (clock_mono_ns() - j->t_recall) / 1000);
   stage2_done(j);
 }
@@ -589,8 +601,11 @@ static void stage1_done(struct job *j) {
     log_warn("chat: message not embedded now (%s); left for the backfill", eg_strerror(rc));
   j->t_recall = clock_mono_ns();
   if (recall_builtin(c->d.recall)) {
-    /* One trip to the thread pool: the window, then the memories outside it. */
+    /* One trip to the thread pool: the window (unless cached), then the memories outside
+       it. */
     j->pending = 1;
+    if (c->windows)
+      j->hist_cached = chat_windows_get(c->windows, j->chat, &j->hist);
     rc = store_async_run(c->d.async, window_and_recall, on_window_and_recall, j);
     if (rc) {
       log_warn("chat: history and recall not started (%s)", eg_strerror(rc));
@@ -626,6 +641,8 @@ static void on_user_stored(void *arg, int status, struct store_message_new *m) {
   } else {
     ack(job_socket(j), &j->ack, json_pack("{s:b,s:s}", "ok", 1, "messageId", m->id));
     fan_out(j, m);
+    if (j->c->windows)
+      chat_windows_append(j->c->windows, m);
   }
   stage1_done(j);
 }
@@ -870,6 +887,8 @@ int chat_new(const struct chat_deps *d, struct chat **out) {
     c->d.recall_k = 3;
   if (!c->d.history)
     c->d.history = 20;
+  if (d->lock == NULL)
+    c->windows = chat_windows_new(c->d.history + 1, WINDOWS_BUDGET);
   if (!c->d.context_chars)
     c->d.context_chars = 24000;
   if (!c->d.max_content)
@@ -947,6 +966,7 @@ static void on_timer_closed(uv_handle_t *h) {
     free(e->value);
   hmap_free(&c->rates);
   hmap_free(&c->queues);
+  chat_windows_free(c->windows);
   free(c->system);
   free(c);
 }

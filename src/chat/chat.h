@@ -69,12 +69,12 @@ struct chat_deps {
   struct recall *recall;
   struct mem_embedder *embedder; /* the recall's embedder (the query is embedded once) */
   struct llm_provider *llm;
-  const char *system_prompt; /* NULL or "" = LLM_DEFAULT_SYSTEM; copied */
-  size_t recall_k;           /* 0 = 3 */
-  size_t history;            /* 0 = 20 */
-  size_t context_chars;      /* 0 = 24000 */
-  size_t max_content;        /* 0 = 64 KiB */
-  unsigned rate_per_min;     /* ai-messages per user per minute; 0 = no limit */
+  const char *system_prompt;        /* NULL or "" = LLM_DEFAULT_SYSTEM; copied */
+  size_t recall_k;                  /* 0 = 3 */
+  size_t history;                   /* 0 = 20 */
+  size_t context_chars;             /* 0 = 24000 */
+  size_t max_content;               /* 0 = 64 KiB */
+  unsigned rate_per_min;            /* ai-messages per user per minute; 0 = no limit */
   const struct chat_lock_ops *lock; /* NULL = none; must outlive the chat */
 };
 
@@ -93,14 +93,14 @@ void chat_shutdown(struct chat *c, uint32_t deadline_ms, void (*on_idle)(void *u
 void chat_free(struct chat *c);
 
 struct chat_stats {
-  uint64_t messages;     /* ai-messages received */
-  uint64_t answers;      /* answers completed */
-  uint64_t cancelled;    /* answers cancelled */
-  uint64_t duplicates;   /* idempotent repeats */
+  uint64_t messages;   /* ai-messages received */
+  uint64_t answers;    /* answers completed */
+  uint64_t cancelled;  /* answers cancelled */
+  uint64_t duplicates; /* idempotent repeats */
   uint64_t errors_bad_request, errors_not_found, errors_too_large, errors_rate_limited,
       errors_llm_unavailable, errors_internal;
-  uint64_t running;      /* generations running now */
-  uint64_t queued;       /* ai-messages waiting behind another of their chat */
+  uint64_t running;            /* generations running now */
+  uint64_t queued;             /* ai-messages waiting behind another of their chat */
   struct histo llm_first_byte; /* model: request to first delta */
   struct histo llm_total;      /* model: request to end */
   struct histo recall;         /* recall search (embedding done) */
