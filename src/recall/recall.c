@@ -4,6 +4,7 @@
  */
 #include "recall/recall.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,11 +76,36 @@ static const char *role_name(enum mem_role r) {
   return r == MEM_ROLE_MODEL ? "model" : r == MEM_ROLE_NOTE ? "note" : "user";
 }
 
+/* One load per user at a time: the searches that find a user not loaded wait for the
+   first one's load instead of each reading the same rows (striped by user). */
+#define LOAD_STRIPES 64
+static pthread_mutex_t load_mu[LOAD_STRIPES] = {[0 ... LOAD_STRIPES - 1] =
+                                                    PTHREAD_MUTEX_INITIALIZER};
+
+static size_t load_stripe(const char *user) {
+  uint32_t h = 2166136261u;
+  for (; *user; user++)
+    h = (h ^ (uint8_t)*user) * 16777619u;
+  return h % LOAD_STRIPES;
+}
+
+static int load_user(struct store *s, struct mem_index *ix, const char *model, int dim,
+                     const char *user);
+
 /* Loads the user's memories (and their vectors of model) into the index (blocking). */
 static int ensure_loaded(struct store *s, struct mem_index *ix, const char *model, int dim,
                          const char *user) {
   if (mem_index_loaded(ix, user))
     return 0;
+  pthread_mutex_t *mu = &load_mu[load_stripe(user)];
+  pthread_mutex_lock(mu);
+  int rc = mem_index_loaded(ix, user) ? 0 : load_user(s, ix, model, dim, user);
+  pthread_mutex_unlock(mu);
+  return rc;
+}
+
+static int load_user(struct store *s, struct mem_index *ix, const char *model, int dim,
+                     const char *user) {
   struct store_vectors v;
   int rc = store_memory_load_all(s, user, model, &v);
   if (rc)
