@@ -6,7 +6,11 @@
  * flight per connection): a round trip is ai-message -> ai-response.
  *
  *   chatload --port P --pairs FILE --secret S [--conns N] [--warmup W] [--duration T]
- *            [--server-pid PID]
+ *            [--server-pid PID] [--rate R]
+ *
+ * --rate R paces the connections to R ai-messages/s in all (each sends its next message
+ * CONNS/R seconds after the previous one was sent, or at once when the answer came later):
+ * the latency at a given load rather than at saturation (the default, closed loop).
  *
  * PAIRS has "<user id> <chat id>" lines (chat_prefill writes it); connection i uses line
  * i mod lines. Reports ai-messages/s, client-observed latency p50/p99 (exact, from every
@@ -42,13 +46,14 @@ struct conn {
   struct buf msg; /* the current WebSocket message */
   char chat[ID_LEN + 1];
   char *token;
-  uint64_t sent_ns;
+  uint64_t sent_ns, next_ns; /* next_ns: paced send due (0 = none) */
   unsigned seq;
   bool waiting;
 };
 
 static struct {
   int port, conns, warmup, duration, pid;
+  double rate;
   const char *pairs, *secret;
   bool measuring;
   uint64_t done, errors;
@@ -97,8 +102,8 @@ static void ws_send_text(struct conn *c, const char *p, size_t n) {
 }
 
 /* The words chat_prefill's memories are made of (see there). */
-static const char *const syl[] = {"ka", "lo", "mi", "ren", "tu", "sa", "vel", "do",
-                                  "ni", "par", "go", "ze", "fin", "ha", "bro", "li"};
+static const char *const syl[] = {"ka", "lo",  "mi", "ren", "tu",  "sa", "vel", "do",
+                                  "ni", "par", "go", "ze",  "fin", "ha", "bro", "li"};
 
 static void send_message(struct conn *c) {
   char p[512], w[3][16];
@@ -108,10 +113,11 @@ static void send_message(struct conn *c) {
     snprintf(w[k], sizeof w[k], "%s%s%s", syl[x & 15], syl[(x >> 4) & 15],
              (x >> 8) & 1 ? syl[(x >> 9) & 15] : "");
   }
-  int n = snprintf(p, sizeof p,
-                   "42%u[\"ai-message\",{\"chatId\":\"%s\",\"content\":\"Where did I put the %s "
-                   "%s that %s gave me? (question %u)\"}]",
-                   c->seq, c->chat, w[0], w[1], w[2], c->seq);
+  int n =
+      snprintf(p, sizeof p,
+               "42%u[\"ai-message\",{\"chatId\":\"%s\",\"content\":\"Where did I put the %s "
+               "%s that %s gave me? (question %u)\"}]",
+               c->seq, c->chat, w[0], w[1], w[2], c->seq);
   c->seq++;
   c->sent_ns = clock_mono_ns();
   c->waiting = true;
@@ -156,6 +162,14 @@ static void on_message(struct conn *c, const char *p, size_t n) {
     }
     if (err && !g.measuring)
       fprintf(stderr, "chatload: error answer: %.*s\n", (int)EG_MIN(n, 300), p);
+    if (g.rate > 0) {
+      uint64_t due = c->sent_ns + (uint64_t)((double)g.conns / g.rate * 1e9);
+      if (due > now) {
+        c->waiting = false;
+        c->next_ns = due;
+        return;
+      }
+    }
     send_message(c);
   }
 }
@@ -235,31 +249,49 @@ static int cmp_u64(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   static const struct option lo[] = {
-      {"port", 1, 0, 'p'},     {"pairs", 1, 0, 'f'},    {"secret", 1, 0, 's'},
-      {"conns", 1, 0, 'n'},    {"warmup", 1, 0, 'w'},   {"duration", 1, 0, 'd'},
-      {"server-pid", 1, 0, 'P'}, {0, 0, 0, 0}};
+      {"port", 1, 0, 'p'},       {"pairs", 1, 0, 'f'},  {"secret", 1, 0, 's'},
+      {"conns", 1, 0, 'n'},      {"warmup", 1, 0, 'w'}, {"duration", 1, 0, 'd'},
+      {"server-pid", 1, 0, 'P'}, {"rate", 1, 0, 'r'},   {0, 0, 0, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (o) {
-    case 'p': g.port = atoi(optarg); break;
-    case 'f': g.pairs = optarg; break;
-    case 's': g.secret = optarg; break;
-    case 'n': g.conns = atoi(optarg); break;
-    case 'w': g.warmup = atoi(optarg); break;
-    case 'd': g.duration = atoi(optarg); break;
-    case 'P': g.pid = atoi(optarg); break;
-    default: return 2;
+    case 'p':
+      g.port = atoi(optarg);
+      break;
+    case 'f':
+      g.pairs = optarg;
+      break;
+    case 's':
+      g.secret = optarg;
+      break;
+    case 'n':
+      g.conns = atoi(optarg);
+      break;
+    case 'w':
+      g.warmup = atoi(optarg);
+      break;
+    case 'd':
+      g.duration = atoi(optarg);
+      break;
+    case 'P':
+      g.pid = atoi(optarg);
+      break;
+    case 'r':
+      g.rate = atof(optarg);
+      break;
+    default:
+      return 2;
     }
   }
   if (!g.port || !g.pairs || !g.secret || g.conns < 1) {
     fprintf(stderr, "usage: chatload --port P --pairs F --secret S [--conns N] [--warmup W] "
-                    "[--duration T] [--server-pid PID]\n");
+                    "[--duration T] [--server-pid PID] [--rate R]\n");
     return 2;
   }
   FILE *pf = fopen(g.pairs, "r");
   if (!pf)
     die(g.pairs);
-  char (*users)[ID_LEN + 1] = NULL, (*chats)[ID_LEN + 1] = NULL;
+  char(*users)[ID_LEN + 1] = NULL, (*chats)[ID_LEN + 1] = NULL;
   size_t np = 0;
   char u[64], ch[64];
   while (fscanf(pf, "%63s %63s", u, ch) == 2) {
@@ -324,9 +356,18 @@ int main(int argc, char **argv) {
     }
     if (now >= end)
       break;
-    int n = epoll_wait(ep, evs, 256, 50);
+    int n = epoll_wait(ep, evs, 256, g.rate > 0 ? 1 : 50);
     for (int i = 0; i < n; i++)
       on_readable(evs[i].data.ptr);
+    if (g.rate > 0) {
+      now = clock_mono_ns();
+      for (int i = 0; i < g.conns; i++) {
+        if (cs[i].next_ns && cs[i].next_ns <= now) {
+          cs[i].next_ns = 0;
+          send_message(&cs[i]);
+        }
+      }
+    }
   }
   double cpu = g.pid ? cpu_seconds(g.pid) - cpu0 : 0;
   qsort(g.lat, g.nlat, sizeof *g.lat, cmp_u64);
@@ -334,6 +375,8 @@ int main(int argc, char **argv) {
   uint64_t p99 = g.nlat ? g.lat[(size_t)((double)g.nlat * 0.99)] : 0;
   double rate = (double)g.done / g.duration;
   double us_per = g.done && g.pid ? cpu * 1e6 / (double)g.done : 0;
+  if (g.rate > 0)
+    printf("chatload: paced at %.0f ai-messages/s in all\n", g.rate);
   printf("chatload: %d connections, %d s window: %.0f ai-messages/s, latency p50 %.2f ms "
          "p99 %.2f ms, errors %llu, server CPU %.1f us per ai-message\n",
          g.conns, g.duration, rate, (double)p50 / 1000, (double)p99 / 1000,

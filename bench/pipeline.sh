@@ -6,7 +6,9 @@
 # excluded, from /metrics engram_answer_overhead_seconds) and the server's CPU
 # microseconds per ai-message, with CONNS connections (each its own chat).
 #
-#   bench/pipeline.sh [CONNS=100] [USERS=10] [MEMORIES=10000] [DURATION=15] [PERF=out.data]
+#   bench/pipeline.sh [CONNS=100] [USERS=10] [MEMORIES=10000] [DURATION=15] [RATE=R] [PERF=out.data]
+# RATE: pace the load to RATE ai-messages/s in all (latency at that load; default: each
+# connection sends its next message as soon as the answer is in, i.e. saturation).
 # PERF: also record a CPU profile of the server (perf, DWARF call graphs) during the window.
 # Expects `make build`. Everything on 127.0.0.1; every process is stopped at the end.
 set -euo pipefail
@@ -39,7 +41,7 @@ if [ -n "${PERF:-}" ]; then
     >/dev/null 2>&1) &
 fi
 "$B/chatload" --port "$port" --pairs "$work/pairs" --secret "$SECRET" --conns "$CONNS" \
-  --warmup 5 --duration "$DURATION" --server-pid "$epid" | tee "$work/result"
+  --warmup 5 --duration "$DURATION" --server-pid "$epid" ${RATE:+--rate "$RATE"} | tee "$work/result"
 curl -s "http://127.0.0.1:$port/metrics" >"$work/metrics"
 /usr/bin/python3 - "$work/metrics" <<'PY'
 import re, sys
