@@ -132,6 +132,34 @@ void log_msg(enum log_level lvl, const char *fmt, ...) EG_PRINTF(2, 3);
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 
+/* Log context: fields added to every line the calling thread logs while they are set
+   (JSON: "request_id" and "sid" members; text: " request_id=... sid=..." at the end).
+   The http server sets the request id while it hands a request to its handler, the
+   Socket.IO server sets the socket id while it runs a socket's handlers. Values are
+   copied (the caller's strings may go away); a value too long is cut. Save the context
+   with log_ctx_get before changing it and put it back with log_ctx_set. */
+#define LOG_REQUEST_ID_MAX 64
+#define LOG_SID_MAX 32
+struct log_ctx {
+  char request_id[LOG_REQUEST_ID_MAX + 1]; /* "" = none */
+  char sid[LOG_SID_MAX + 1];               /* "" = none */
+};
+void log_ctx_get(struct log_ctx *out);
+void log_ctx_set(const struct log_ctx *ctx);
+/* Sets one field (NULL or len 0 clears it), leaving the other as it is. */
+void log_ctx_set_request_id(const char *id, size_t len);
+void log_ctx_set_sid(const char *sid);
+/* True when id[0..len) may be used as a request id taken from a client's X-Request-Id:
+   1..LOG_REQUEST_ID_MAX characters of [A-Za-z0-9._-] (nothing a log reader or a header
+   could misread). */
+bool log_request_id_valid(const char *id, size_t len);
+/* Writes a new request id (16 lowercase hex characters from the CSPRNG) and a NUL. */
+void log_request_id_new(char out[LOG_REQUEST_ID_MAX + 1]);
+/* Writes to out (NUL-terminated, cut to cap) a line format's JSON or text rendering of a
+   log event: what log_msg writes to stderr, without the newline. Exposed for tests. */
+void log_format_line(char *out, size_t cap, bool json, const char *ts, enum log_level lvl,
+                     const struct log_ctx *ctx, const char *msg);
+
 /* ---- ids ----------------------------------------------------------------------------- */
 
 #define ID_LEN 24

@@ -1,4 +1,5 @@
-/* One line per event on stderr, as text or JSON (see base.h). */
+/* One line per event on stderr, as text or JSON (see base.h), with the calling thread's
+   log context (request id, socket id). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,8 @@ static enum log_level min_level = LOG_INFO;
 static bool json_format;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+static _Thread_local struct log_ctx tls_ctx;
 
 void log_init_from_env(void) {
   const char *lvl = getenv("ENGRAM_LOG_LEVEL");
@@ -21,18 +24,147 @@ void log_init_from_env(void) {
   json_format = fmt && strcmp(fmt, "json") == 0;
 }
 
-bool log_enabled(enum log_level lvl) { return lvl >= min_level; }
+bool log_enabled(enum log_level lvl) {
+  return lvl >= min_level;
+}
 
-static void json_escape(FILE *f, const char *s) {
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\')
-      fprintf(f, "\\%c", c);
-    else if (c < 0x20)
-      fprintf(f, "\\u%04x", c);
-    else
-      fputc(c, f);
+/* ---- context ------------------------------------------------------------------------- */
+
+void log_ctx_get(struct log_ctx *out) {
+  *out = tls_ctx;
+}
+
+void log_ctx_set(const struct log_ctx *ctx) {
+  tls_ctx = *ctx;
+}
+
+static void copy_field(char *dst, size_t cap, const char *src, size_t len) {
+  if (!src)
+    len = 0;
+  if (len > cap - 1)
+    len = cap - 1;
+  if (len)
+    memcpy(dst, src, len);
+  dst[len] = '\0';
+}
+
+void log_ctx_set_request_id(const char *id, size_t len) {
+  copy_field(tls_ctx.request_id, sizeof tls_ctx.request_id, id, len);
+}
+
+void log_ctx_set_sid(const char *sid) {
+  copy_field(tls_ctx.sid, sizeof tls_ctx.sid, sid, sid ? strlen(sid) : 0);
+}
+
+bool log_request_id_valid(const char *id, size_t len) {
+  if (!id || len == 0 || len > LOG_REQUEST_ID_MAX)
+    return false;
+  for (size_t i = 0; i < len; i++) {
+    char c = id[i];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-';
+    if (!ok)
+      return false;
   }
+  return true;
+}
+
+void log_request_id_new(char out[LOG_REQUEST_ID_MAX + 1]) {
+  static const char hex[] = "0123456789abcdef";
+  uint8_t r[8];
+  rand_bytes(r, sizeof r);
+  for (size_t i = 0; i < sizeof r; i++) {
+    out[2 * i] = hex[r[i] >> 4];
+    out[2 * i + 1] = hex[r[i] & 15];
+  }
+  out[2 * sizeof r] = '\0';
+}
+
+/* ---- lines --------------------------------------------------------------------------- */
+
+/* A bounded writer: appends while there is room (keeping `reserve` bytes free for the
+   line's end), cuts silently otherwise. */
+struct lw {
+  char *p;
+  size_t len, cap;
+};
+
+static void lw_putn(struct lw *w, const char *s, size_t n, size_t reserve) {
+  size_t room = w->cap > w->len + reserve ? w->cap - w->len - reserve : 0;
+  if (n > room)
+    n = room;
+  memcpy(w->p + w->len, s, n);
+  w->len += n;
+}
+
+static void lw_put(struct lw *w, const char *s, size_t reserve) {
+  lw_putn(w, s, strlen(s), reserve);
+}
+
+/* JSON string contents of s; stops (never half an escape) when fewer than reserve + 6
+   bytes are left. */
+static void lw_json(struct lw *w, const char *s, size_t reserve) {
+  for (; *s; s++) {
+    if (w->len + reserve + 6 >= w->cap)
+      return;
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') {
+      w->p[w->len++] = '\\';
+      w->p[w->len++] = (char)c;
+    } else if (c < 0x20) {
+      w->len += (size_t)snprintf(w->p + w->len, 7, "\\u%04x", c);
+    } else {
+      w->p[w->len++] = (char)c;
+    }
+  }
+}
+
+/* Room kept for the context fields and the closing of a line: two fields of at most
+   LOG_SID_MAX / LOG_REQUEST_ID_MAX bytes (plain characters: ids are checked or made
+   here, sids are ours) with their names and quotes. */
+#define LOG_TAIL (LOG_REQUEST_ID_MAX + LOG_SID_MAX + 48)
+
+void log_format_line(char *out, size_t cap, bool json, const char *ts, enum log_level lvl,
+                     const struct log_ctx *ctx, const char *msg) {
+  if (cap == 0)
+    return;
+  struct lw w = {out, 0, cap - 1}; /* one byte for the NUL */
+  const char *rid = ctx && ctx->request_id[0] ? ctx->request_id : NULL;
+  const char *sid = ctx && ctx->sid[0] ? ctx->sid : NULL;
+  if (json) {
+    lw_put(&w, "{\"ts\":\"", 0);
+    lw_put(&w, ts, 0);
+    lw_put(&w, "\",\"level\":\"", 0);
+    lw_put(&w, level_names[lvl], 0);
+    lw_put(&w, "\",\"msg\":\"", 0);
+    lw_json(&w, msg, LOG_TAIL);
+    lw_put(&w, "\"", 0);
+    if (rid) {
+      lw_put(&w, ",\"request_id\":\"", 0);
+      lw_json(&w, rid, 2);
+      lw_put(&w, "\"", 0);
+    }
+    if (sid) {
+      lw_put(&w, ",\"sid\":\"", 0);
+      lw_json(&w, sid, 2);
+      lw_put(&w, "\"", 0);
+    }
+    lw_put(&w, "}", 0);
+  } else {
+    char head[48];
+    snprintf(head, sizeof head, "%s %-5s ", ts, level_names[lvl]);
+    lw_put(&w, head, 0);
+    lw_put(&w, msg, LOG_TAIL);
+    if (rid) {
+      lw_put(&w, " request_id=", 0);
+      lw_put(&w, rid, 0);
+    }
+    if (sid) {
+      lw_put(&w, " sid=", 0);
+      lw_put(&w, sid, 0);
+    }
+  }
+  out[w.len] = '\0';
 }
 
 void log_msg(enum log_level lvl, const char *fmt, ...) {
@@ -45,13 +177,13 @@ void log_msg(enum log_level lvl, const char *fmt, ...) {
   va_end(ap);
   char ts[25];
   clock_iso8601(clock_wall_ms(), ts);
+  /* The whole line in one buffer, written at once: lines of several threads (and
+     processes sharing the stream) never interleave. */
+  char line[6 * 2048 + LOG_TAIL + 64];
+  log_format_line(line, sizeof line - 1, json_format, ts, lvl, &tls_ctx, msg);
+  size_t n = strlen(line);
+  line[n++] = '\n';
   flockfile(stderr);
-  if (json_format) {
-    fprintf(stderr, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts, level_names[lvl]);
-    json_escape(stderr, msg);
-    fputs("\"}\n", stderr);
-  } else {
-    fprintf(stderr, "%s %-5s %s\n", ts, level_names[lvl], msg);
-  }
+  fwrite(line, 1, n, stderr);
   funlockfile(stderr);
 }
