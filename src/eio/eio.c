@@ -78,6 +78,8 @@ struct eio_server {
   struct eio_session **table; /* sid hash buckets */
   size_t nbuckets, count;
   size_t live; /* allocated sessions (listed or not) */
+  size_t open_by[2]; /* sessions in ST_OPEN, by transport (eio_server_stats) */
+  uint64_t upgrades;
   struct tq tq;
   uv_idle_t idle;
   struct eio_session *flush_head;
@@ -88,6 +90,16 @@ struct eio_server {
 
 static void sess_close(struct eio_session *s, const char *reason);
 static void srv_maybe_free(struct eio_server *srv);
+
+/* Every state change after the handshake goes through here: it keeps the per-transport
+   counts of open sessions. */
+static void set_state(struct eio_session *s, uint8_t st) {
+  if (s->state == ST_OPEN && st != ST_OPEN)
+    s->srv->open_by[s->transport]--;
+  else if (s->state != ST_OPEN && st == ST_OPEN)
+    s->srv->open_by[s->transport]++;
+  s->state = st;
+}
 
 /* ---- query string ------------------------------------------------------------------------- */
 
@@ -331,7 +343,7 @@ static void sess_close(struct eio_session *s, const char *reason) {
   log_debug("eio: session %s closes: %s", s->sid, reason);
   sess_hold(s);
   bool was_open = s->state == ST_OPEN;
-  s->state = ST_CLOSED;
+  set_state(s, ST_CLOSED);
   tq_del(&srv->tq, &s->hb);
   abort_upgrade(s);
   if (s->listed) {
@@ -369,7 +381,7 @@ static void sess_close_graceful(struct eio_session *s, const char *reason) {
     struct eio_packet close = {EIO_CLOSE, false, NULL, 0};
     abort_upgrade(s);
     ignore_rc(eio_payload_append(&s->out, &close));
-    s->state = ST_CLOSING;
+    set_state(s, ST_CLOSING);
     tq_add(&s->srv->tq, LANE_LINGER, &s->hb, s->srv->o.ping_timeout_ms + 1000);
     app_close(s, reason);
     return;
@@ -391,7 +403,7 @@ static void on_tq(struct tq *q, struct tq_node *n) {
   struct eio_session *s = EG_CONTAINER_OF(n, struct eio_session, hb);
   if (s->state == ST_CLOSING) {
     /* The linger ended without a GET. */
-    s->state = ST_OPEN; /* so that sess_close runs its full path, app already told */
+    set_state(s, ST_OPEN); /* so that sess_close runs its full path, app already told */
     sess_close(s, "forced close");
     return;
   }
@@ -513,6 +525,9 @@ static void probe_on_message(struct ws_conn *ws, int opcode, const uint8_t *data
     tq_del(&s->srv->tq, &s->upn);
     s->upg = UPG_NONE;
     s->upgraded = 1;
+    s->srv->open_by[EIO_TRANSPORT_POLLING]--; /* open: checked above */
+    s->srv->open_by[EIO_TRANSPORT_WEBSOCKET]++;
+    s->srv->upgrades++;
     s->transport = EIO_TRANSPORT_WEBSOCKET;
     s->ws = s->probe; /* the probe's reference becomes the transport's */
     s->probe = NULL;
@@ -585,7 +600,7 @@ static void on_poll_get(struct eio_session *s, struct http_req *req) {
     s->get = req;
     sess_hold(s);
     poll_respond(s);
-    s->state = ST_OPEN;
+    set_state(s, ST_OPEN);
     s->app_open = 0;
     sess_close(s, "forced close");
     return;
@@ -659,6 +674,7 @@ static int handshake(struct eio_server *srv, struct http_req *req, bool websocke
   } while (table_find(srv, (struct slice){s->sid, EIO_SID_LEN}));
   s->transport = websocket ? EIO_TRANSPORT_WEBSOCKET : EIO_TRANSPORT_POLLING;
   s->state = ST_OPEN;
+  srv->open_by[s->transport]++;
   s->refs = 1; /* our own while setting up */
   table_add(srv, s);
   sess_hold(s); /* the table's */
@@ -879,6 +895,11 @@ size_t eio_session_backlog(const struct eio_session *s) {
   return s->out.len;
 }
 size_t eio_server_count(const struct eio_server *srv) { return srv->count; }
+void eio_server_stats(const struct eio_server *srv, struct eio_stats *out) {
+  out->polling = srv->open_by[EIO_TRANSPORT_POLLING];
+  out->websocket = srv->open_by[EIO_TRANSPORT_WEBSOCKET];
+  out->upgrades = srv->upgrades;
+}
 const struct eio_opts *eio_server_opts(const struct eio_server *srv) { return &srv->o; }
 uv_loop_t *eio_server_loop(const struct eio_server *srv) { return srv->loop; }
 

@@ -114,6 +114,15 @@ void eio_http_handler(struct http_req *req, void *ud);
 void eio_server_close(struct eio_server *srv, void (*on_closed)(void *ud), void *ud);
 /* Open sessions. */
 size_t eio_server_count(const struct eio_server *srv);
+/* Sessions open now by transport (a session being upgraded counts as polling until the
+   upgrade completes, then as websocket; a closed polling session waiting to hand its
+   close packet to the next GET counts as neither), and upgrades completed since start.
+   (Added for /metrics.) */
+struct eio_stats {
+  size_t polling, websocket;
+  uint64_t upgrades;
+};
+void eio_server_stats(const struct eio_server *srv, struct eio_stats *out);
 const struct eio_opts *eio_server_opts(const struct eio_server *srv);
 uv_loop_t *eio_server_loop(const struct eio_server *srv);
 
