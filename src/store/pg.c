@@ -28,6 +28,7 @@
 #include <libpq-fe.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,6 +180,9 @@ struct pg_store {
   pthread_cond_t cond;
   struct pg_conn conns[PG_POOL];
   bool busy[PG_POOL];
+  /* Pool gauges for pg_pool_stats, read without the lock. */
+  atomic_uint n_open, n_busy, n_wait;
+  atomic_uint_fast64_t reconnects;
 };
 
 static struct pg_store *PGS(struct store *s) {
@@ -219,7 +223,7 @@ static PGconn *pg_connect(const char *url) {
 
 /* Reads what the server sent while the connection was idle (a restarted server's
    goodbye) and resets a broken connection. */
-static void pg_revive(struct pg_conn *c) {
+static void pg_revive(struct pg_store *p, struct pg_conn *c) {
   if (PQstatus(c->conn) == CONNECTION_OK) {
     /* A terminated backend sends an error message, then EOF: read until both are seen
        (libpq marks the connection bad on EOF) or nothing more is pending. */
@@ -238,6 +242,7 @@ static void pg_revive(struct pg_conn *c) {
     log_warn("store: postgres connection lost, reconnecting");
     PQreset(c->conn);
     c->prepared = 0;
+    atomic_fetch_add_explicit(&p->reconnects, 1, memory_order_relaxed);
   }
 }
 
@@ -251,17 +256,23 @@ static struct pg_conn *pg_get(struct pg_store *p) {
     for (int i = 0; i < PG_POOL && idx < 0; i++)
       if (!p->busy[i])
         idx = i;
-    if (idx < 0)
+    if (idx < 0) {
+      atomic_fetch_add_explicit(&p->n_wait, 1, memory_order_relaxed);
       pthread_cond_wait(&p->cond, &p->mu);
+      atomic_fetch_sub_explicit(&p->n_wait, 1, memory_order_relaxed);
+    }
   }
   p->busy[idx] = true;
+  atomic_fetch_add_explicit(&p->n_busy, 1, memory_order_relaxed);
   pthread_mutex_unlock(&p->mu);
   struct pg_conn *c = &p->conns[idx];
   if (!c->conn) {
     c->conn = pg_connect(p->url);
     c->prepared = 0;
+    if (c->conn)
+      atomic_fetch_add_explicit(&p->n_open, 1, memory_order_relaxed);
   }
-  pg_revive(c);
+  pg_revive(p, c);
   c->commit_sent = false;
   return c;
 }
@@ -269,6 +280,7 @@ static struct pg_conn *pg_get(struct pg_store *p) {
 static void pg_put(struct pg_store *p, struct pg_conn *c) {
   pthread_mutex_lock(&p->mu);
   p->busy[c - p->conns] = false;
+  atomic_fetch_sub_explicit(&p->n_busy, 1, memory_order_relaxed);
   pthread_cond_signal(&p->cond);
   pthread_mutex_unlock(&p->mu);
 }
@@ -356,7 +368,7 @@ static int pg_call(struct store *s, int (*fn)(struct pg_conn *c, void *arg), voi
   rc = fn(c, arg);
   if (rc != 0 && PQstatus(c->conn) != CONNECTION_OK) {
     bool safe = safety == PG_RETRY || !c->commit_sent;
-    pg_revive(c);
+    pg_revive(PGS(s), c);
     if (!safe || PQstatus(c->conn) != CONNECTION_OK) {
       rc = EG_ECLOSED;
       goto out;
@@ -509,6 +521,7 @@ int store__pg_open(const char *url, struct store **out) {
   snprintf(p->base.desc, sizeof(p->base.desc), "postgres %s:%s/%s", PQhost(c), PQport(c),
            PQdb(c));
   p->conns[0].conn = c;
+  atomic_store_explicit(&p->n_open, 1, memory_order_relaxed);
   int v;
   int rc = pg_migrate(&p->base, &v);
   if (rc != 0) {
@@ -525,6 +538,15 @@ static int op_ping(struct pg_conn *c, void *arg) {
   PGresult *r = pg_q(c, PG_PING, 0, NULL, &rc);
   PQclear(r);
   return rc;
+}
+
+static void pg_pool_stats(struct store *s, struct store_pool_stats *out) {
+  struct pg_store *p = PGS(s);
+  out->size = PG_POOL;
+  out->open = atomic_load_explicit(&p->n_open, memory_order_relaxed);
+  out->in_use = atomic_load_explicit(&p->n_busy, memory_order_relaxed);
+  out->waiters = atomic_load_explicit(&p->n_wait, memory_order_relaxed);
+  out->reconnects = (uint64_t)atomic_load_explicit(&p->reconnects, memory_order_relaxed);
 }
 
 static int pg_ping(struct store *s) {
@@ -1340,6 +1362,7 @@ static const struct store_ops pg_ops = {
     .close = pg_close,
     .migrate = pg_migrate,
     .ping = pg_ping,
+    .pool_stats = pg_pool_stats,
     .user_create = pg_user_create,
     .user_get = pg_user_get,
     .user_delete = pg_user_delete,

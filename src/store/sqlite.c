@@ -24,6 +24,7 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,6 +206,8 @@ struct sq_store {
   struct sq_conn readers[SQ_READERS];
   bool rbusy[SQ_READERS];
   bool ropen[SQ_READERS];
+  /* Pool gauges for sq_pool_stats, read without the locks. */
+  atomic_uint n_ropen, n_rbusy, n_rwait, w_busy, n_wwait;
 };
 
 static struct sq_store *SQ(struct store *s) {
@@ -353,11 +356,17 @@ static void sq_conn_close(struct sq_conn *c) {
 
 static struct sq_conn *sq_writer(struct store *s) {
   struct sq_store *q = SQ(s);
-  pthread_mutex_lock(&q->wmu);
+  if (pthread_mutex_trylock(&q->wmu) != 0) {
+    atomic_fetch_add_explicit(&q->n_wwait, 1, memory_order_relaxed);
+    pthread_mutex_lock(&q->wmu);
+    atomic_fetch_sub_explicit(&q->n_wwait, 1, memory_order_relaxed);
+  }
+  atomic_store_explicit(&q->w_busy, 1, memory_order_relaxed);
   return &q->writer;
 }
 
 static void sq_writer_put(struct store *s) {
+  atomic_store_explicit(&SQ(s)->w_busy, 0, memory_order_relaxed);
   pthread_mutex_unlock(&SQ(s)->wmu);
 }
 
@@ -373,8 +382,10 @@ static struct sq_conn *sq_reader(struct store *s) {
         if (sq_conn_open(&q->readers[i], q->path, false) != 0)
           continue;
         q->ropen[i] = true;
+        atomic_fetch_add_explicit(&q->n_ropen, 1, memory_order_relaxed);
       }
       q->rbusy[i] = true;
+      atomic_fetch_add_explicit(&q->n_rbusy, 1, memory_order_relaxed);
       pthread_mutex_unlock(&q->rmu);
       return &q->readers[i];
     }
@@ -385,7 +396,9 @@ static struct sq_conn *sq_reader(struct store *s) {
       pthread_mutex_unlock(&q->rmu);
       return NULL;
     }
+    atomic_fetch_add_explicit(&q->n_rwait, 1, memory_order_relaxed);
     pthread_cond_wait(&q->rcond, &q->rmu);
+    atomic_fetch_sub_explicit(&q->n_rwait, 1, memory_order_relaxed);
   }
 }
 
@@ -393,6 +406,7 @@ static void sq_reader_put(struct store *s, struct sq_conn *c) {
   struct sq_store *q = SQ(s);
   pthread_mutex_lock(&q->rmu);
   q->rbusy[c - q->readers] = false;
+  atomic_fetch_sub_explicit(&q->n_rbusy, 1, memory_order_relaxed);
   pthread_cond_signal(&q->rcond);
   pthread_mutex_unlock(&q->rmu);
 }
@@ -505,6 +519,17 @@ int store__sqlite_open(const char *path, struct store **out) {
   }
   *out = &q->base;
   return 0;
+}
+
+static void sq_pool_stats(struct store *s, struct store_pool_stats *out) {
+  struct sq_store *q = SQ(s);
+  out->size = SQ_READERS;
+  out->open = atomic_load_explicit(&q->n_ropen, memory_order_relaxed);
+  out->in_use = atomic_load_explicit(&q->n_rbusy, memory_order_relaxed);
+  out->waiters = atomic_load_explicit(&q->n_rwait, memory_order_relaxed);
+  out->writer_size = 1;
+  out->writer_in_use = atomic_load_explicit(&q->w_busy, memory_order_relaxed);
+  out->writer_waiters = atomic_load_explicit(&q->n_wwait, memory_order_relaxed);
 }
 
 static int sq_ping(struct store *s) {
@@ -1355,6 +1380,7 @@ static const struct store_ops sq_ops = {
     .close = sq_close,
     .migrate = sq_migrate,
     .ping = sq_ping,
+    .pool_stats = sq_pool_stats,
     .user_create = sq_user_create,
     .user_get = sq_user_get,
     .user_delete = sq_user_delete,

@@ -207,6 +207,12 @@ int store_ping(struct store *s) {
   return s->ops->ping(s);
 }
 
+void store_pool_stats(struct store *s, struct store_pool_stats *out) {
+  memset(out, 0, sizeof *out);
+  if (s && s->ops->pool_stats)
+    s->ops->pool_stats(s, out);
+}
+
 /* ---- users --------------------------------------------------------------------------- */
 
 void store_user_clear(struct store_user *u) {

@@ -63,6 +63,7 @@
  *
  * Changes: additive only; each addition is noted here with its date.
  *   2026-11-25: migration 2 (index for store_memory_pending; no API change).
+ *   2026-11-26: store_pool_stats (connection pool gauges for /metrics).
  */
 #ifndef ENGRAM_STORE_H
 #define ENGRAM_STORE_H
@@ -107,6 +108,21 @@ EG_WUR int store_migrate(struct store *s, int *version);
 int store_schema_latest(void);
 /* Cheap round trip to the database (health checks). */
 EG_WUR int store_ping(struct store *s);
+
+/* The connection pool now. Unlike everything else here it never blocks (it reads
+   counters, takes no lock): call it from any thread, the loop thread included. The
+   figures are read one by one, so under load they may not add up exactly. */
+struct store_pool_stats {
+  unsigned size;           /* connections the pool may open: SQLite readers, PostgreSQL pool */
+  unsigned open;           /* of them open now */
+  unsigned in_use;         /* of them handed to a call now */
+  unsigned waiters;        /* calls waiting for one of them */
+  unsigned writer_size;    /* SQLite: 1 (the writer connection); PostgreSQL: 0 */
+  unsigned writer_in_use;  /* SQLite: 1 while a write holds the writer */
+  unsigned writer_waiters; /* SQLite: writes waiting for the writer */
+  uint64_t reconnects;     /* PostgreSQL: broken connections reset since start; SQLite: 0 */
+};
+void store_pool_stats(struct store *s, struct store_pool_stats *out);
 
 /* ---- users --------------------------------------------------------------------------- */
 

@@ -61,6 +61,8 @@ struct store_ops {
   /* terms: sanitised words (letters, digits, non-ASCII bytes only), 1..32 of them. */
   int (*memory_search)(struct store *s, const char *user_id, const char *const *terms,
                        size_t n_terms, size_t k, struct store_hits *out);
+  /* Non-blocking (see store_pool_stats). */
+  void (*pool_stats)(struct store *s, struct store_pool_stats *out);
 };
 
 /* The common head of every back end's store struct. */

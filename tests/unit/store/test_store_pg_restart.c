@@ -77,6 +77,10 @@ static void t_restart(void **state) {
   /* Restart: every pooled connection is now dead; calls still succeed. */
   assert_int_equal(pg_ctl("restart -m fast"), 0);
   assert_int_equal(store_ping(s), 0);
+  struct store_pool_stats ps; /* the revived connection counts as a reconnect */
+  store_pool_stats(s, &ps);
+  assert_true(ps.reconnects >= 1);
+  assert_int_equal(ps.in_use, 0);
   struct store_message_new m = {
       .chat_id = c.id, .user_id = u.id, .role = "user", .content = "after restart"};
   assert_int_equal(store_message_insert(s, &m), 0);
