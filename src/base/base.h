@@ -155,10 +155,23 @@ void log_ctx_set_sid(const char *sid);
 bool log_request_id_valid(const char *id, size_t len);
 /* Writes a new request id (16 lowercase hex characters from the CSPRNG) and a NUL. */
 void log_request_id_new(char out[LOG_REQUEST_ID_MAX + 1]);
+/* Extra fields of one line: JSON members after "msg" (a string, or a number when str is
+   NULL), " key=value" in text. Keys are plain identifiers; a string value longer than
+   LOG_FIELD_MAX bytes is cut. */
+#define LOG_FIELD_MAX 256
+struct log_field {
+  const char *key;
+  const char *str; /* NULL: num */
+  double num;
+};
+/* log_msg with fields (access logs: method, path, status, duration_ms). */
+void log_fields(enum log_level lvl, const struct log_field *f, size_t nf, const char *fmt, ...)
+    EG_PRINTF(4, 5);
 /* Writes to out (NUL-terminated, cut to cap) a line format's JSON or text rendering of a
    log event: what log_msg writes to stderr, without the newline. Exposed for tests. */
 void log_format_line(char *out, size_t cap, bool json, const char *ts, enum log_level lvl,
-                     const struct log_ctx *ctx, const char *msg);
+                     const struct log_ctx *ctx, const struct log_field *f, size_t nf,
+                     const char *msg);
 
 /* ---- ids ----------------------------------------------------------------------------- */
 

@@ -119,71 +119,109 @@ static void lw_json(struct lw *w, const char *s, size_t reserve) {
   }
 }
 
-/* Room kept for the context fields and the closing of a line: two fields of at most
-   LOG_SID_MAX / LOG_REQUEST_ID_MAX bytes (plain characters: ids are checked or made
-   here, sids are ours) with their names and quotes. */
-#define LOG_TAIL (LOG_REQUEST_ID_MAX + LOG_SID_MAX + 48)
+/* The end of a line (context and fields), built first so that the message can be cut to
+   leave room for it. Each value takes at most LOG_FIELD_MAX + 6 bytes once escaped, so
+   the tail always fits. */
+#define LOG_MAX_FIELDS 6
+#define LOG_TAIL_MAX ((LOG_MAX_FIELDS + 2) * (LOG_FIELD_MAX + 48) + 8)
+
+static void tail_str(struct lw *w, bool json, const char *key, const char *v) {
+  char esc[LOG_FIELD_MAX + 8];
+  struct lw e = {esc, 0, LOG_FIELD_MAX + 6};
+  if (json)
+    lw_json(&e, v, 0);
+  else
+    lw_put(&e, v, 0);
+  lw_put(w, json ? ",\"" : " ", 0);
+  lw_put(w, key, 0);
+  lw_put(w, json ? "\":\"" : "=", 0);
+  lw_putn(w, esc, e.len, 0);
+  if (json)
+    lw_put(w, "\"", 0);
+}
+
+static void tail_num(struct lw *w, bool json, const char *key, double v) {
+  char num[32];
+  snprintf(num, sizeof num, "%.15g", v);
+  lw_put(w, json ? ",\"" : " ", 0);
+  lw_put(w, key, 0);
+  lw_put(w, json ? "\":" : "=", 0);
+  lw_put(w, num, 0);
+}
 
 void log_format_line(char *out, size_t cap, bool json, const char *ts, enum log_level lvl,
-                     const struct log_ctx *ctx, const char *msg) {
+                     const struct log_ctx *ctx, const struct log_field *f, size_t nf,
+                     const char *msg) {
   if (cap == 0)
     return;
+  char tail[LOG_TAIL_MAX];
+  struct lw t = {tail, 0, sizeof tail};
+  if (nf > LOG_MAX_FIELDS)
+    nf = LOG_MAX_FIELDS;
+  for (size_t i = 0; i < nf; i++) {
+    if (f[i].str)
+      tail_str(&t, json, f[i].key, f[i].str);
+    else
+      tail_num(&t, json, f[i].key, f[i].num);
+  }
+  if (ctx && ctx->request_id[0])
+    tail_str(&t, json, "request_id", ctx->request_id);
+  if (ctx && ctx->sid[0])
+    tail_str(&t, json, "sid", ctx->sid);
+  if (json)
+    lw_put(&t, "}", 0);
+
   struct lw w = {out, 0, cap - 1}; /* one byte for the NUL */
-  const char *rid = ctx && ctx->request_id[0] ? ctx->request_id : NULL;
-  const char *sid = ctx && ctx->sid[0] ? ctx->sid : NULL;
   if (json) {
     lw_put(&w, "{\"ts\":\"", 0);
     lw_put(&w, ts, 0);
     lw_put(&w, "\",\"level\":\"", 0);
     lw_put(&w, level_names[lvl], 0);
     lw_put(&w, "\",\"msg\":\"", 0);
-    lw_json(&w, msg, LOG_TAIL);
+    lw_json(&w, msg, t.len + 1);
     lw_put(&w, "\"", 0);
-    if (rid) {
-      lw_put(&w, ",\"request_id\":\"", 0);
-      lw_json(&w, rid, 2);
-      lw_put(&w, "\"", 0);
-    }
-    if (sid) {
-      lw_put(&w, ",\"sid\":\"", 0);
-      lw_json(&w, sid, 2);
-      lw_put(&w, "\"", 0);
-    }
-    lw_put(&w, "}", 0);
   } else {
     char head[48];
     snprintf(head, sizeof head, "%s %-5s ", ts, level_names[lvl]);
     lw_put(&w, head, 0);
-    lw_put(&w, msg, LOG_TAIL);
-    if (rid) {
-      lw_put(&w, " request_id=", 0);
-      lw_put(&w, rid, 0);
-    }
-    if (sid) {
-      lw_put(&w, " sid=", 0);
-      lw_put(&w, sid, 0);
-    }
+    lw_put(&w, msg, t.len);
   }
+  lw_putn(&w, tail, t.len, 0);
   out[w.len] = '\0';
 }
 
-void log_msg(enum log_level lvl, const char *fmt, ...) {
-  if (!log_enabled(lvl))
-    return;
+static void log_write(enum log_level lvl, const struct log_field *f, size_t nf, const char *fmt,
+                      va_list ap) {
   char msg[2048];
-  va_list ap;
-  va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
   char ts[25];
   clock_iso8601(clock_wall_ms(), ts);
   /* The whole line in one buffer, written at once: lines of several threads (and
      processes sharing the stream) never interleave. */
-  char line[6 * 2048 + LOG_TAIL + 64];
-  log_format_line(line, sizeof line - 1, json_format, ts, lvl, &tls_ctx, msg);
+  char line[6 * 2048 + LOG_TAIL_MAX + 64];
+  log_format_line(line, sizeof line - 1, json_format, ts, lvl, &tls_ctx, f, nf, msg);
   size_t n = strlen(line);
   line[n++] = '\n';
   flockfile(stderr);
   fwrite(line, 1, n, stderr);
   funlockfile(stderr);
+}
+
+void log_msg(enum log_level lvl, const char *fmt, ...) {
+  if (!log_enabled(lvl))
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  log_write(lvl, NULL, 0, fmt, ap);
+  va_end(ap);
+}
+
+void log_fields(enum log_level lvl, const struct log_field *f, size_t nf, const char *fmt,
+                ...) {
+  if (!log_enabled(lvl))
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  log_write(lvl, f, nf, fmt, ap);
+  va_end(ap);
 }

@@ -92,7 +92,7 @@ static void test_json_line(void **state) {
   (void)state;
   char line[4096];
   const char *ts = "2026-01-02T03:04:05.678Z";
-  log_format_line(line, sizeof line, true, ts, LOG_INFO, NULL, "hello \"x\"\n\\");
+  log_format_line(line, sizeof line, true, ts, LOG_INFO, NULL, NULL, 0, "hello \"x\"\n\\");
   json_t *j = parse(line);
   assert_string_equal(json_string_value(json_object_get(j, "ts")), ts);
   assert_string_equal(json_string_value(json_object_get(j, "level")), "info");
@@ -103,7 +103,7 @@ static void test_json_line(void **state) {
 
   struct log_ctx c = {0};
   strcpy(c.request_id, "abc-123");
-  log_format_line(line, sizeof line, true, ts, LOG_WARN, &c, "m");
+  log_format_line(line, sizeof line, true, ts, LOG_WARN, &c, NULL, 0, "m");
   j = parse(line);
   assert_string_equal(json_string_value(json_object_get(j, "request_id")), "abc-123");
   assert_string_equal(json_string_value(json_object_get(j, "level")), "warn");
@@ -111,10 +111,23 @@ static void test_json_line(void **state) {
   json_decref(j);
 
   strcpy(c.sid, "SIDsid0123456789abcd");
-  log_format_line(line, sizeof line, true, ts, LOG_ERROR, &c, "m");
+  log_format_line(line, sizeof line, true, ts, LOG_ERROR, &c, NULL, 0, "m");
   j = parse(line);
   assert_string_equal(json_string_value(json_object_get(j, "request_id")), "abc-123");
   assert_string_equal(json_string_value(json_object_get(j, "sid")), "SIDsid0123456789abcd");
+  json_decref(j);
+
+  const struct log_field f[] = {{"method", "GET", 0},
+                                {"path", "/api/\"x\"", 0},
+                                {"status", NULL, 404},
+                                {"duration_ms", NULL, 0.125}};
+  log_format_line(line, sizeof line, true, ts, LOG_INFO, &c, f, 4, "access");
+  j = parse(line);
+  assert_string_equal(json_string_value(json_object_get(j, "method")), "GET");
+  assert_string_equal(json_string_value(json_object_get(j, "path")), "/api/\"x\"");
+  assert_int_equal(json_integer_value(json_object_get(j, "status")), 404);
+  assert_true(json_real_value(json_object_get(j, "duration_ms")) == 0.125);
+  assert_string_equal(json_string_value(json_object_get(j, "request_id")), "abc-123");
   json_decref(j);
 }
 
@@ -129,14 +142,22 @@ static void test_json_line_cut(void **state) {
   for (size_t i = 0; i < sizeof msg - 1; i++)
     msg[i] = i % 7 == 0 ? '"' : i % 11 == 0 ? '\x01' : 'm';
   msg[sizeof msg - 1] = '\0';
-  for (size_t cap = 320; cap < 1400; cap += 37) {
-    char line[1400];
-    log_format_line(line, cap, true, "2026-01-02T03:04:05.678Z", LOG_DEBUG, &c, msg);
+  char longv[600];
+  memset(longv, '\\', sizeof longv - 1); /* escapes to twice its length */
+  longv[sizeof longv - 1] = '\0';
+  const struct log_field f[] = {{"path", longv, 0}, {"status", NULL, 200}, {"k", "\"", 0}};
+  for (size_t cap = 1400; cap < 4000; cap += 37) {
+    char line[4000];
+    log_format_line(line, cap, true, "2026-01-02T03:04:05.678Z", LOG_DEBUG, &c, f, 3, msg);
     assert_true(strlen(line) < cap);
     json_t *j = parse(line);
     assert_int_equal(strlen(json_string_value(json_object_get(j, "request_id"))),
                      LOG_REQUEST_ID_MAX);
     assert_int_equal(strlen(json_string_value(json_object_get(j, "sid"))), LOG_SID_MAX);
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), 200);
+    assert_string_equal(json_string_value(json_object_get(j, "k")), "\"");
+    const char *path = json_string_value(json_object_get(j, "path"));
+    assert_true(strlen(path) > 100 && strlen(path) <= LOG_FIELD_MAX);
     json_decref(j);
   }
 }
@@ -145,12 +166,16 @@ static void test_text_line(void **state) {
   (void)state;
   char line[512];
   struct log_ctx c = {0};
-  log_format_line(line, sizeof line, false, "2026-01-02T03:04:05.678Z", LOG_INFO, &c, "hi");
+  log_format_line(line, sizeof line, false, "2026-01-02T03:04:05.678Z", LOG_INFO, &c, NULL, 0,
+                  "hi");
   assert_string_equal(line, "2026-01-02T03:04:05.678Z info  hi");
   strcpy(c.request_id, "r1");
   strcpy(c.sid, "s1");
-  log_format_line(line, sizeof line, false, "2026-01-02T03:04:05.678Z", LOG_INFO, &c, "hi");
-  assert_string_equal(line, "2026-01-02T03:04:05.678Z info  hi request_id=r1 sid=s1");
+  const struct log_field f[] = {{"method", "GET", 0}, {"duration_ms", NULL, 1.25}};
+  log_format_line(line, sizeof line, false, "2026-01-02T03:04:05.678Z", LOG_INFO, &c, f, 2,
+                  "hi");
+  assert_string_equal(line, "2026-01-02T03:04:05.678Z info  hi method=GET duration_ms=1.25 "
+                            "request_id=r1 sid=s1");
 }
 
 int main(void) {
