@@ -57,7 +57,23 @@
  *
  * API changes after the first commit are additive only; each is noted here:
  *   http_limits.max_conn_per_addr (passed to net's max_per_addr);
- *   net.h: net_conn_cbs.on_read takes writable data; net_server_write_calls
+ *   net.h: net_conn_cbs.on_read takes writable data; net_server_write_calls;
+ *   http_server_opts.request_ids and .access_log, http_req_request_id (2026-11-26).
+ *
+ * Request ids (opts.request_ids)
+ *   Every dispatched request gets an id: the client's X-Request-Id when it is valid
+ *   (log_request_id_valid: 1..64 of [A-Za-z0-9._-]), else a new one (log_request_id_new).
+ *   Every response to it (101 included) carries it as X-Request-Id, and every line logged
+ *   while the handler (or the automatic preflight answer) runs carries it as
+ *   "request_id" (base.h log context). A handler that answers later from another
+ *   callback sets the context itself if it wants it (http_req_request_id).
+ * Access log (opts.access_log)
+ *   One info line per answered request, when it is answered: "METHOD /path STATUS", with
+ *   the fields method, path (as sent, without the query string: queries may carry
+ *   tokens), status, duration_ms (from the request's first byte to the answer) and its
+ *   request id. A request whose client left before the answer is logged with status 499.
+ *   The automatic answers to unparseable requests (400, 408, 413, 414, 431, 501, 505)
+ *   are not logged: no request exists for them.
  */
 #ifndef ENGRAM_HTTP_H
 #define ENGRAM_HTTP_H
@@ -120,6 +136,8 @@ struct http_server_opts {
   const char *const *cors_origins;
   bool cors_credentials; /* send Access-Control-Allow-Credentials: true */
   int backlog;           /* listen backlog; 0 = 511 */
+  bool request_ids;      /* X-Request-Id in and out, log context (see above) */
+  bool access_log;       /* one info log line per answered request (see above) */
 };
 
 typedef void (*http_handler_fn)(struct http_req *req, void *ud);
@@ -162,6 +180,9 @@ struct slice http_req_body(const struct http_req *r);
 const char *http_req_remote(const struct http_req *r);
 /* Unique per server, increasing. */
 uint64_t http_req_id(const struct http_req *r);
+/* The request id (see "Request ids"), NUL-terminated; "" when the server has no
+   request_ids. Valid as long as r. */
+const char *http_req_request_id(const struct http_req *r);
 int http_req_version_minor(const struct http_req *r); /* 0 or 1 */
 struct http_server *http_req_server(const struct http_req *r);
 uv_loop_t *http_req_loop(const struct http_req *r);

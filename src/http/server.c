@@ -41,6 +41,8 @@ static struct http_req *req_new(struct hconn *hc) {
   r->conn = hc;
   r->srv = s;
   r->id = ++s->next_id;
+  if (s->access_log)
+    r->t0_ns = clock_mono_ns();
   buf_init(&r->head, s->lim.max_header + HEAD_SLACK);
   buf_init(&r->body, s->lim.max_body);
   return r;
@@ -262,6 +264,9 @@ const char *http_req_remote(const struct http_req *r) {
 }
 
 uint64_t http_req_id(const struct http_req *r) { return r->id; }
+const char *http_req_request_id(const struct http_req *r) {
+  return r->rid;
+}
 int http_req_version_minor(const struct http_req *r) { return r->version_minor; }
 struct http_server *http_req_server(const struct http_req *r) { return r->srv; }
 uv_loop_t *http_req_loop(const struct http_req *r) { return r->srv->loop; }
@@ -348,6 +353,8 @@ int http__send_response(struct http_req *r, int status, const char *content_type
   }
   if (rc == 0)
     rc = add_cors(s, r, b);
+  if (rc == 0 && r->rid[0])
+    rc = buf_printf(b, "X-Request-Id: %s\r\n", r->rid);
   for (size_t i = 0; rc == 0 && i < nhdrs; i++)
     rc = buf_printf(b, "%s: %s\r\n", hdrs[i].name, hdrs[i].value);
   if (rc == 0)
@@ -361,6 +368,7 @@ int http__send_response(struct http_req *r, int status, const char *content_type
                        uv_buf_init((char *)body, (unsigned)len)};
   bool send_body = has_body && r->method != HTTP_HEAD && len > 0;
   rc = net_conn_writev(&hc->nc, parts, send_body ? 2 : 1);
+  http__access_log(r, status);
   if (b->cap > 64 * 1024) /* don't keep a huge scratch around */
     buf_free(b);
   return rc == 0 && close_conn ? 1 : rc;
@@ -383,6 +391,8 @@ int http_respond_ex(struct http_req *r, int status, const char *content_type,
                     const struct http_header *hdrs, size_t nhdrs, const void *body,
                     size_t len) {
   if (r->conn == NULL || r->in_abort) {
+    if (!r->in_abort)
+      http__access_log(r, 499); /* the client left first */
     http__req_finish(r, true);
     return EG_ECLOSED;
   }
@@ -495,13 +505,58 @@ static bool answer_preflight(struct http_req *r) {
   return true;
 }
 
+/* The access log line (see http.h "Access log"). */
+void http__access_log(const struct http_req *r, int status) {
+  if (!r->srv->access_log || !log_enabled(LOG_INFO))
+    return;
+  double ms = (double)(clock_mono_ns() - r->t0_ns) / 1e6;
+  ms = (double)(uint64_t)(ms * 1000.0 + 0.5) / 1000.0; /* microseconds are enough */
+  struct slice t = http_req_target(r);
+  const char *q = memchr(t.p, '?', t.len);
+  size_t plen = q ? (size_t)(q - t.p) : t.len;
+  char path[LOG_FIELD_MAX + 1];
+  plen = EG_MIN(plen, sizeof path - 1);
+  memcpy(path, t.p, plen);
+  path[plen] = '\0';
+  const char *method = http_method_name(r->method);
+  struct log_ctx saved;
+  log_ctx_get(&saved);
+  log_ctx_set_request_id(r->rid, strlen(r->rid));
+  const struct log_field f[] = {{"method", method, 0},
+                                {"path", path, 0},
+                                {"status", NULL, status},
+                                {"duration_ms", NULL, ms}};
+  log_fields(LOG_INFO, f, EG_ARRAY_LEN(f), "http: %s %s %d", method, path, status);
+  log_ctx_set(&saved);
+}
+
+/* The request's id: the client's X-Request-Id when it is a valid one, else a new one. */
+static void req_assign_id(struct http_req *r) {
+  struct slice v;
+  if (http_req_header(r, "x-request-id", &v) && log_request_id_valid(v.p, v.len)) {
+    memcpy(r->rid, v.p, v.len);
+    r->rid[v.len] = '\0';
+  } else {
+    log_request_id_new(r->rid);
+  }
+}
+
 static void dispatch(struct hconn *hc) {
   struct http_req *r = hc->req;
+  struct http_server *s = hc->srv;
   hc->state = C_HANDLER;
   net_conn_timeout(&hc->nc, NET_TIMEOUT_NONE);
-  if (answer_preflight(r))
-    return;
-  hc->srv->handler(r, hc->srv->ud);
+  struct log_ctx saved;
+  if (s->request_ids) {
+    req_assign_id(r);
+    log_ctx_get(&saved);
+    log_ctx_set_request_id(r->rid, strlen(r->rid));
+  }
+  /* r may be gone once answered: only s is used below. */
+  if (!answer_preflight(r))
+    s->handler(r, s->ud);
+  if (s->request_ids)
+    log_ctx_set(&saved);
 }
 
 static size_t conn_on_read(struct net_conn *nc, uint8_t *data, size_t n) {
@@ -699,6 +754,8 @@ int http_server_start(uv_loop_t *loop, const struct http_server_opts *o,
   s->handler = on_request;
   s->ud = ud;
   s->cors_credentials = o->cors_credentials;
+  s->request_ids = o->request_ids;
+  s->access_log = o->access_log;
   buf_init(&s->scratch, s->lim.max_header * 4 + 64 * 1024);
   if (o->cors_origins) {
     for (size_t i = 0; o->cors_origins[i]; i++) {

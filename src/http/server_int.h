@@ -28,6 +28,7 @@ struct http_server {
   size_t norigins;
   bool any_origin;
   bool cors_credentials;
+  bool request_ids, access_log;
   http_handler_fn handler;
   void *ud;
   uint64_t next_id;
@@ -77,7 +78,9 @@ struct http_req {
   void (*abort_cb)(struct http_req *r, void *ud);
   void *abort_ud;
   void *data;
+  uint64_t t0_ns; /* first byte (access log duration) */
   char remote[64];
+  char rid[LOG_REQUEST_ID_MAX + 1]; /* request id ("" without request_ids) */
 };
 
 /* Allocation freed with the request. */
@@ -86,6 +89,8 @@ void *http__req_alloc(struct http_req *r, size_t n);
 int http__send_response(struct http_req *r, int status, const char *content_type,
                         const struct http_header *hdrs, size_t nhdrs, const void *body,
                         size_t len, bool has_body);
+/* The access log line of r (when the server keeps one). */
+void http__access_log(const struct http_req *r, int status);
 /* Ends the request r on its connection (frees r). */
 void http__req_finish(struct http_req *r, bool close_conn);
 void http__req_free(struct http_req *r);

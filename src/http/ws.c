@@ -195,6 +195,8 @@ int http_ws_accept_ex(struct http_req *r, const struct ws_callbacks *cb, void *u
                       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                       "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
                       accept);
+  if (rc == 0 && r->rid[0])
+    rc = buf_printf(b, "X-Request-Id: %s\r\n", r->rid);
   for (size_t i = 0; rc == 0 && i < nhdrs; i++)
     rc = buf_printf(b, "%s: %s\r\n", hdrs[i].name, hdrs[i].value);
   if (rc == 0)
@@ -205,6 +207,7 @@ int http_ws_accept_ex(struct http_req *r, const struct ws_callbacks *cb, void *u
     http__req_finish(r, true);
     return EG_ECLOSED;
   }
+  http__access_log(r, 101);
   struct ws_conn *ws = xcalloc(1, sizeof *ws);
   ws->hc = hc;
   ws->cb = cb;
