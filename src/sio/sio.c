@@ -635,6 +635,16 @@ static void nsp_free(struct sio_nsp *n) {
 
 static void sock_new_id(struct sio_socket *s) { eio_sid_new(s->id); }
 
+/* The application's code for a socket runs with the socket's id in the log context
+   ("sid" in JSON log lines). */
+static void sid_enter(const struct sio_socket *s, struct log_ctx *saved) {
+  log_ctx_get(saved);
+  log_ctx_set_sid(s->id);
+}
+static void sid_leave(const struct log_ctx *saved) {
+  log_ctx_set(saved);
+}
+
 static void run_middleware(struct sio_socket *s);
 
 static void sock_connected(struct sio_socket *s) {
@@ -652,11 +662,17 @@ static void sock_connected(struct sio_socket *s) {
   json_t *hello = json_pack("{ss}", "sid", s->id);
   ignore_rc(send_packet(c, SIO_CONNECT, n->name, SIO_NO_ID, hello));
   json_decref(hello);
+  struct log_ctx saved;
+  sid_enter(s, &saved);
+  log_debug("sio: socket connected to %s over %s", n->name,
+            c->es && eio_session_transport(c->es) == EIO_TRANSPORT_WEBSOCKET ? "websocket"
+                                                                             : "polling");
   if (n->on_conn) {
     sock_hold(s);
     n->on_conn(s, n->on_conn_ud);
     sock_release(s);
   }
+  sid_leave(&saved);
   json_decref(s->auth);
   s->auth = NULL;
 }
@@ -668,9 +684,12 @@ static void run_middleware(struct sio_socket *s) {
     return;
   }
   struct sio_mw *m = &n->mws[s->mw];
+  struct log_ctx saved;
+  sid_enter(s, &saved);
   sock_hold(s);
   m->fn(s, s->auth, m->ud);
   sock_release(s);
+  sid_leave(&saved);
 }
 
 /* Removes s from its client's list (dropping that reference). */
@@ -778,8 +797,14 @@ static void sock_gone(struct sio_socket *s, const char *reason) {
   c->nconnected--;
   n->ops->leave_all(n->adapter, s);
   fail_acks(s);
-  if (was_connected && n->on_disc)
-    n->on_disc(s, reason, n->on_disc_ud);
+  if (was_connected) {
+    struct log_ctx saved;
+    sid_enter(s, &saved);
+    log_debug("sio: socket left %s: %s", n->name, reason);
+    if (n->on_disc)
+      n->on_disc(s, reason, n->on_disc_ud);
+    sid_leave(&saved);
+  }
   client_unlist(s);
   sock_release(s);
 }
@@ -840,6 +865,8 @@ static void dispatch_event(struct sio_socket *s, struct sio_packet *p) {
   }
   if (!h)
     h = any;
+  struct log_ctx saved;
+  sid_enter(s, &saved);
   if (h && h->fn) {
     sock_hold(s);
     h->fn(s, ev, data, p->id, h->ud);
@@ -860,6 +887,7 @@ static void dispatch_event(struct sio_socket *s, struct sio_packet *p) {
       }
     }
   }
+  sid_leave(&saved);
   json_decref(name);
 }
 
@@ -869,9 +897,12 @@ static void dispatch_ack(struct sio_socket *s, struct sio_packet *p) {
     if (a->id == p->id) {
       *pp = a->next;
       tq_del(&s->c->io->tq, &a->tn);
+      struct log_ctx saved;
+      sid_enter(s, &saved);
       sock_hold(s);
       a->cb(s, 0, p->data, a->ud);
       sock_release(s);
+      sid_leave(&saved);
       free(a);
       return;
     }
@@ -1059,9 +1090,12 @@ static bool try_fast(struct sio_client *c, const uint8_t *d, size_t len) {
   struct slice args = {"", 0};
   if (a < plen && payload[a] == ',' && end > a + 1)
     args = (struct slice){(const char *)payload + a + 1, end - 1 - (a + 1)};
+  struct log_ctx saved;
+  sid_enter(s, &saved);
   sock_hold(s);
   h->raw(s, ev, args, id, h->raw_ud);
   sock_release(s);
+  sid_leave(&saved);
   return true;
 }
 
