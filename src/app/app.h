@@ -16,6 +16,7 @@ struct mem_index;
 struct sio_server;
 struct sio_nsp;
 struct httpc;
+struct store;
 
 /* What /metrics reads (src/app/metrics.c). */
 struct app_metrics_src {
@@ -26,6 +27,7 @@ struct app_metrics_src {
   struct sio_server *io;
   struct sio_nsp *nsp;
   struct httpc *httpc;
+  struct store *store; /* its connection pool (store_pool_stats); may be NULL */
 };
 /* Appends the Prometheus text exposition to b. Returns 0 or EG_ETOOBIG. */
 EG_WUR int app_metrics_render(const struct app_metrics_src *m, struct buf *b);

@@ -143,7 +143,8 @@ static void on_metrics(struct http_req *req, void *ud) {
                                 .index = e->index,
                                 .io = e->io,
                                 .nsp = sio_of(e->io, "/"),
-                                .httpc = e->httpc};
+                                .httpc = e->httpc,
+                                .store = e->store};
   struct buf b;
   buf_init(&b, 1 << 20);
   int rc = app_metrics_render(&src, &b);
@@ -400,6 +401,8 @@ static int setup(struct engram *e) {
   ho.limits.max_conn_per_addr = c->max_conn_per_ip > 0 ? (unsigned)c->max_conn_per_ip : 0;
   ho.cors_origins = (const char *const *)e->origins;
   ho.cors_credentials = true;
+  ho.request_ids = true; /* X-Request-Id, and request_id in every log line of a request */
+  ho.access_log = c->access_log;
   if ((rc = http_server_start(e->loop, &ho, http_router_dispatch, e->router, &e->http)) != 0) {
     log_error("engram: cannot listen on %s:%lld", c->host, c->port);
     return rc;

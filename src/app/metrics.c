@@ -1,26 +1,84 @@
 /*
  * GET /metrics in the Prometheus text format (version 0.0.4): what the server is doing
  * now (connections, sockets by transport, running and queued generations, outbound model
- * requests, index size) and what it did since start (messages, answers, errors by code,
- * latency histograms of the model, recall and the server's own share of an answer, group
- * commits).
+ * requests, index size, the database connection pool) and what it did since start
+ * (messages, answers, errors by code, latency histograms of the model, recall and the
+ * server's own share of an answer, group commits, transport upgrades, database
+ * reconnects). The list with meanings is in README.md ("Metrics").
  */
 #include "app/app.h"
 
 #include <stdlib.h>
 
 #include "chat/chat.h"
+#include "eio/eio.h"
 #include "http/http.h"
 #include "httpc/httpc.h"
 #include "memory/memory.h"
 #include "recall/recall.h"
 #include "sio/sio.h"
+#include "store/store.h"
 #include "store/store_async.h"
 
 static int gauge(struct buf *b, const char *name, const char *help, const char *type,
                  double v) {
   return buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name,
                     v);
+}
+
+/* Engine.IO sockets by transport, and upgrades. */
+static int render_transports(const struct app_metrics_src *m, struct buf *b) {
+  struct eio_stats es = {0};
+  struct eio_server *eio = m->io ? sio_server_eio(m->io) : NULL;
+  if (eio)
+    eio_server_stats(eio, &es);
+  return buf_printf(b,
+                    "# HELP engram_sockets Connected Engine.IO sockets by transport (an "
+                    "upgrade moves one from polling to websocket).\n"
+                    "# TYPE engram_sockets gauge\n"
+                    "engram_sockets{transport=\"websocket\"} %zu\n"
+                    "engram_sockets{transport=\"polling\"} %zu\n"
+                    "# HELP engram_transport_upgrades_total Polling sockets upgraded to "
+                    "WebSocket.\n"
+                    "# TYPE engram_transport_upgrades_total counter\n"
+                    "engram_transport_upgrades_total %llu\n",
+                    es.websocket, es.polling, (unsigned long long)es.upgrades);
+}
+
+/* The database connection pool: SQLite has reader connections and one writer, PostgreSQL
+   one pool for both (role "all"). */
+static int render_db_pool(const struct app_metrics_src *m, struct buf *b) {
+  if (!m->store)
+    return 0;
+  struct store_pool_stats ps;
+  store_pool_stats(m->store, &ps);
+  const char *be = store_backend(m->store);
+  bool sqlite = ps.writer_size > 0;
+  const char *role = sqlite ? "reader" : "all";
+  static const struct {
+    const char *name, *help;
+  } g[] = {
+      {"engram_db_pool_size", "Database connections the pool may open."},
+      {"engram_db_pool_open", "Database connections open."},
+      {"engram_db_pool_in_use", "Database connections running a call now."},
+      {"engram_db_pool_waiters", "Database calls waiting for a free connection."},
+  };
+  unsigned v[4] = {ps.size, ps.open, ps.in_use, ps.waiters};
+  unsigned w[4] = {ps.writer_size, ps.writer_size, ps.writer_in_use, ps.writer_waiters};
+  int rc = 0;
+  for (size_t i = 0; i < EG_ARRAY_LEN(g) && !rc; i++) {
+    rc = buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n%s{backend=\"%s\",role=\"%s\"} %u\n",
+                    g[i].name, g[i].help, g[i].name, g[i].name, be, role, v[i]);
+    if (!rc && sqlite)
+      rc = buf_printf(b, "%s{backend=\"%s\",role=\"writer\"} %u\n", g[i].name, be, w[i]);
+  }
+  if (!rc)
+    rc = buf_printf(b,
+                    "# HELP engram_db_reconnects_total Broken database connections reset.\n"
+                    "# TYPE engram_db_reconnects_total counter\n"
+                    "engram_db_reconnects_total{backend=\"%s\"} %llu\n",
+                    be, (unsigned long long)ps.reconnects);
+  return rc;
 }
 
 int app_metrics_render(const struct app_metrics_src *m, struct buf *b) {
@@ -67,6 +125,10 @@ int app_metrics_render(const struct app_metrics_src *m, struct buf *b) {
     rs.embed_failures);
 #undef G
 #undef C
+  if (!rc)
+    rc = render_transports(m, b);
+  if (!rc)
+    rc = render_db_pool(m, b);
   if (!rc)
     rc = buf_printf(b, "# HELP engram_errors_total ai-message errors by code.\n"
                        "# TYPE engram_errors_total counter\n"
