@@ -4,7 +4,7 @@
  * requests, index size, the database connection pool) and what it did since start
  * (messages, answers, errors by code, latency histograms of the model, recall and the
  * server's own share of an answer, group commits, transport upgrades, database
- * reconnects). The list with meanings is in README.md ("Metrics").
+ * reconnects). The list with meanings is in deploy/README.md ("Health, metrics, logs").
  */
 #include "app/app.h"
 
