@@ -29,6 +29,7 @@ struct sa_ins {
   store_insert_cb cb;
   void *arg;
   int status;
+  struct log_ctx ctx; /* the submitter's log context, back for the callback */
 };
 
 struct sa_job {
@@ -38,6 +39,7 @@ struct sa_job {
   store_done_fn done;
   void *arg;
   int status;
+  struct log_ctx ctx; /* the submitter's log context, for the work and the callback */
 };
 
 struct store_async {
@@ -159,7 +161,11 @@ static void on_async(uv_async_t *h) {
     struct sa_ins *e = list;
     list = e->next;
     a->outstanding--;
+    struct log_ctx saved;
+    log_ctx_get(&saved);
+    log_ctx_set(&e->ctx);
     e->cb(e->arg, e->status, e->m);
+    log_ctx_set(&saved);
     free(e);
   }
   if (a->outstanding == 0 && !a->finalizing)
@@ -207,14 +213,22 @@ void store_async_close(struct store_async *a, void (*on_closed)(void *arg), void
 
 static void job_work(uv_work_t *req) {
   struct sa_job *j = EG_CONTAINER_OF(req, struct sa_job, req);
+  struct log_ctx saved;
+  log_ctx_get(&saved);
+  log_ctx_set(&j->ctx); /* the store's log lines name the request or socket */
   j->status = j->work(j->a->s, j->arg);
+  log_ctx_set(&saved);
 }
 
 static void job_after(uv_work_t *req, int status) {
   struct sa_job *j = EG_CONTAINER_OF(req, struct sa_job, req);
   struct store_async *a = j->a;
   a->jobs--;
+  struct log_ctx saved;
+  log_ctx_get(&saved);
+  log_ctx_set(&j->ctx);
   j->done(j->arg, status == UV_ECANCELED ? EG_ECANCELED : j->status);
+  log_ctx_set(&saved);
   free(j);
   maybe_finalize(a);
 }
@@ -227,6 +241,7 @@ int store_async_run(struct store_async *a, store_work_fn work, store_done_fn don
   j->work = work;
   j->done = done;
   j->arg = arg;
+  log_ctx_get(&j->ctx);
   if (uv_queue_work(a->loop, &j->req, job_work, job_after) != 0) {
     free(j);
     return EG_EIO;
@@ -243,6 +258,7 @@ int store_async_insert(struct store_async *a, struct store_message_new *m, store
   e->m = m;
   e->cb = cb;
   e->arg = arg;
+  log_ctx_get(&e->ctx);
   if (a->outstanding++ == 0)
     uv_ref((uv_handle_t *)&a->async);
   pthread_mutex_lock(&a->mu);

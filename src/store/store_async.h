@@ -13,6 +13,10 @@
  * given; every callback runs on that thread. The work function of store_async_run() runs on
  * a pool thread and may call any store_* function.
  *
+ * Log context: the caller's log context (base.h: request id, socket id) is kept with each
+ * closure and insert and set again while its work function and its callback run, so
+ * their log lines name the request or socket that asked.
+ *
  * Lifetime: store_async_close() stops accepting work, lets queued inserts commit and
  * running closures finish (their callbacks still run, with their real status), then frees
  * and calls on_closed. The store itself is the caller's and must outlive the store_async.
