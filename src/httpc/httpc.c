@@ -97,6 +97,7 @@ struct httpc_req {
   bool canceled;
   int err; /* error decided by us (callback abort, too big, timeout) */
   int status;
+  struct log_ctx log; /* the requester's log context, set again for its callbacks */
   struct hdr *hdrs;
   size_t n_hdrs;
   size_t hdr_bytes;
@@ -283,6 +284,12 @@ static void build_resp(struct httpc_req *r, struct httpc_response *resp,
   resp->attempts = r->attempt;
 }
 
+/* The callbacks run with the requester's log context (request id, socket id). */
+static void ctx_enter(const struct httpc_req *r, struct log_ctx *saved) {
+  log_ctx_get(saved);
+  log_ctx_set(&r->log);
+}
+
 static int deliver_response(struct httpc_req *r) {
   r->delivered = true;
   if (r->on_response == NULL)
@@ -291,8 +298,19 @@ static int deliver_response(struct httpc_req *r) {
   struct httpc_header *tmp;
   build_resp(r, &resp, &tmp);
   resp.body = (struct slice){"", 0};
+  struct log_ctx saved;
+  ctx_enter(r, &saved);
   int rc = r->on_response(r->ud, &resp);
+  log_ctx_set(&saved);
   free(tmp);
+  return rc;
+}
+
+static int deliver_data(struct httpc_req *r, const uint8_t *p, size_t n) {
+  struct log_ctx saved;
+  ctx_enter(r, &saved);
+  int rc = r->on_data(r->ud, p, n);
+  log_ctx_set(&saved);
   return rc;
 }
 
@@ -390,7 +408,7 @@ static size_t on_write(char *p, size_t sz, size_t nm, void *ud) {
       return 0;
   }
   if (r->on_data != NULL) {
-    int rc = r->on_data(r->ud, (const uint8_t *)p, n);
+    int rc = deliver_data(r, (const uint8_t *)p, n);
     if (rc != 0) {
       r->err = rc;
       return 0;
@@ -440,7 +458,10 @@ static void complete(struct httpc_req *r, int err) {
   build_resp(r, &resp, &tmp);
   if (r->on_data != NULL && !r->holding)
     resp.body = (struct slice){"", 0};
+  struct log_ctx saved;
+  ctx_enter(r, &saved);
   r->on_done(r->ud, err, &resp);
+  log_ctx_set(&saved);
   free(tmp);
   /* unlink */
   if (r->prev)
@@ -572,7 +593,7 @@ static void end_attempt(struct httpc_req *r, int err) {
     r->holding = false;
     int rc = deliver_response(r);
     if (rc == 0 && !r->canceled && r->on_data != NULL && r->body_buf.len)
-      rc = r->on_data(r->ud, r->body_buf.data, r->body_buf.len);
+      rc = deliver_data(r, r->body_buf.data, r->body_buf.len);
     if (rc != 0)
       err = rc;
   }
@@ -871,6 +892,7 @@ int httpc_start(struct httpc *c, const struct httpc_request *q, struct httpc_req
   r->on_done = q->on_done;
   r->should_retry = q->should_retry;
   r->ud = q->ud;
+  log_ctx_get(&r->log);
   r->phase = PH_QUEUED;
   r->start_ms = clock_mono_ms();
   uv_timer_init(c->loop, &r->timer);

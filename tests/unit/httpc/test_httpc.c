@@ -123,6 +123,7 @@ struct call {
   int abort_response;    /* on_response returns this */
   struct httpc_req *req;
   char *hdr_ct;
+  struct log_ctx ctx_response, ctx_data, ctx_done; /* log context seen by each callback */
 };
 
 static void call_init(struct call *c) {
@@ -141,6 +142,7 @@ static int on_resp(void *ud, const struct httpc_response *r) {
   c->n_response++;
   c->status = r->status;
   c->t_response = clock_mono_ms();
+  log_ctx_get(&c->ctx_response);
   if (c->n_data)
     c->response_after_data = 1;
   const char *ct = httpc_response_header(r, "content-type");
@@ -153,6 +155,7 @@ static int on_data(void *ud, const uint8_t *p, size_t n) {
   if (c->n_data == 0)
     c->t_first_data = clock_mono_ms();
   c->n_data++;
+  log_ctx_get(&c->ctx_data);
   assert_int_equal(buf_append(&c->body, p, n), 0);
   if (c->cancel_after_data && c->n_data == c->cancel_after_data)
     httpc_cancel(c->req);
@@ -167,6 +170,7 @@ static void on_done(void *ud, int err, const struct httpc_response *r) {
   if (r->status)
     c->status = r->status;
   c->t_done = clock_mono_ms();
+  log_ctx_get(&c->ctx_done);
   c->done_body = xstrndup(r->body.p, r->body.len);
   snprintf(c->error, sizeof c->error, "%s", r->error ? r->error : "");
 }
@@ -293,6 +297,40 @@ static void test_stream_and_request_recorded(void **state) {
           "text")),
       "hi there");
   json_decref(reqs);
+  call_free(&c);
+  env_free(&e);
+}
+
+/* The callbacks run with the log context of the code that started the request (its
+   request id or socket id), not with whatever the loop has when they fire. */
+static void test_log_context(void **state) {
+  (void)state;
+  struct env e;
+  env_init(&e);
+  fake_llm_script(&fake, "[{\"type\":\"stream\",\"chunks\":[\"a \",\"b\"],\"delayMs\":20}]");
+  struct call c;
+  call_init(&c);
+  struct log_ctx saved;
+  log_ctx_get(&saved);
+  log_ctx_set_request_id("req-httpc-1", 11);
+  log_ctx_set_sid("sock-httpc-000000001");
+  struct httpc_request r = post(url(GEN_PATH), GEN_BODY, &c, true);
+  assert_int_equal(httpc_start(e.h, &r, &c.req), 0);
+  log_ctx_set_request_id("loop", 4);
+  log_ctx_set_sid(NULL);
+  run_until(&e, &c, 1);
+  assert_int_equal(c.err, 0);
+  assert_true(c.n_data >= 1);
+  const struct log_ctx *seen[] = {&c.ctx_response, &c.ctx_data, &c.ctx_done};
+  for (size_t i = 0; i < EG_ARRAY_LEN(seen); i++) {
+    assert_string_equal(seen[i]->request_id, "req-httpc-1");
+    assert_string_equal(seen[i]->sid, "sock-httpc-000000001");
+  }
+  struct log_ctx now;
+  log_ctx_get(&now);
+  assert_string_equal(now.request_id, "loop"); /* put back after each callback */
+  assert_string_equal(now.sid, "");
+  log_ctx_set(&saved);
   call_free(&c);
   env_free(&e);
 }
@@ -638,6 +676,7 @@ int main(void) {
       cmocka_unit_test(test_status_helpers),
       cmocka_unit_test(test_buffered_get),
       cmocka_unit_test(test_stream_and_request_recorded),
+      cmocka_unit_test(test_log_context),
       cmocka_unit_test(test_retry_429_retry_after),
       cmocka_unit_test(test_retry_500_then_error),
       cmocka_unit_test(test_retry_hook_vetoes),
