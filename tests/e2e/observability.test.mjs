@@ -14,7 +14,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { io } from "socket.io-client";
-import { startBinary, waitFor } from "./lib/proc.mjs";
+import { startBinary, waitFor, freePort } from "./lib/proc.mjs";
 import { client, waitUntil } from "./lib/app.mjs";
 
 let srv, dir;
@@ -235,6 +235,35 @@ test("a request's own log lines carry its id; a socket's lines carry its sid; no
   for (const secret of ["obs-logs-password-1", "wrong-password-xyz", token, "observability-secret-0123456789abcdef"])
     assert.ok(!out.includes(secret), `a secret was logged: ${secret.slice(0, 12)}...`);
   assert.ok(!/Bearer |token=/.test(out), "a credential header was logged");
+});
+
+test("the pipeline's later lines (store and model callbacks) still carry the socket's sid", async () => {
+  // A model nobody listens for: the answer fails, asynchronously, after the store and
+  // recall steps; its warning lines must name the socket that asked.
+  const ddir = fs.mkdtempSync(path.join(os.tmpdir(), "engram-obs-llm-"));
+  const dead = await freePort();
+  const node = await startBinary("engram", {
+    env: { ENGRAM_DATA_DIR: ddir, JWT_SECRET: "observability-llm-secret-0123456789", ENGRAM_LOG_FORMAT: "json", ENGRAM_LLM: "openai", OPENAI_BASE_URL: `http://127.0.0.1:${dead}/v1`, ENGRAM_LLM_MAX_TRIES: "1" },
+  });
+  try {
+    const c = client(() => node.url);
+    const user = await c.register("obs-llm");
+    const chatId = await c.newChat(user, "t");
+    const s = await c.connect(user);
+    const failed = new Promise((resolve) => s.on("ai-response", (m) => m.error && resolve(m)));
+    const ack = await s.timeout(10000).emitWithAck("ai-message", { chatId, content: "hello there" });
+    assert.equal(ack.ok, true);
+    assert.equal((await failed).code, "llm_unavailable");
+    const sid = s.id;
+    s.close();
+    await waitUntil("the model failure line", () => logLines(node).some((l) => /chat: model failed/.test(l.msg)));
+    const warn = logLines(node).filter((l) => l.level === "warn" && /model failed|language model/.test(l.msg));
+    assert.ok(warn.length >= 1);
+    for (const l of warn) assert.equal(l.sid, sid, JSON.stringify(l));
+  } finally {
+    await node.stop();
+    fs.rmSync(ddir, { recursive: true, force: true });
+  }
 });
 
 test("PostgreSQL node: pool size, connections in use, waiters, reconnects", async (t) => {
