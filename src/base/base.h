@@ -153,7 +153,8 @@ void log_ctx_set_sid(const char *sid);
    1..LOG_REQUEST_ID_MAX characters of [A-Za-z0-9._-] (nothing a log reader or a header
    could misread). */
 bool log_request_id_valid(const char *id, size_t len);
-/* Writes a new request id (16 lowercase hex characters from the CSPRNG) and a NUL. */
+/* Writes a new request id (16 lowercase hex characters; unique per thread, random across
+   threads and processes: a CSPRNG seed per thread and a counter) and a NUL. */
 void log_request_id_new(char out[LOG_REQUEST_ID_MAX + 1]);
 /* Extra fields of one line: JSON members after "msg" (a string, or a number when str is
    NULL), " key=value" in text. Keys are plain identifiers; a string value longer than
@@ -162,7 +163,7 @@ void log_request_id_new(char out[LOG_REQUEST_ID_MAX + 1]);
 struct log_field {
   const char *key;
   const char *str; /* NULL: num */
-  double num;
+  double num;      /* printed with at most 3 decimals ("200", "0.032") */
 };
 /* log_msg with fields (access logs: method, path, status, duration_ms). */
 void log_fields(enum log_level lvl, const struct log_field *f, size_t nf, const char *fmt, ...)

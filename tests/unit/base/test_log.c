@@ -49,6 +49,40 @@ static void test_request_id_new(void **state) {
   for (const char *p = a; *p; p++)
     assert_non_null(strchr("0123456789abcdef", *p));
   assert_string_not_equal(a, b);
+  /* Many in a row: all different (a thread's ids never repeat). */
+  struct hmap seen = {0};
+  for (int i = 0; i < 20000; i++) {
+    log_request_id_new(a);
+    assert_int_equal(strlen(a), 16);
+    assert_null(hmap_put(&seen, a, &seen));
+  }
+  hmap_free(&seen);
+}
+
+static void test_numbers(void **state) {
+  (void)state;
+  const struct {
+    double v;
+    const char *text;
+  } cases[] = {{200, "200"},
+               {0, "0"},
+               {0.032, "0.032"},
+               {1.25, "1.25"},
+               {-1.5, "-1.5"},
+               {0.0004, "0"},
+               {0.0006, "0.001"},
+               {12.3456, "12.346"},
+               {1e14, "100000000000000"},
+               {1e20, "1e+20"},
+               {-0.0001, "0"},
+               {429, "429"}};
+  for (size_t i = 0; i < EG_ARRAY_LEN(cases); i++) {
+    struct log_field f = {"n", NULL, cases[i].v};
+    char line[256], want[256];
+    log_format_line(line, sizeof line, false, "T", LOG_INFO, NULL, &f, 1, "m");
+    snprintf(want, sizeof want, "T info  m n=%s", cases[i].text);
+    assert_string_equal(line, want);
+  }
 }
 
 static void test_ctx(void **state) {
@@ -186,6 +220,7 @@ int main(void) {
       cmocka_unit_test(test_json_line),
       cmocka_unit_test(test_json_line_cut),
       cmocka_unit_test(test_text_line),
+      cmocka_unit_test(test_numbers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
