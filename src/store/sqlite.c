@@ -898,6 +898,11 @@ static int sq_msg_batch_try(struct sq_conn *c, struct store_message_new *m, size
   int rc = sq_exec_st(c, SQ_BEGIN);
   if (rc != 0)
     return rc;
+  /* Memories are inserted with their messages, one by one, on the slow path and when a
+     vector comes with a message (it goes in with the row: no update after); else all at
+     once after the messages (MEM_FROM_MSGS). */
+  for (size_t i = 0; i < n && !slow; i++)
+    slow = status[i] == 0 && m[i].vec != NULL;
   sqlite3_int64 max_rowid = 0;
   if (!slow) {
     sqlite3_stmt *st = sq_prep(c, SQ_MSG_MAX_ROWID);
@@ -927,23 +932,6 @@ static int sq_msg_batch_try(struct sq_conn *c, struct store_message_new *m, size
       sqlite3_bind_int64(st, 1, max_rowid);
       int r = sqlite3_step(st);
       rc = r == SQLITE_DONE ? 0 : sq_err(c->db, r, "memories of the batch");
-      sq_done(st);
-    }
-    /* Vectors that came with their messages, in the same transaction. */
-    for (size_t i = 0; i < n && rc == 0; i++) {
-      if (status[i] != 0 || m[i].existed || !m[i].vec || !m[i].content[0])
-        continue;
-      st = sq_prep(c, SQ_MEM_SET_VEC);
-      if (!st) {
-        rc = EG_EDB;
-        break;
-      }
-      bind_text(st, 1, m[i].id);
-      bind_text(st, 2, m[i].embed_model);
-      sqlite3_bind_blob(st, 3, m[i].vec, (int)(m[i].dims * sizeof(float)), SQLITE_STATIC);
-      sqlite3_bind_int(st, 4, (int)m[i].dims);
-      int r = sqlite3_step(st);
-      rc = r == SQLITE_DONE ? 0 : sq_err(c->db, r, "vector of the batch");
       sq_done(st);
     }
   }
