@@ -17,7 +17,7 @@ foreach(f ${WEB_FILES})
 endforeach()
 list(APPEND WEB_ARGS "/socket.io/socket.io.min.js=${WEB_SIO_BUNDLE}")
 add_executable(webgen ${CMAKE_SOURCE_DIR}/cmake/webgen.c)
-target_link_libraries(webgen PRIVATE ZLIB::ZLIB)
+target_link_libraries(webgen PRIVATE ZLIB::ZLIB PkgConfig::CRYPTO)
 add_custom_command(OUTPUT ${CMAKE_BINARY_DIR}/web_assets.c
   COMMAND webgen ${CMAKE_BINARY_DIR}/web_assets.c ${WEB_ARGS}
   DEPENDS webgen ${WEB_FILES} ${WEB_SIO_BUNDLE}

@@ -9,8 +9,22 @@
  * table `web__assets[]` of struct web_asset (src/web/web_int.h). The output is written to
  * <out.c>.tmp and renamed, so a failed run never leaves half a file. Exit status 1 with a
  * message naming the file on any error (missing file, unknown extension).
+ *
+ * Inline blocks: in .html files, the content of every bare `<script>...</script>` and
+ * `<style>...</style>` (no attributes) is hashed (SHA-256, base64) into the strings
+ * `web__csp_script` and `web__csp_style` (" 'sha256-...'" per block), which src/web adds
+ * to the script-src and style-src of its Content-Security-Policy: the policy stays strict
+ * (no 'unsafe-inline') while the page may carry its critical boot script and CSS inline.
+ * A `<script` or `<style` with attributes inside an .html file is refused (it would be
+ * blocked by the policy at run time), except `<script type="module" src=...>` and other
+ * tags with a src.
+ *
+ * Inlined style sheets: in .html files, `<link rel="stylesheet" href="/x.css" inline>`
+ * (exactly so) is replaced by `<style>` + the bytes of the file given for /x.css + `</style>`
+ * before hashing, so the first paint needs no second request; /x.css is served too.
  */
 #include <errno.h>
+#include <openssl/evp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +122,128 @@ static uint64_t fnv1a(const unsigned char *p, size_t n) {
   return h;
 }
 
+/* Appends " 'sha256-<base64>'" of p[0..n) to the string *acc (malloc'd). 0 or -1. */
+static int add_hash(char **acc, const unsigned char *p, size_t n) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+  if (EVP_Digest(p, n, md, &mdlen, EVP_sha256(), NULL) != 1)
+    return -1;
+  unsigned char b64[4 * ((EVP_MAX_MD_SIZE + 2) / 3) + 1];
+  EVP_EncodeBlock(b64, md, (int)mdlen);
+  size_t old = *acc ? strlen(*acc) : 0, add = strlen((char *)b64) + 11;
+  char *q = realloc(*acc, old + add + 1);
+  if (q == NULL)
+    return -1;
+  snprintf(q + old, add + 1, " 'sha256-%s'", (char *)b64);
+  *acc = q;
+  return 0;
+}
+
+static const unsigned char *find(const unsigned char *p, const unsigned char *end,
+                                 const char *needle) {
+  size_t nl = strlen(needle);
+  for (; p + nl <= end; p++)
+    if (memcmp(p, needle, nl) == 0)
+      return p;
+  return NULL;
+}
+
+/* Hashes the inline <script> and <style> blocks of an HTML file (see the top). 0, or -1
+   with a message (an unclosed block, or an inline block with attributes). */
+static int hash_inline(const char *file, const unsigned char *p, size_t n, char **scripts,
+                       char **styles) {
+  static const struct {
+    const char *open, *bare, *close;
+    int is_script;
+  } kinds[] = {{"<script", "<script>", "</script>", 1}, {"<style", "<style>", "</style>", 0}};
+  for (size_t k = 0; k < 2; k++) {
+    const unsigned char *at = p, *end = p + n;
+    while ((at = find(at, end, kinds[k].open)) != NULL) {
+      const unsigned char *gt = find(at, end, ">");
+      if (gt == NULL)
+        break;
+      if ((size_t)(gt + 1 - at) != strlen(kinds[k].bare)) {
+        /* a tag with attributes: fine when it loads a file */
+        if (kinds[k].is_script && find(at, gt, " src=") != NULL) {
+          at = gt;
+          continue;
+        }
+        fprintf(stderr,
+                "webgen: %s: inline %s with attributes (the CSP hashes bare ones only)\n", file,
+                kinds[k].open);
+        return -1;
+      }
+      const unsigned char *body = gt + 1, *close = find(body, end, kinds[k].close);
+      if (close == NULL) {
+        fprintf(stderr, "webgen: %s: %s without %s\n", file, kinds[k].bare, kinds[k].close);
+        return -1;
+      }
+      if (add_hash(kinds[k].is_script ? scripts : styles, body, (size_t)(close - body)) != 0)
+        return -1;
+      at = close;
+    }
+  }
+  return 0;
+}
+
+/* Replaces each `<link rel="stylesheet" href="/x.css" inline>` of the HTML p[0..*n) with
+   the style sheet inline (see the top); args are the /path=file arguments. The new buffer
+   (p is freed), or NULL with a message. */
+static unsigned char *inline_css(const char *file, unsigned char *p, size_t *n, int nargs,
+                                 char **args) {
+  static const char open[] = "<link rel=\"stylesheet\" href=\"", close[] = "\" inline>";
+  const unsigned char *at;
+  size_t from = 0;
+  while ((at = find(p + from, p + *n, open)) != NULL) {
+    const unsigned char *href = at + strlen(open), *end = find(href, p + *n, "\"");
+    if (end == NULL)
+      break;
+    if (find(end, p + *n, close) != end) { /* a link without `inline`: kept */
+      from = (size_t)(end - p);
+      continue;
+    }
+    const char *css = NULL;
+    size_t hl = (size_t)(end - href);
+    for (int i = 0; i < nargs; i++) {
+      const char *eq = strchr(args[i], '=');
+      if (eq != NULL && (size_t)(eq - args[i]) == hl && memcmp(args[i], href, hl) == 0)
+        css = eq + 1;
+    }
+    if (css == NULL) {
+      fprintf(stderr, "webgen: %s: inline style sheet %.*s is not among the files\n", file,
+              (int)hl, (const char *)href);
+      free(p);
+      return NULL;
+    }
+    size_t cn = 0;
+    unsigned char *c = read_all(css, &cn);
+    if (c == NULL) {
+      fprintf(stderr, "webgen: cannot read %s: %s\n", css, strerror(errno));
+      free(p);
+      return NULL;
+    }
+    size_t pre = (size_t)(at - p), post = *n - (size_t)(end + strlen(close) - p);
+    size_t nn = pre + 8 + cn + 8 + post;
+    unsigned char *q = malloc(nn);
+    if (q == NULL) {
+      free(c);
+      free(p);
+      return NULL;
+    }
+    memcpy(q, p, pre);
+    memcpy(q + pre, "<style>\n", 8);
+    memcpy(q + pre + 8, c, cn);
+    memcpy(q + pre + 8 + cn, "</style>", 8);
+    memcpy(q + pre + 16 + cn, end + strlen(close), post);
+    free(c);
+    free(p);
+    p = q;
+    *n = nn;
+    from = pre + 16 + cn;
+  }
+  return p;
+}
+
 static void emit_bytes(FILE *o, const char *name, const unsigned char *p, size_t n) {
   fprintf(o, "static const uint8_t %s[%zu] = {", name, n ? n : 1);
   for (size_t i = 0; i < n; i++)
@@ -136,6 +272,7 @@ int main(int argc, char **argv) {
   size_t *gzl = calloc((size_t)nfiles, sizeof *gzl),
          *lens = calloc((size_t)nfiles, sizeof *lens);
   uint64_t *tags = calloc((size_t)nfiles, sizeof *tags);
+  char *scripts = NULL, *styles = NULL;
   for (int i = 0; i < nfiles && status == 0; i++) {
     const char *arg = argv[i + 2];
     const char *eq = strchr(arg, '=');
@@ -156,6 +293,15 @@ int main(int argc, char **argv) {
       fprintf(stderr, "webgen: cannot read %s: %s\n", file, strerror(errno));
       status = 1;
       break;
+    }
+    const char *dot = strrchr(file, '.');
+    if (strcmp(dot, ".html") == 0) {
+      p = inline_css(file, p, &n, nfiles, argv + 2);
+      if (p == NULL || hash_inline(file, p, n, &scripts, &styles) != 0) {
+        free(p);
+        status = 1;
+        break;
+      }
     }
     char name[32];
     snprintf(name, sizeof name, "f%d", i);
@@ -186,7 +332,11 @@ int main(int argc, char **argv) {
       fprintf(o, "\"\\\"%016llx\\\"\"},\n", (unsigned long long)tags[i]);
     }
     fprintf(o, "};\nconst size_t web__nassets = %d;\n", nfiles);
+    fprintf(o, "const char web__csp_script[] = \"%s\";\n", scripts ? scripts : "");
+    fprintf(o, "const char web__csp_style[] = \"%s\";\n", styles ? styles : "");
   }
+  free(scripts);
+  free(styles);
   free(gzl);
   free(lens);
   free(tags);

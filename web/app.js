@@ -1,8 +1,72 @@
 // engram web UI: sign in, chats, streamed answers, memories. Plain DOM, no framework.
 // Every piece of text from the server goes through textContent or renderMarkdown (which
 // builds Text nodes), never innerHTML.
-import { api, get, post, patch, del, ApiError } from "./api.js";
+//
+// First render: the inline script of index.html picks the screen before the first paint
+// (from the "engram:chat" hint kept here in localStorage: absent = signed out, else the
+// last chat opened) and starts fetching /api/auth/me, the chat list and that chat's
+// messages (window.engramBoot). Nothing slow runs before the first screen is complete
+// (performance mark "engram:ready"): the socket.io bundle is loaded and the Intl
+// formatters (30-100 ms of ICU set-up in a fresh renderer) are made after it.
 import { renderMarkdown } from "./markdown.js";
+
+// ---- REST: JSON in and out, the session rides on the HttpOnly `token` cookie --------------
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function api(method, path, body) {
+  const init = { method, credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  return json(fetch(path, init));
+}
+
+// The JSON body of a pending fetch; ApiError for a failed request or a non-2xx status.
+async function json(pending) {
+  let r;
+  try {
+    r = await pending;
+  } catch {
+    throw new ApiError(0, "The server cannot be reached. Check your connection.");
+  }
+  let data = null;
+  try {
+    data = await r.json();
+  } catch {
+    data = null;
+  }
+  if (!r.ok) throw new ApiError(r.status, (data && data.message) || `${r.status} ${r.statusText}`);
+  return data;
+}
+
+const get = (p) => api("GET", p);
+const post = (p, b) => api("POST", p, b ?? {});
+const patch = (p, b) => api("PATCH", p, b);
+const del = (p) => api("DELETE", p);
+
+const booted = window.engramBoot || {};
+// A request index.html started, once (later calls fetch anew).
+function early(name) {
+  const p = booted[name];
+  booted[name] = undefined;
+  return p;
+}
+const HINT = "engram:chat";
+function hint(v) {
+  try {
+    if (v === null) localStorage.removeItem(HINT);
+    else localStorage.setItem(HINT, v);
+  } catch {
+    /* storage disabled: every load starts on the sign-in screen until /api/auth/me answers */
+  }
+}
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, cls, text) => {
@@ -65,26 +129,62 @@ function codeBanner(code, error) {
 
 // ---- formatting -------------------------------------------------------------------------
 
-const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-const dateFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
-const shortDateFmt = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
+// The Intl formatters in the user's locale. The first Intl object of a page costs 30-100 ms
+// (ICU set-up), so they are made after the first screen (see formatLater); until then
+// times are written in English and rewritten once the formatters exist.
+let fmts = null;
+function formats() {
+  fmts ??= {
+    time: new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" }),
+    date: new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" }),
+    day: new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" }),
+  };
+  return fmts;
+}
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const two = (n) => String(n).padStart(2, "0");
 
 function when(iso) {
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return "";
-  const now = new Date();
-  return d.toDateString() === now.toDateString() ? timeFmt.format(d) : shortDateFmt.format(d);
+  const today = d.toDateString() === new Date().toDateString();
+  if (fmts) return today ? fmts.time.format(d) : fmts.day.format(d);
+  const h = d.getHours();
+  return today ? `${two(h % 12 || 12)}:${two(d.getMinutes())} ${h < 12 ? "AM" : "PM"}` : `${MONTHS[d.getMonth()]} ${d.getDate()}`;
 }
 
-function timeEl(iso) {
+// A <time>: short text (the time today, else the day), the full date as its title; with
+// `full`, the full date as its text.
+function timeEl(iso, full = false) {
   const t = el("time");
   const d = new Date(iso || Date.now());
   if (!Number.isNaN(d.getTime())) {
     t.dateTime = d.toISOString();
-    t.title = dateFmt.format(d);
-    t.textContent = when(d.toISOString());
+    if (full) t.className = "full";
+    fillTime(t);
   }
   return t;
+}
+
+function fillTime(t) {
+  if (!fmts) {
+    t.textContent = when(t.dateTime);
+    return;
+  }
+  const d = new Date(t.dateTime);
+  t.title = fmts.date.format(d);
+  t.textContent = t.classList.contains("full") ? t.title : when(t.dateTime);
+}
+
+// After the first screen: make the formatters, then rewrite the times already shown.
+function formatLater() {
+  const run = () => {
+    formats();
+    for (const t of document.querySelectorAll("time[datetime]")) fillTime(t);
+    renderChatList();
+  };
+  if (window.requestIdleCallback) requestIdleCallback(run, { timeout: 1000 });
+  else setTimeout(run, 50);
 }
 
 function randomId() {
@@ -114,11 +214,17 @@ function showAuth() {
     state.socket.disconnect();
     state.socket = null;
   }
-  $("app").hidden = true;
-  $("auth").hidden = false;
+  hint(null);
+  show("auth");
   ready();
   document.title = "Sign in – engram";
   $("email").focus();
+}
+
+function show(screen) {
+  document.documentElement.dataset.screen = screen;
+  $("app").hidden = screen !== "app";
+  $("auth").hidden = screen !== "auth";
 }
 
 async function onAuthSubmit(ev) {
@@ -162,9 +268,13 @@ async function logout() {
   showAuth();
 }
 
-// First screen shown (sign-in form or the app shell): a performance mark for tests.
+// The first screen is complete and usable: the sign-in form, or the chat list with the
+// open chat's messages (or the Memory page, or the empty state). A performance mark for
+// the browser test and bench/web_render.mjs; then the deferred work starts.
 function ready() {
-  if (!performance.getEntriesByName("engram:ready").length) performance.mark("engram:ready");
+  if (performance.getEntriesByName("engram:ready").length) return;
+  performance.mark("engram:ready");
+  formatLater();
 }
 
 // ---- socket -----------------------------------------------------------------------------
@@ -271,7 +381,8 @@ function touchChat(id, iso) {
 
 async function loadChats() {
   try {
-    const r = await get("/api/chat?limit=200");
+    const pending = early("chats");
+    const r = await (pending ? json(pending) : get("/api/chat?limit=200"));
     state.chats = new Map(r.chats.map((c) => [c._id, c]));
     renderChatList();
   } catch (e) {
@@ -367,9 +478,8 @@ function memMeta(m) {
     meta.append(el("span", "mem-chat", m.chatId ? "a deleted chat" : "note"));
   }
   if (m.role) meta.append(el("span", "", m.role === "user" ? "you said" : m.role === "model" ? "engram said" : m.role));
-  const t = timeEl(m.createdAt);
-  t.textContent = dateFmt.format(new Date(m.createdAt));
-  meta.append(t);
+  formats();
+  meta.append(timeEl(m.createdAt, true));
   if (typeof m.score === "number" && m.score > 0) meta.append(el("span", "", `relevance ${Math.round(m.score * 100) / 100}`));
   return meta;
 }
@@ -408,9 +518,11 @@ async function openChat(id, { keepInput = false } = {}) {
   renderChatList();
   if (changed && !keepInput) $("input").value = "";
   updateComposer();
+  hint(id);
   let r;
   try {
-    r = await get(`/api/chat/messages/${id}?limit=${PAGE}`);
+    const pre = early("messages");
+    r = await (pre && pre.id === id ? json(pre.r) : get(`/api/chat/messages/${id}?limit=${PAGE}`));
   } catch (e) {
     if (e.status === 401) return showAuth();
     banner("The messages could not be loaded.", { detail: e.message });
@@ -718,9 +830,10 @@ async function route() {
   if (m) return openChat(m[1]);
   const first = sortedChats()[0];
   if (first) {
-    location.replace(`#/chat/${first._id}`);
-    return;
+    history.replaceState(null, "", `#/chat/${first._id}`); // no hashchange: opened here
+    return openChat(first._id);
   }
+  hint("");
   state.chatId = null;
   setTitle("engram");
   $("rename-chat").hidden = $("delete-chat").hidden = true;
@@ -734,12 +847,15 @@ async function start(user) {
   const n = user.fullName ? `${user.fullName.firstName || ""} ${user.fullName.lastName || ""}`.trim() : "";
   $("me-name").textContent = n || user.email;
   $("me-name").title = user.email;
-  $("auth").hidden = true;
-  $("app").hidden = false;
-  ready();
-  connectSocket();
-  await loadChats();
-  await route();
+  if (document.documentElement.dataset.screen !== "app") hint(""); // signed in: app first next time
+  show("app");
+  try {
+    await loadChats();
+    await route();
+  } finally {
+    ready();
+    setTimeout(connectSocket, 0);
+  }
 }
 
 function wire() {
@@ -799,13 +915,19 @@ function stop() {
 async function boot() {
   wire();
   setMode("login");
+  // Signed out last time: the sign-in form is ready now; /api/auth/me may still find a
+  // session (a cookie without the hint) and open the app.
+  if (document.documentElement.dataset.screen !== "app") showAuth();
+  let r;
   try {
-    const r = await get("/api/auth/me");
-    await start(r.user);
+    const pending = early("me");
+    r = await (pending ? json(pending) : get("/api/auth/me"));
   } catch (e) {
     if (!(e instanceof ApiError) || e.status !== 401) banner("The server cannot be reached.", { detail: e.message });
-    showAuth();
+    if (!state.me && document.documentElement.dataset.screen !== "auth") showAuth();
+    return;
   }
+  await start(r.user);
 }
 
 boot();

@@ -4,6 +4,7 @@
  * answers with http_respond_ex itself.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "http/http.h"
@@ -109,13 +110,28 @@ const struct web_asset *web_find(struct slice path) {
   return NULL;
 }
 
+const char *web_csp(void) {
+  /* Composed once from build-time constants (kept for the life of the process); the
+     first call is web_register's, on the loop thread, before any request is served. */
+  static char *csp;
+  if (csp == NULL) {
+    static const char fmt[] = "%sscript-src 'self'%s; style-src 'self'%s; %s";
+    size_t n = sizeof fmt + strlen(WEB_CSP_HEAD) + strlen(web__csp_script) +
+               strlen(web__csp_style) + strlen(WEB_CSP_TAIL);
+    char *p = xmalloc(n);
+    snprintf(p, n, fmt, WEB_CSP_HEAD, web__csp_script, web__csp_style, WEB_CSP_TAIL);
+    csp = p;
+  }
+  return csp;
+}
+
 static void on_asset(struct http_req *r, void *ud) {
   const struct web_asset *a = ud;
   struct http_header h[8];
   size_t n = 0;
   h[n++] = (struct http_header){"ETag", a->etag};
   h[n++] = (struct http_header){"Cache-Control", "no-cache"};
-  h[n++] = (struct http_header){"Content-Security-Policy", WEB_CSP};
+  h[n++] = (struct http_header){"Content-Security-Policy", web_csp()};
   h[n++] = (struct http_header){"X-Content-Type-Options", "nosniff"};
   h[n++] = (struct http_header){"Referrer-Policy", "same-origin"};
   if (a->gz)
@@ -135,6 +151,7 @@ static void on_asset(struct http_req *r, void *ud) {
 
 int web_register(struct http_router *rt) {
   int rc = 0;
+  (void)web_csp();
   for (size_t i = 0; i < web__nassets && rc == 0; i++) {
     void *ud = (void *)(uintptr_t)&web__assets[i];
     if (strcmp(web__assets[i].path, "/index.html") == 0)

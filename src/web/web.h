@@ -13,7 +13,8 @@
  * Every response carries a strong ETag (computed at build time; If-None-Match -> 304),
  * Cache-Control: no-cache (revalidate each time, so a new binary is picked up at once),
  * the gzip copy when the client accepts gzip (Vary: Accept-Encoding), and the security
- * headers: a strict Content-Security-Policy (WEB_CSP: no inline script or style),
+ * headers: a strict Content-Security-Policy (web_csp(): no inline script or style but the
+ * hashed blocks of index.html),
  * X-Content-Type-Options: nosniff, Referrer-Policy: same-origin.
  *
  * Threads: web_register and the handlers run on the loop thread. The asset table is
@@ -30,9 +31,13 @@
 
 struct http_router;
 
-#define WEB_CSP                                                                                \
-  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "            \
-  "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; "                          \
+/* The Content-Security-Policy of every response: WEB_CSP_HEAD, then script-src 'self' and
+   style-src 'self' each followed by the SHA-256 hashes of the inline <script> / <style>
+   blocks of web/ HTML files (computed by webgen at build time), then WEB_CSP_TAIL. No
+   'unsafe-inline', no other origin. */
+#define WEB_CSP_HEAD "default-src 'self'; "
+#define WEB_CSP_TAIL                                                                           \
+  "img-src 'self' data:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; "    \
   "frame-ancestors 'none'; form-action 'self'"
 
 /* One compiled-in file. */
@@ -53,6 +58,8 @@ EG_WUR int web_register(struct http_router *r);
 const struct web_asset *web_find(struct slice path);
 /* Every asset: *n set to their count. */
 const struct web_asset *web_assets(size_t *n);
+/* The Content-Security-Policy header value (static; complete from the first call on). */
+const char *web_csp(void);
 
 /* ---- header matching (pure; exposed for tests and fuzzing) ------------------------------ */
 

@@ -6,5 +6,8 @@
 
 extern const struct web_asset web__assets[];
 extern const size_t web__nassets;
+/* " 'sha256-...'" per inline block of web/ HTML files, or "" */
+extern const char web__csp_script[];
+extern const char web__csp_style[];
 
 #endif

@@ -1,0 +1,205 @@
+// web_render: how fast the web UI's first screen shows, read from the browser's own
+// Performance API (not wall-clock around page.goto). Starts the real binary (SQLite, the
+// built-in offline model) on a free port, registers a user with a few chats holding a few
+// messages each, then drives Debian's headless Chromium through playwright-core for RUNS
+// fresh page loads of `/` in four cases:
+//
+//   sign-in  cold   a new browser context per load (empty HTTP cache), signed out
+//   sign-in  warm   new tabs of one context that loaded the page before (304 revalidation)
+//   chat     cold   a new context per load with the user's cookie: `/` opens the most
+//                   recent chat, its history rendered
+//   chat     warm   new tabs of one signed-in context
+//
+// For each load it reads first-contentful-paint (paint timing) and the app's own
+// `engram:ready` mark (web/app.js sets it once the usable screen is in the DOM: the
+// sign-in form, or the chat list with the open chat's messages), both relative to the
+// navigation start, and prints median and p90 of each case, plus one `RESULT` line.
+// "Cold" is an empty HTTP cache, not a new user: a signed-in context also carries the
+// app's localStorage hint (index.html uses it to paint the right screen at once).
+// `--waterfall` also prints the resource timing of the last load of each case (where
+// the time goes).
+//
+//   node bench/web_render.mjs [--runs 30] [--waterfall] [--trace DIR]
+// (--trace DIR: a Chrome trace of the last load of each case, DIR/<screen>-<cache>.json,
+// for chrome://tracing or Perfetto.)
+//   env: ENGRAM_BUILD (default ./build), CHROMIUM (default /usr/bin/chromium)
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { execFileSync } from "node:child_process";
+import { chromium } from "playwright-core";
+import { startBinary } from "../tests/e2e/lib/proc.mjs";
+import { client } from "../tests/e2e/lib/app.mjs";
+
+const arg = (name, def) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : def;
+};
+const RUNS = +arg("runs", process.env.RUNS || 30);
+const WATERFALL = process.argv.includes("--waterfall");
+const TRACE = arg("trace", ""); // a folder: a Chrome trace of the last load of each case
+const TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "blink.user_timing", "loading", "v8.execute", "toplevel", "blink", "navigation"];
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const CHATS = 4;
+const QUESTIONS = 3;
+
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+};
+const f1 = (x) => (x === undefined || x === null ? "-" : x.toFixed(1));
+
+// One load of `/` in a new tab of ctx: the figures of the Performance API.
+async function load(ctx, url, expect, tracePath) {
+  const page = await ctx.newPage();
+  const problems = [];
+  page.on("pageerror", (e) => problems.push(e.message));
+  try {
+    if (tracePath) await ctx.browser().startTracing(page, { path: tracePath, screenshots: false, categories: TRACE_CATEGORIES });
+    // No script of ours runs in the page until the load is over (Playwright's polling of a
+    // waitForFunction would compete with the page's own work): wait for the network to be
+    // quiet for 500 ms, then read the figures.
+    await page.goto(url, { waitUntil: "networkidle" });
+    await page.waitForFunction(
+      () =>
+        performance.getEntriesByName("engram:ready").length > 0 &&
+        performance.getEntriesByName("first-contentful-paint").length > 0,
+      null,
+      { timeout: 15000, polling: 100 }
+    );
+    const r = await page.evaluate(() => {
+      const nav = performance.getEntriesByType("navigation")[0];
+      return {
+        fcp: performance.getEntriesByName("first-contentful-paint")[0].startTime,
+        ready: performance.getEntriesByName("engram:ready")[0].startTime,
+        html: nav.responseEnd,
+        dcl: nav.domContentLoadedEventEnd,
+        screen: { auth: "sign-in", app: "chat" }[document.documentElement.dataset.screen] || "none",
+        msgs: document.querySelectorAll("#messages .msg").length,
+        resources: performance.getEntriesByType("resource").map((e) => ({
+          name: e.name.replace(location.origin, ""),
+          start: e.startTime,
+          end: e.responseEnd,
+          status: e.responseStatus,
+          size: e.transferSize,
+        })),
+      };
+    });
+    if (tracePath) await ctx.browser().stopTracing();
+    if (problems.length) throw new Error(`page errors: ${problems.join("; ")}`);
+    if (r.screen !== expect.screen) throw new Error(`expected the ${expect.screen} screen, got ${r.screen}`);
+    if (expect.screen === "chat" && r.msgs !== expect.msgs)
+      throw new Error(`the open chat shows ${r.msgs} messages at engram:ready, expected ${expect.msgs}`);
+    return r;
+  } finally {
+    await page.close();
+  }
+}
+
+function waterfall(label, r) {
+  console.log(`  waterfall, last ${label} load (ms from navigation start):`);
+  console.log(`    ${"/ (document)".padEnd(34)} ${"0.0".padStart(7)} ${f1(r.html).padStart(7)}`);
+  for (const e of r.resources)
+    console.log(`    ${e.name.slice(0, 34).padEnd(34)} ${f1(e.start).padStart(7)} ${f1(e.end).padStart(7)}  ${e.status || ""} ${e.size ? e.size + " B" : "cache"}`);
+  console.log(`    DOMContentLoaded ${f1(r.dcl)}, first contentful paint ${f1(r.fcp)}, engram:ready ${f1(r.ready)}`);
+}
+
+async function main() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "engram-webbench-"));
+  const srv = await startBinary("engram", {
+    env: { ENGRAM_DATA_DIR: dir, JWT_SECRET: "web-render-bench-secret-0123456789abcdef", ENGRAM_LLM: "offline", ENGRAM_LOG_LEVEL: "warn" },
+  });
+  let browser;
+  try {
+    // A user with a few chats of a few questions and answers each.
+    const app = client(() => srv.url);
+    const user = await app.register("bench");
+    const sock = await app.connect(user);
+    let lastChat = "";
+    for (let c = 0; c < CHATS; c++) {
+      const chat = (lastChat = await app.newChat(user, `Chat ${c + 1}`));
+      for (let q = 0; q < QUESTIONS; q++) await app.ask(sock, chat, `Question ${q + 1} of chat ${c + 1}: what about **markdown** and \`code\`?`);
+    }
+    sock.close();
+    await new Promise((r) => setTimeout(r, 300)); // answers are stored just after ai-response
+    const token = user.cookie.slice("token=".length);
+
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    });
+    const opts = { viewport: { width: 1280, height: 800 }, colorScheme: "light" };
+    // A signed-in browser has the session cookie and the app's localStorage hint (the
+    // last chat opened, written by web/app.js); a cold context has them and nothing else.
+    const newCtx = (signedIn) =>
+      browser.newContext({
+        ...opts,
+        storageState: signedIn
+          ? {
+              cookies: [{ name: "token", value: token, domain: "127.0.0.1", path: "/", expires: -1, httpOnly: true, secure: false, sameSite: "Lax" }],
+              origins: [{ origin: srv.url, localStorage: [{ name: "engram:chat", value: lastChat }] }],
+            }
+          : undefined,
+      });
+    const cases = [
+      { name: "sign-in", signedIn: false, expect: { screen: "sign-in" } },
+      { name: "chat", signedIn: true, expect: { screen: "chat", msgs: QUESTIONS * 2 } },
+    ];
+    const load0 = os.loadavg().map((x) => x.toFixed(2)).join(" ");
+    let version = "";
+    try {
+      version = execFileSync(CHROMIUM, ["--version"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    } catch {
+      version = CHROMIUM;
+    }
+    console.log(`web_render: ${new Date().toISOString()}, ${os.cpus().length} cores, load average ${load0}, ${version}, ${RUNS} loads per case`);
+    const out = [];
+    for (const c of cases) {
+      // Warm-up: the first load of a fresh browser pays process start-up; not counted.
+      {
+        const ctx = await newCtx(c.signedIn);
+        await load(ctx, srv.url + "/", c.expect);
+        await ctx.close();
+      }
+      const cold = [];
+      const trace = (cache, i) => (TRACE && i === RUNS - 1 ? path.join(TRACE, `${c.name}-${cache}.json`) : undefined);
+      for (let i = 0; i < RUNS; i++) {
+        const ctx = await newCtx(c.signedIn);
+        cold.push(await load(ctx, srv.url + "/", c.expect, trace("cold", i)));
+        await ctx.close();
+      }
+      const warm = [];
+      const ctx = await newCtx(c.signedIn);
+      await load(ctx, srv.url + "/", c.expect); // fills the HTTP cache
+      for (let i = 0; i < RUNS; i++) warm.push(await load(ctx, srv.url + "/", c.expect, trace("warm", i)));
+      await ctx.close();
+      for (const [cache, rs] of [["cold", cold], ["warm", warm]]) {
+        const fcp = rs.map((r) => r.fcp), ready = rs.map((r) => r.ready);
+        const row = { screen: c.name, cache, fcp50: pct(fcp, 50), fcp90: pct(fcp, 90), ready50: pct(ready, 50), ready90: pct(ready, 90), max: Math.max(...fcp, ...ready) };
+        out.push(row);
+        if (WATERFALL) waterfall(`${c.name} ${cache}`, rs[rs.length - 1]);
+        if (cache === "warm" && rs.some((r) => r.resources.some((e) => e.size > 1000 && !e.name.startsWith("/api/") && !e.name.startsWith("/socket.io/?"))))
+          console.log(`  note: a warm ${c.name} load fetched a whole file again (no 304)`);
+      }
+    }
+    console.log("");
+    console.log("screen    cache   FCP p50   FCP p90   ready p50   ready p90   worst (ms)");
+    for (const r of out)
+      console.log(`${r.screen.padEnd(9)} ${r.cache.padEnd(6)} ${f1(r.fcp50).padStart(8)}  ${f1(r.fcp90).padStart(8)}  ${f1(r.ready50).padStart(10)}  ${f1(r.ready90).padStart(10)}  ${f1(r.max).padStart(10)}`);
+    console.log(`load average after: ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`);
+    console.log(
+      "RESULT " +
+        out.map((r) => `${r.screen}_${r.cache}_fcp_p50=${f1(r.fcp50)} ${r.screen}_${r.cache}_fcp_p90=${f1(r.fcp90)} ${r.screen}_${r.cache}_ready_p50=${f1(r.ready50)} ${r.screen}_${r.cache}_ready_p90=${f1(r.ready90)}`).join(" ")
+    );
+  } finally {
+    if (browser) await browser.close();
+    await srv.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
