@@ -19,8 +19,8 @@ import { startFakeLlm } from "../fakes/fake-llm.mjs";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SHOTS = process.env.ENGRAM_SCREENSHOTS || path.join(BUILD, "screenshots");
 // What a page load fetches of our own files (style.css is inlined into index.html by
-// webgen, and served too).
-const OWN_ASSETS = ["/", "/app.js", "/markdown.js", "/icon.svg"];
+// webgen, the icon is inline SVG and a data: URL; both are still served).
+const OWN_ASSETS = ["/", "/app.js", "/markdown.js"];
 
 let fake, srv, dir, browser, ctx, page;
 const problems = []; // page errors, CSP violations, failed requests of our own files
@@ -110,7 +110,7 @@ after(async () => {
 
 test("assets: types, CSP, ETag/304, gzip, page weight", async () => {
   let weight = 0;
-  for (const p of [...OWN_ASSETS, "/style.css", "/socket.io/socket.io.min.js"]) {
+  for (const p of [...OWN_ASSETS, "/style.css", "/icon.svg", "/socket.io/socket.io.min.js"]) {
     const r = await fetch(srv.url + p, { headers: { "accept-encoding": "identity" } });
     assert.equal(r.status, 200, p);
     const body = Buffer.from(await r.arrayBuffer());
@@ -305,6 +305,7 @@ test("first screen: chosen before the scripts run, its data fetched once, nothin
   assert.equal(n("/api/chat?limit=200"), 1, JSON.stringify(r.res));
   assert.equal(n(`/api/chat/messages/${chatA}`), 1, JSON.stringify(r.res));
   assert.equal(n("/style.css"), 0, "the style sheet is inline");
+  assert.equal(n("/icon.svg"), 0, "the icon is inline");
   // the socket.io bundle and the Intl formatters come after the first screen
   const io = r.res.find((e) => e.name === "/socket.io/socket.io.min.js");
   assert.ok(io && io.start >= r.ready, `socket.io.min.js fetched at ${io?.start}, first screen at ${r.ready}`);
