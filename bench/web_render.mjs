@@ -9,6 +9,9 @@
 //   chat     cold   a new context per load with the user's cookie: `/` opens the most
 //                   recent chat, its history rendered
 //   chat     warm   new tabs of one signed-in context
+//   floor    cold/warm  the same for a data: URL page of one line of text: the browser's
+//                   own cost of a new tab's first paint on this machine (its "ready" is
+//                   its first contentful paint)
 //
 // For each load it reads first-contentful-paint (paint timing) and the app's own
 // `engram:ready` mark (web/app.js sets it once the usable screen is in the DOM: the
@@ -41,6 +44,9 @@ const TRACE = arg("trace", ""); // a folder: a Chrome trace of the last load of 
 const TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "blink.user_timing", "loading", "v8.execute", "toplevel", "blink", "navigation"];
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const CHATS = 4;
+// The floor: what the browser alone needs to show a new tab with one line of text (no
+// network, no script), to read the figures of a busy machine against.
+const FLOOR = "data:text/html,<!doctype html><title>floor</title><p>engram floor: one line of text</p>";
 const QUESTIONS = 3;
 
 const pct = (xs, p) => {
@@ -59,22 +65,22 @@ async function load(ctx, url, expect, tracePath) {
     // No script of ours runs in the page until the load is over (Playwright's polling of a
     // waitForFunction would compete with the page's own work): wait for the network to be
     // quiet for 500 ms, then read the figures.
-    await page.goto(url, { waitUntil: "networkidle" });
+    await page.goto(url, { waitUntil: expect.screen === "floor" ? "load" : "networkidle" });
     await page.waitForFunction(
-      () =>
-        performance.getEntriesByName("engram:ready").length > 0 &&
+      (floor) =>
+        (floor || performance.getEntriesByName("engram:ready").length > 0) &&
         performance.getEntriesByName("first-contentful-paint").length > 0,
-      null,
+      expect.screen === "floor",
       { timeout: 15000, polling: 100 }
     );
     const r = await page.evaluate(() => {
       const nav = performance.getEntriesByType("navigation")[0];
       return {
         fcp: performance.getEntriesByName("first-contentful-paint")[0].startTime,
-        ready: performance.getEntriesByName("engram:ready")[0].startTime,
+        ready: (performance.getEntriesByName("engram:ready")[0] || performance.getEntriesByName("first-contentful-paint")[0]).startTime,
         html: nav.responseEnd,
         dcl: nav.domContentLoadedEventEnd,
-        screen: { auth: "sign-in", app: "chat" }[document.documentElement.dataset.screen] || "none",
+        screen: location.protocol === "data:" ? "floor" : { auth: "sign-in", app: "chat" }[document.documentElement.dataset.screen] || "none",
         msgs: document.querySelectorAll("#messages .msg").length,
         resources: performance.getEntriesByType("resource").map((e) => ({
           name: e.name.replace(location.origin, ""),
@@ -143,6 +149,7 @@ async function main() {
           : undefined,
       });
     const cases = [
+      { name: "floor", signedIn: false, url: FLOOR, expect: { screen: "floor" } },
       { name: "sign-in", signedIn: false, expect: { screen: "sign-in" } },
       { name: "chat", signedIn: true, expect: { screen: "chat", msgs: QUESTIONS * 2 } },
     ];
@@ -154,31 +161,37 @@ async function main() {
       version = CHROMIUM;
     }
     console.log(`web_render: ${new Date().toISOString()}, ${os.cpus().length} cores, load average ${load0}, ${version}, ${RUNS} loads per case`);
-    const out = [];
+    // The cases are interleaved (one load of each in turn) so that a change of the
+    // machine's load during the run weighs on all of them alike.
+    const url = (c) => c.url || srv.url + "/";
+    const warmCtx = [], res = cases.map(() => ({ cold: [], warm: [] }));
     for (const c of cases) {
       // Warm-up: the first load of a fresh browser pays process start-up; not counted.
-      {
-        const ctx = await newCtx(c.signedIn);
-        await load(ctx, srv.url + "/", c.expect);
-        await ctx.close();
-      }
-      const cold = [];
-      const trace = (cache, i) => (TRACE && i === RUNS - 1 ? path.join(TRACE, `${c.name}-${cache}.json`) : undefined);
-      for (let i = 0; i < RUNS; i++) {
-        const ctx = await newCtx(c.signedIn);
-        cold.push(await load(ctx, srv.url + "/", c.expect, trace("cold", i)));
-        await ctx.close();
-      }
-      const warm = [];
+      const ctx0 = await newCtx(c.signedIn);
+      await load(ctx0, url(c), c.expect);
+      await ctx0.close();
       const ctx = await newCtx(c.signedIn);
-      await load(ctx, srv.url + "/", c.expect); // fills the HTTP cache
-      for (let i = 0; i < RUNS; i++) warm.push(await load(ctx, srv.url + "/", c.expect, trace("warm", i)));
-      await ctx.close();
-      for (const [cache, rs] of [["cold", cold], ["warm", warm]]) {
+      await load(ctx, url(c), c.expect); // fills the HTTP cache
+      warmCtx.push(ctx);
+    }
+    for (let i = 0; i < RUNS; i++) {
+      for (const [k, c] of cases.entries()) {
+        const trace = (cache) => (TRACE && i === RUNS - 1 ? path.join(TRACE, `${c.name}-${cache}.json`) : undefined);
+        const ctx = await newCtx(c.signedIn);
+        res[k].cold.push(await load(ctx, url(c), c.expect, trace("cold")));
+        await ctx.close();
+        res[k].warm.push(await load(warmCtx[k], url(c), c.expect, trace("warm")));
+      }
+    }
+    for (const ctx of warmCtx) await ctx.close();
+    const out = [];
+    for (const [k, c] of cases.entries()) {
+      for (const cache of ["cold", "warm"]) {
+        const rs = res[k][cache];
         const fcp = rs.map((r) => r.fcp), ready = rs.map((r) => r.ready);
         const row = { screen: c.name, cache, fcp50: pct(fcp, 50), fcp90: pct(fcp, 90), ready50: pct(ready, 50), ready90: pct(ready, 90), max: Math.max(...fcp, ...ready) };
         out.push(row);
-        if (WATERFALL) waterfall(`${c.name} ${cache}`, rs[rs.length - 1]);
+        if (WATERFALL && c.name !== "floor") waterfall(`${c.name} ${cache}`, rs[rs.length - 1]);
         if (cache === "warm" && rs.some((r) => r.resources.some((e) => e.size > 1000 && !e.name.startsWith("/api/") && !e.name.startsWith("/socket.io/?"))))
           console.log(`  note: a warm ${c.name} load fetched a whole file again (no 304)`);
       }
