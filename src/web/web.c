@@ -96,6 +96,13 @@ bool web_etag_matches(struct slice v, const char *etag) {
   return false;
 }
 
+bool web_is_current_version(struct slice query, const struct web_asset *a) {
+  /* "v=" + the 16 hex digits of the ETag (which is "\"<16 hex>\"") */
+  size_t el = strlen(a->etag);
+  return el == 18 && query.len == 18 && memcmp(query.p, "v=", 2) == 0 &&
+         memcmp(query.p + 2, a->etag + 1, 16) == 0;
+}
+
 const struct web_asset *web_assets(size_t *n) {
   *n = web__nassets;
   return web__assets;
@@ -130,7 +137,10 @@ static void on_asset(struct http_req *r, void *ud) {
   struct http_header h[8];
   size_t n = 0;
   h[n++] = (struct http_header){"ETag", a->etag};
-  h[n++] = (struct http_header){"Cache-Control", "no-cache"};
+  h[n++] =
+      (struct http_header){"Cache-Control", web_is_current_version(http_req_query_string(r), a)
+                                                ? "public, max-age=31536000, immutable"
+                                                : "no-cache"};
   h[n++] = (struct http_header){"Content-Security-Policy", web_csp()};
   h[n++] = (struct http_header){"X-Content-Type-Options", "nosniff"};
   h[n++] = (struct http_header){"Referrer-Policy", "same-origin"};

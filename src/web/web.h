@@ -11,7 +11,9 @@
  * first route that matches, in the order added.
  *
  * Every response carries a strong ETag (computed at build time; If-None-Match -> 304),
- * Cache-Control: no-cache (revalidate each time, so a new binary is picked up at once),
+ * Cache-Control: no-cache (revalidate each time, so a new binary is picked up at once), or,
+ * for a versioned URL ("/app.js?v=<ETag hex>", written into the pages by webgen) that
+ * matches the current file, "public, max-age=31536000, immutable",
  * the gzip copy when the client accepts gzip (Vary: Accept-Encoding), and the security
  * headers: a strict Content-Security-Policy (web_csp(): no inline script or style but the
  * hashed blocks of index.html),
@@ -66,6 +68,9 @@ const char *web_csp(void);
 /* True if an Accept-Encoding value accepts gzip: "gzip" or "x-gzip" or "*" listed with a
    q-value above zero (a gzip entry with q=0 refuses it even when "*" is listed). */
 bool web_accepts_gzip(struct slice accept_encoding);
+/* True if a request's query string is "v=<the asset's ETag, without quotes>": the
+   versioned URL webgen writes into the pages, served as immutable. */
+bool web_is_current_version(struct slice query, const struct web_asset *a);
 /* True if an If-None-Match value matches etag ("*", or a list of tags, weak or strong:
    weak comparison as RFC 9110 13.1.2 asks for GET). */
 bool web_etag_matches(struct slice if_none_match, const char *etag);

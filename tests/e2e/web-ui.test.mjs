@@ -154,6 +154,16 @@ test("assets: types, CSP, ETag/304, gzip, page weight", async () => {
   }
   assert.equal((html.match(/<script|<style/g) || []).length, 3, "the boot script, the style sheet, app.js");
   assert.match(html, /\.chat-list/, "style.css is inlined");
+  // Scripts under versioned URLs, cached as immutable; the plain URL is revalidated.
+  const app = html.match(/src="(\/app\.js\?v=([0-9a-f]{16}))"/);
+  assert.ok(app, "app.js is versioned");
+  const va = await fetch(srv.url + app[1]);
+  assert.equal(va.headers.get("cache-control"), "public, max-age=31536000, immutable");
+  assert.equal(va.headers.get("etag"), `"${app[2]}"`);
+  assert.match(await va.text(), /"\/markdown\.js\?v=[0-9a-f]{16}"/, "its imports are versioned too");
+  assert.equal((await fetch(srv.url + "/app.js?v=0000000000000000")).headers.get("cache-control"), "no-cache");
+  assert.equal((await fetch(srv.url + "/app.js")).headers.get("cache-control"), "no-cache");
+  assert.equal(r0.headers.get("cache-control"), "no-cache", "the page itself is always revalidated");
   const bundle = await fetch(srv.url + "/socket.io/socket.io.min.js");
   assert.match(await bundle.text(), /Socket\.IO v4/);
   const head = await fetch(srv.url + "/app.js", { method: "HEAD" });
@@ -307,7 +317,7 @@ test("first screen: chosen before the scripts run, its data fetched once, nothin
   assert.equal(n("/style.css"), 0, "the style sheet is inline");
   assert.equal(n("/icon.svg"), 0, "the icon is inline");
   // the socket.io bundle and the Intl formatters come after the first screen
-  const io = r.res.find((e) => e.name === "/socket.io/socket.io.min.js");
+  const io = r.res.find((e) => e.name.startsWith("/socket.io/socket.io.min.js"));
   assert.ok(io && io.start >= r.ready, `socket.io.min.js fetched at ${io?.start}, first screen at ${r.ready}`);
   assert.ok(r.intl >= r.ready, `Intl at ${r.intl}, first screen at ${r.ready}`);
   await connected(p);

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,7 +110,18 @@ static void test_assets(void **st) {
   /* index.html is not NUL-terminated: copy it to search it. */
   char *html = calloc(1, index->len + 1);
   memcpy(html, index->data, index->len);
-  assert_non_null(strstr(html, "<script type=\"module\" src=\"/app.js\"></script>"));
+  /* versioned script URLs: "/app.js?v=<its ETag's hex>" */
+  const struct web_asset *app = web_find(SLICE_LIT("/app.js"));
+  char want[128];
+  snprintf(want, sizeof want, "<script type=\"module\" src=\"/app.js?v=%.16s\"></script>",
+           app->etag + 1);
+  assert_non_null(strstr(html, want));
+  char q[32];
+  snprintf(q, sizeof q, "v=%.16s", app->etag + 1);
+  assert_true(web_is_current_version(slice_from_cstr(q), app));
+  assert_false(web_is_current_version(SLICE_LIT(""), app));
+  assert_false(web_is_current_version(SLICE_LIT("v=0000000000000000"), app));
+  assert_false(web_is_current_version(slice_from_cstr(q), index));
   /* one inline boot script and the inlined style sheet, both allowed by hash only */
   const char *sc = strstr(html, "<script>"), *sty = strstr(html, "<style>");
   assert_non_null(sc);
