@@ -7,6 +7,9 @@
 # microseconds per ai-message, with CONNS connections (each its own chat).
 #
 #   bench/pipeline.sh [CONNS=100] [USERS=10] [MEMORIES=10000] [DURATION=15] [RATE=R] [PERF=out.data]
+# WARMUP: seconds before the window (default 5; each user's memories load into RAM on the
+# first message, so many users need longer). PREFILL_DIR: keep the prefilled store there
+# and reuse it on the next run with the same folder.
 # RATE: pace the load to RATE ai-messages/s in all (latency at that load; default: each
 # connection sends its next message as soon as the answer is in, i.e. saturation).
 # PERF: also record a CPU profile of the server (perf, DWARF call graphs) during the window.
@@ -21,9 +24,15 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-echo "pipeline: prefilling $USERS users x $MEMORIES memories ($(( CONNS / USERS )) chats each)"
-"$B/chat_prefill" --db "$work/engram.db" --users "$USERS" --chats $(( (CONNS + USERS - 1) / USERS )) \
-  --memories "$MEMORIES" --out "$work/pairs" 2>&1 | tail -1
+if [ -n "${PREFILL_DIR:-}" ] && [ -f "$PREFILL_DIR/engram.db" ] && [ -f "$PREFILL_DIR/pairs" ]; then
+  echo "pipeline: reusing the prefilled store in $PREFILL_DIR"
+  cp "$PREFILL_DIR/engram.db" "$PREFILL_DIR/pairs" "$work/"
+else
+  echo "pipeline: prefilling $USERS users x $MEMORIES memories ($(( CONNS / USERS )) chats each)"
+  "$B/chat_prefill" --db "$work/engram.db" --users "$USERS" --chats $(( (CONNS + USERS - 1) / USERS )) \
+    --memories "$MEMORIES" --out "$work/pairs" 2>&1 | tail -1
+  if [ -n "${PREFILL_DIR:-}" ]; then mkdir -p "$PREFILL_DIR"; cp "$work/engram.db" "$work/pairs" "$PREFILL_DIR/"; fi
+fi
 
 "$B/fake_model" 0 >"$work/fake.out" & pids+=($!)
 for _ in $(seq 50); do grep -q PORT= "$work/fake.out" 2>/dev/null && break; sleep 0.1; done
@@ -41,7 +50,7 @@ if [ -n "${PERF:-}" ]; then
     >/dev/null 2>&1) &
 fi
 "$B/chatload" --port "$port" --pairs "$work/pairs" --secret "$SECRET" --conns "$CONNS" \
-  --warmup 5 --duration "$DURATION" --server-pid "$epid" ${RATE:+--rate "$RATE"} | tee "$work/result"
+  --warmup "${WARMUP:-5}" --duration "$DURATION" --server-pid "$epid" ${RATE:+--rate "$RATE"} | tee "$work/result"
 curl -s "http://127.0.0.1:$port/metrics" >"$work/metrics"
 /usr/bin/python3 - "$work/metrics" <<'PY'
 import re, sys
