@@ -12,6 +12,7 @@
 # and reuse it on the next run with the same folder.
 # RATE: pace the load to RATE ai-messages/s in all (latency at that load; default: each
 # connection sends its next message as soon as the answer is in, i.e. saturation).
+# METRICS=file: keep the server's /metrics at the end (its latency histograms).
 # PERF: also record a CPU profile of the server (perf, DWARF call graphs) during the window.
 # Expects `make build`. Everything on 127.0.0.1; every process is stopped at the end.
 set -euo pipefail
@@ -52,6 +53,7 @@ fi
 "$B/chatload" --port "$port" --pairs "$work/pairs" --secret "$SECRET" --conns "$CONNS" \
   --warmup "${WARMUP:-5}" --duration "$DURATION" --server-pid "$epid" ${RATE:+--rate "$RATE"} | tee "$work/result"
 curl -s "http://127.0.0.1:$port/metrics" >"$work/metrics"
+[ -n "${METRICS:-}" ] && cp "$work/metrics" "$METRICS"
 /usr/bin/python3 - "$work/metrics" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
