@@ -24,6 +24,7 @@
 
 #include "base/base.h"
 #include "http/http.h"
+#include "test_time.h"
 
 /* ---- the server under test ------------------------------------------------------------- */
 
@@ -322,7 +323,7 @@ static int rd_more(struct reader *r, int timeout_ms) {
 
 /* Waits for EOF; true if it came within timeout. */
 static bool rd_eof(struct reader *r, int timeout_ms) {
-  uint64_t end = clock_mono_ms() + (uint64_t)timeout_ms;
+  uint64_t end = clock_mono_ms() + (uint64_t)test_ms(timeout_ms);
   for (;;) {
     uint64_t now = clock_mono_ms();
     if (now >= end)
@@ -344,7 +345,7 @@ struct resp {
 
 /* Reads one response (Content-Length framed). */
 static bool rd_response(struct reader *r, struct resp *out, int timeout_ms) {
-  uint64_t end = clock_mono_ms() + (uint64_t)timeout_ms;
+  uint64_t end = clock_mono_ms() + (uint64_t)test_ms(timeout_ms);
   for (;;) {
     char *hend = r->in.len ? memmem(r->in.data, r->in.len, "\r\n\r\n", 4) : NULL;
     if (hend) {
@@ -484,7 +485,7 @@ static void test_timeouts(void **state) {
   expect_response(&r, 408, NULL);
   assert_true(rd_eof(&r, 3000));
   uint64_t dt = clock_mono_ms() - t0;
-  assert_true(dt >= 250 && dt < 2500);
+  assert_true(dt >= 250 && dt < (uint64_t)test_ms(2500));
   rd_free(&r);
   /* a connection that sends nothing is dropped too (silently) */
   rd_init(&r, cl_connect());
@@ -500,7 +501,7 @@ static void test_timeouts(void **state) {
   t0 = clock_mono_ms();
   assert_true(rd_eof(&r, 3000));
   dt = clock_mono_ms() - t0;
-  assert_true(dt >= 500 && dt < 2500);
+  assert_true(dt >= 500 && dt < (uint64_t)test_ms(2500));
   rd_free(&r);
 }
 
@@ -576,7 +577,7 @@ static void test_abort(void **state) {
   usleep(100 * 1000);
   assert_int_equal(aborts, before);
   rd_free(&r);
-  for (int i = 0; i < 100 && aborts == before; i++)
+  for (int i = 0; i < test_ms(1000) / 10 && aborts == before; i++)
     usleep(10 * 1000);
   assert_int_equal(aborts, before + 1);
 }
@@ -701,7 +702,7 @@ struct wsframe {
 };
 
 static bool ws_read_frame(struct reader *r, struct wsframe *f, int timeout_ms) {
-  uint64_t end = clock_mono_ms() + (uint64_t)timeout_ms;
+  uint64_t end = clock_mono_ms() + (uint64_t)test_ms(timeout_ms);
   for (;;) {
     if (r->in.len >= 2) {
       const uint8_t *d = r->in.data;
@@ -764,7 +765,7 @@ static int close_code_of(const struct wsframe *f) {
 }
 
 static void wait_closes(int n) {
-  for (int i = 0; i < 300 && ws_closes < n; i++)
+  for (int i = 0; i < test_ms(3000) / 10 && ws_closes < n; i++)
     usleep(10 * 1000);
   assert_int_equal(ws_closes, n);
 }
@@ -947,7 +948,7 @@ static void test_stop_with_open_conns(void **state) {
   assert_true(rd_eof(&r2, 3000));
   rd_free(&r1);
   rd_free(&r2);
-  for (int i = 0; i < 300 && !server_closed; i++)
+  for (int i = 0; i < test_ms(3000) / 10 && !server_closed; i++)
     usleep(10 * 1000);
   assert_int_equal(server_closed, 1);
   assert_int_equal(aborts, before + 1);

@@ -15,6 +15,7 @@
 
 #include "httpc/httpc.h"
 #include "llm/fake_llm.h"
+#include "test_time.h"
 
 static struct fake_llm fake;
 
@@ -203,7 +204,7 @@ static void env_free(struct env *e) {
 
 static void run_until(struct env *e, struct call *c, int n) {
   uint64_t t0 = clock_mono_ms();
-  while (c->done < n && clock_mono_ms() - t0 < 20000)
+  while (c->done < n && clock_mono_ms() - t0 < (uint64_t)test_ms(20000))
     uv_run(&e->loop, UV_RUN_ONCE);
   assert_int_equal(c->done, n);
 }
@@ -465,7 +466,7 @@ static void test_first_byte_timeout(void **state) {
   uint64_t took = clock_mono_ms() - t0;
   assert_int_equal(c.err, EG_ETIMEOUT);
   assert_int_equal(c.attempts, 2); /* first-byte timeouts are retried */
-  assert_true(took >= 400 && took < 5000);
+  assert_true(took >= 400 && took < (uint64_t)test_ms(5000));
   assert_non_null(strstr(c.error, "first byte"));
   call_free(&c);
   env_free(&e);
@@ -511,7 +512,7 @@ static void test_total_timeout(void **state) {
   run_until(&e, &c, 1);
   assert_int_equal(c.err, EG_ETIMEOUT);
   uint64_t took = clock_mono_ms() - t0;
-  assert_true(took >= 290 && took < 3000);
+  assert_true(took >= 290 && took < (uint64_t)test_ms(3000));
   assert_non_null(strstr(c.error, "total"));
   call_free(&c);
   env_free(&e);
@@ -641,7 +642,7 @@ static void test_many_concurrent(void **state) {
   }
   uint64_t t0 = clock_mono_ms();
   int done = 0;
-  while (done < N && clock_mono_ms() - t0 < 20000) {
+  while (done < N && clock_mono_ms() - t0 < (uint64_t)test_ms(20000)) {
     uv_run(&e.loop, UV_RUN_ONCE);
     done = 0;
     for (int i = 0; i < N; i++)

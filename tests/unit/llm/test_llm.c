@@ -18,6 +18,7 @@
 #include "llm/fake_llm.h"
 #include "llm/llm.h"
 #include "llm/llm_int.h"
+#include "test_time.h"
 
 static struct fake_llm fake;
 
@@ -136,7 +137,7 @@ static void env_free(struct env *e) {
 
 static void wait_done(struct env *e, struct out *o) {
   uint64_t t0 = clock_mono_ms();
-  while (o->done == 0 && clock_mono_ms() - t0 < 20000)
+  while (o->done == 0 && clock_mono_ms() - t0 < (uint64_t)test_ms(20000))
     uv_run(&e->loop, UV_RUN_ONCE);
   assert_int_equal(o->done, 1);
 }
@@ -302,7 +303,7 @@ static void test_gemini_retry_429_retrydelay(void **state) {
   uint64_t took = clock_mono_ms() - t0;
   assert_int_equal(o.status, 0);
   assert_string_equal((char *)o.text.data, echo());
-  assert_true(took >= 290 && took < 8000);
+  assert_true(took >= 290 && took < (uint64_t)test_ms(8000));
   json_t *r = requests();
   assert_int_equal(json_array_size(r), 2);
   json_decref(r);
@@ -436,8 +437,12 @@ static void test_gemini_cancel_midstream(void **state) {
   (void)state;
   struct env e;
   env_init(&e, "gemini");
-  fake_llm_script(&fake, "[{\"type\":\"stream\",\"chunks\":[\"a\",\"b\",\"c\",\"d\",\"e\"],"
-                         "\"delayMs\":300}]");
+  /* the chunks' pace scales with the deadline, so "did not wait" keeps its meaning */
+  char script[160];
+  snprintf(script, sizeof script,
+           "[{\"type\":\"stream\",\"chunks\":[\"a\",\"b\",\"c\",\"d\",\"e\"],\"delayMs\":%d}]",
+           test_ms(300));
+  fake_llm_script(&fake, script);
   struct out o;
   out_init(&o);
   o.cancel_after = 2;
@@ -447,7 +452,7 @@ static void test_gemini_cancel_midstream(void **state) {
   assert_null(o.code);
   assert_string_equal(o.message, "generation cancelled");
   assert_string_equal((char *)o.text.data, "ab");
-  assert_true(clock_mono_ms() - t0 < 1300); /* did not wait for the rest (1.5 s) */
+  assert_true(clock_mono_ms() - t0 < (uint64_t)test_ms(1300)); /* not the rest (1.5 s) */
   out_free(&o);
   /* Cancel from outside a callback, while waiting for the first byte. */
   fake_llm_script(&fake, "[{\"type\":\"hang\"}]");

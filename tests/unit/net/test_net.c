@@ -23,6 +23,7 @@
 
 #include "base/base.h"
 #include "net/net.h"
+#include "test_time.h"
 
 static uv_loop_t loop;
 static uv_thread_t thread;
@@ -271,7 +272,7 @@ static void cl_sends(int fd, const char *s) {
 /* Reads until want bytes arrived (or EOF/timeout); returns bytes read. */
 static size_t cl_read(int fd, char *out, size_t want, int timeout_ms) {
   size_t got = 0;
-  uint64_t end = clock_mono_ms() + (uint64_t)timeout_ms;
+  uint64_t end = clock_mono_ms() + (uint64_t)test_ms(timeout_ms);
   while (got < want) {
     uint64_t now = clock_mono_ms();
     if (now >= end)
@@ -290,7 +291,7 @@ static size_t cl_read(int fd, char *out, size_t want, int timeout_ms) {
 static bool cl_eof(int fd, int timeout_ms) {
   char tmp[256];
   struct pollfd p = {.fd = fd, .events = POLLIN};
-  if (poll(&p, 1, timeout_ms) <= 0)
+  if (poll(&p, 1, test_ms(timeout_ms)) <= 0)
     return false;
   return recv(fd, tmp, sizeof tmp, 0) == 0;
 }
@@ -367,7 +368,7 @@ static void test_drain(void **state) {
   char *buf = xmalloc(n);
   assert_int_equal(cl_read(fd, buf, n, 10000), n);
   free(buf);
-  for (int i = 0; i < 100 && drains == before; i++)
+  for (int i = 0; i < test_ms(1000) / 10 && drains == before; i++)
     usleep(10 * 1000);
   assert_int_equal(drains, before + 1);
   close(fd);
@@ -382,14 +383,14 @@ static void test_timeout_shared_job(void **state) {
   assert_int_equal(cl_read(fd, buf, 2, 3000), 2);
   assert_string_equal(buf, "T\n");
   uint64_t dt = clock_mono_ms() - t0;
-  assert_true(dt >= 120 && dt < 2000);
+  assert_true(dt >= 120 && dt < (uint64_t)test_ms(2000));
   assert_int_equal(timeouts, 1);
   cl_sends(fd, "s\n");
   assert_int_equal(cl_read(fd, buf, 512, 3000), 512);
   assert_memory_equal(buf, shared->data, 256);
   assert_memory_equal(buf + 256, shared->data, 256);
   cl_sends(fd, "j\n");
-  for (int i = 0; i < 300 && jobs_done == 0; i++)
+  for (int i = 0; i < test_ms(3000) / 10 && jobs_done == 0; i++)
     usleep(10 * 1000);
   assert_int_equal(jobs_done, 1);
   assert_true(job_on_loop_thread);

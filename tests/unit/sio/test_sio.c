@@ -25,6 +25,7 @@
 
 #include "http/http.h"
 #include "sio/sio.h"
+#include "test_time.h"
 
 /* ---- server side (loop thread) -------------------------------------------------------------- */
 
@@ -53,7 +54,7 @@ static void logf_(const char *fmt, ...) {
 }
 
 static bool log_has(const char *needle, int ms) {
-  for (int i = 0; i <= ms / 10; i++) {
+  for (int i = 0; i <= test_ms(ms) / 10; i++) {
     pthread_mutex_lock(&G.mu);
     bool ok = strstr(G.log, needle) != NULL;
     pthread_mutex_unlock(&G.mu);
@@ -372,7 +373,8 @@ static void test_timeouts_and_errors(void **state) {
   char out[256];
   struct client c;
   handshake(&c); /* no CONNECT: closed after connect_timeout (300 ms) */
-  usleep(500000);
+  usleep(500000); /* (not scaled: the poll below waits for the close anyway, and past the
+                     4 s ping window the session would be gone) */
   poll_expect(&c, "1");
   assert_int_equal(http("GET", c.qs, NULL, out, sizeof(out)), 400);
   assert_string_equal(out, "{\"code\":1,\"message\":\"Session ID unknown\"}");
