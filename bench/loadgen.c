@@ -24,7 +24,8 @@
  * per-sample allocation), and with --server-pid: the server's CPU microseconds per round
  * trip (utime+stime from /proc/PID/stat over the window) and in idle mode its RSS per
  * connection ((VmRSS with the connections held, after settling) - (VmRSS before)) / N.
- * The load generator's own CPU per round trip is reported too.
+ * The load generator's own CPU per round trip is reported too, and in both modes the connect
+ * latency p50/p99 (from a connection's first attempt to its Socket.IO CONNECT ack).
  *
  * --concurrency C bounds the handshakes in progress at once, over all workers (default
  * 512): more than the server's listen backlog only makes the kernel drop SYNs, which the
@@ -179,6 +180,8 @@ struct report_msg {
   uint64_t unexpected;  /* packets we did not expect (counted, ignored) */
   char err[ERRLEN];
   uint64_t hist[H_BUCKETS];
+  uint64_t connects;         /* connections that became ready (whole run, not the window) */
+  uint64_t chist[H_BUCKETS]; /* their connect latency: attempt start -> ready (ns) */
 };
 
 /* ---- worker -------------------------------------------------------------------------- */
@@ -230,6 +233,7 @@ struct worker {
   char http_req[4096];
   size_t http_len;
   struct report_msg rep;
+  uint64_t connects, chist[H_BUCKETS]; /* kept across the 'R' reset */
   struct rusage ru0;
   char first_err[ERRLEN];
 };
@@ -476,6 +480,8 @@ static void complete_fifo(struct worker *w, struct conn *c) {
 
 static void conn_became_ready(struct worker *w, struct conn *c) {
   c->state = C_READY;
+  w->connects++;
+  w->chist[hist_index(w->now - c->t_start)]++;
   w->pending--;
   w->ready++;
   w->open_now++;
@@ -657,7 +663,7 @@ static void on_connected(struct worker *w, struct conn *c) {
 static void open_one(struct worker *w) {
   struct conn *c = &w->conns[w->opened++];
   memset(c, 0, sizeof *c);
-  c->t_start = w->now;
+  c->t_start = now_ns(); /* not w->now: a burst of opens takes a while */
   rand_bytes(c->mask, sizeof c->mask);
   lgw_ws_init(&c->ws, 1u << 24);
   w->pending++;
@@ -735,6 +741,8 @@ static bool on_command(struct worker *w) {
     w->running = false;
     w->rep.cpu_us = rusage_us(&ru) - rusage_us(&w->ru0);
     w->rep.open = (uint64_t)w->open_now;
+    w->rep.connects = w->connects;
+    memcpy(w->rep.chist, w->chist, sizeof w->rep.chist);
     memcpy(w->rep.err, w->first_err, sizeof w->rep.err);
     if (write_full(w->res_fd, &w->rep, sizeof w->rep) < 0)
       return false;
@@ -1168,8 +1176,11 @@ int main(int argc, char **argv) {
     tot.cpu_us += rep[i].cpu_us;
     tot.pings += rep[i].pings;
     tot.unexpected += rep[i].unexpected;
-    for (unsigned b = 0; b < H_BUCKETS; b++)
+    tot.connects += rep[i].connects;
+    for (unsigned b = 0; b < H_BUCKETS; b++) {
       tot.hist[b] += rep[i].hist[b];
+      tot.chist[b] += rep[i].chist[b];
+    }
     if (!first_err[0] && rep[i].err[0])
       first_err = rep[i].err;
   }
@@ -1180,6 +1191,8 @@ int main(int argc, char **argv) {
   double p99 = hist_pct(tot.hist, tot.rt, 99) / 1e3;
   double p999 = hist_pct(tot.hist, tot.rt, 99.9) / 1e3;
   double mean = tot.rt ? (double)tot.lat_sum_ns / (double)tot.rt / 1e3 : 0;
+  double c50 = hist_pct(tot.chist, tot.connects, 50) / 1e6;
+  double c99 = hist_pct(tot.chist, tot.connects, 99) / 1e6;
   double srv_cpu = (cpu0 >= 0 && cpu1 >= 0) ? (double)(cpu1 - cpu0) : -1;
   double srv_per_rt = (srv_cpu >= 0 && tot.rt) ? srv_cpu / (double)tot.rt : -1;
   double lg_per_rt = tot.rt ? (double)tot.cpu_us / (double)tot.rt : -1;
@@ -1202,6 +1215,10 @@ int main(int argc, char **argv) {
              "CPU while idle %.1f%% of a core\n",
              rss0, rss1, rss_per_conn, srv_cpu >= 0 ? srv_cpu / secs / 1e4 : -1.0);
   }
+  printf(
+      "  connect latency (attempt -> Socket.IO CONNECT acknowledged): p50 %.1f ms p99 %.1f ms "
+      "over %" PRIu64 " connections\n",
+      c50, c99, tot.connects);
   if (first_err[0])
     printf("  first error: %s\n", first_err);
   printf("RESULT label=%s proto=%s mode=%s conns=%ld inflight=%d size=%d ready=%" PRIu64
@@ -1209,11 +1226,12 @@ int main(int argc, char **argv) {
          " secs=%.3f rate=%.1f p50_us=%.1f p99_us=%.1f p999_us=%.1f mean_us=%.1f"
          " srv_cpu_us=%.0f srv_us_per_rt=%.3f lg_us_per_rt=%.3f rss0_kb=%" PRId64
          " rss1_kb=%" PRId64 " rss2_kb=%" PRId64 " rss_per_conn_b=%.0f connect_s=%.2f"
-         " pings=%" PRIu64 " unexpected=%" PRIu64 " lost_workers=%" PRIu64 "\n",
+         " pings=%" PRIu64 " unexpected=%" PRIu64 " lost_workers=%" PRIu64
+         " connect_p50_ms=%.1f connect_p99_ms=%.1f\n",
          O.label[0] ? O.label : "-", proto_name, mode_name, O.conns, O.inflight, O.size, ready,
          failed, tot.errors, tot.open, tot.rt, secs, rate, p50, p99, p999, mean, srv_cpu,
          srv_per_rt, lg_per_rt, rss0, rss1, rss2, rss_per_conn, connect_s, tot.pings,
-         tot.unexpected, lost_workers);
+         tot.unexpected, lost_workers, c50, c99);
   fflush(stdout);
   free(rm);
   free(rep);
