@@ -164,8 +164,8 @@ static void on_socket_user(void *ud, struct sio_socket *s, const char *user_id) 
 }
 
 static void on_chat_deleted(void *ud, const char *user_id, const char *chat_id) {
-  (void)chat_id;
   struct engram *e = ud;
+  chat_forget_chat(e->chat, chat_id);
   recall_invalidate(e->recall, user_id);
   cluster_invalidate_user(e->cluster, user_id);
 }

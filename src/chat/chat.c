@@ -907,6 +907,11 @@ void chat_attach(struct chat *c, struct sio_nsp *nsp) {
   sio_on_disconnect(nsp, on_disconnect, c);
 }
 
+void chat_forget_chat(struct chat *c, const char *chat_id) {
+  if (c->windows && chat_id != NULL)
+    chat_windows_drop(c->windows, chat_id);
+}
+
 void chat_socket_user(struct chat *c, struct sio_socket *s, const char *user_id) {
   struct csock *cs = sio_socket_data(s);
   if (cs == NULL) {

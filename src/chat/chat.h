@@ -88,6 +88,9 @@ void chat_attach(struct chat *c, struct sio_nsp *nsp);
 void chat_socket_user(struct chat *c, struct sio_socket *s, const char *user_id);
 /* The user id of an authenticated socket, or NULL. */
 const char *chat_socket_user_id(const struct sio_socket *s);
+/* A chat was deleted (DELETE /api/chat/:id): its cached window goes too, so deleted
+   chats neither hold their messages in memory nor grow the cache up to its budget. */
+void chat_forget_chat(struct chat *c, const char *chat_id);
 /* See "Lifetime". on_idle runs once, on the loop, when no generation runs any more. */
 void chat_shutdown(struct chat *c, uint32_t deadline_ms, void (*on_idle)(void *ud), void *ud);
 void chat_free(struct chat *c);
