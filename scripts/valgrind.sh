@@ -4,7 +4,8 @@
 # every memory error fail the run (--error-exitcode), as does a failing test. Needs a build
 # without sanitizers (`make build`; ENGRAM_BUILD picks another folder). Tests marked
 # @needs-services get PostgreSQL and Redis from scripts/services.sh when SERVICES=1
-# (default: skipped, said so). Memcheck runs code 10-50 times slower: the tests' deadlines
+# (default: skipped, said so). Suppressions: tests/valgrind.supp (each entry says why it is
+# not a leak). Memcheck runs code 10-50 times slower: the tests' deadlines
 # (waits and "not hung" upper bounds, tests/unit/test_time.h) are multiplied by
 # ENGRAM_TEST_TIME_SCALE, 10 here unless set; what the tests assert is unchanged.
 #
@@ -39,7 +40,7 @@ for src in tests/unit/*/test_*.c; do
   timeout -k 10 "${VG_TIMEOUT:-900}" valgrind --tool=memcheck --leak-check=full \
     --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
     --error-exitcode=99 --track-fds=no --num-callers=30 \
-    --suppressions=/dev/null ${VG_EXTRA:-} "$exe" >"$log" 2>&1
+    --suppressions="$PWD/tests/valgrind.supp" ${VG_EXTRA:-} "$exe" >"$log" 2>&1
   rc=$?
   secs=$(( $(date +%s) - start ))
   summary=$(grep -E 'ERROR SUMMARY|definitely lost:|indirectly lost:|possibly lost:|All heap blocks were freed' "$log" |
