@@ -10,9 +10,10 @@
  *
  * Pragmas: journal_mode=WAL, synchronous=FULL (see store.h "Durability"), foreign_keys=ON
  * (cascades), busy_timeout=10000 (another process on the same file), a 16 MiB page cache.
- * Readers map the file (mmap_size 1 GiB): in WAL mode a connection's page cache is
- * dropped whenever another connection committed, which with a message stored every few
- * milliseconds means every read would pread() its pages again; mapped pages cost nothing.
+ * Readers do not map the file (mmap_size 0, since 2026-11-26): mapped pages counted in
+ * the process's RSS and moved with the reads (up to 16 MB in the soak), while the hot reads
+ * are gone (the recall works in RAM, the chat windows are cached); a read after another
+ * connection's commit pread()s its pages again from the OS page cache.
  *
  * Full text: memories_fts is an external-content FTS5 table over memories(text, user_id)
  * (the owner is indexed so a search ranks one user's memories only), keyed by
@@ -334,7 +335,7 @@ static int sq_conn_open(struct sq_conn *c, const char *path, bool writer) {
       writer ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                " PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;"
              : "PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384;"
-               " PRAGMA query_only=ON; PRAGMA mmap_size=1073741824;";
+               " PRAGMA query_only=ON;";
   char *msg = NULL;
   rc = sqlite3_exec(c->db, pragmas, NULL, NULL, &msg);
   if (rc != SQLITE_OK) {
