@@ -67,7 +67,7 @@ if [ -x "$build/engram" ]; then
   help=$("$build/engram" --help)
   for k in $(cat "$d"/env/*.env | sed -n 's/^\([A-Z_0-9]*\)=.*/\1/p' | sort -u); do
     case $k in ENGRAM_LOG_FORMAT | ENGRAM_LOG_LEVEL) continue ;; esac # read by the logger
-    echo "$help" | grep -q "$k" || fail "engram does not know $k"
+    grep -q -- "$k" <<<"$help" || fail "engram does not know $k" # (a pipe into grep -q can SIGPIPE echo: pipefail)
   done
 fi
 echo "deploy: ok"
