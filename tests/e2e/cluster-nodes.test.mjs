@@ -22,7 +22,7 @@ import { Emitter } from "@socket.io/redis-emitter";
 import { createAdapter } from "@socket.io/redis-adapter";
 import { Server } from "socket.io";
 import http from "node:http";
-import { startBinary, freePort, waitForPort, waitFor, sleep } from "./lib/proc.mjs";
+import { startBinary, freePort, waitForPort, waitFor, sleep, servicesEnv } from "./lib/proc.mjs";
 
 const SECRET = "cluster-test-secret-0123456789abcdef";
 const run = randomBytes(4).toString("hex");
@@ -31,16 +31,6 @@ let pgBase, pgUrl, redisUrl, dir, dbName;
 const nodes = [];
 let nginx, nginxPort;
 
-function servicesEnv() {
-  const file = process.env.ENGRAM_SERVICES_ENV;
-  const out = {};
-  if (!file || !fs.existsSync(file)) return out;
-  for (const line of fs.readFileSync(file, "utf8").split("\n")) {
-    const m = /^([A-Z_]+)=(.*)$/.exec(line);
-    if (m) out[m[1]] = m[2].replace(/^"(.*)"$/, "$1");
-  }
-  return out;
-}
 
 function psql(url, sql) {
   const r = spawnSync("psql", [url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql], { encoding: "utf8" });

@@ -12,22 +12,12 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { io } from "socket.io-client";
-import { startBinary, freePort, waitForPort, sleep } from "./lib/proc.mjs";
+import { startBinary, freePort, waitForPort, sleep, servicesEnv } from "./lib/proc.mjs";
 
 const run = randomBytes(4).toString("hex");
 let pgBase, pgUrl, dir, dbName, redis, redisPort;
 const nodes = [];
 
-function servicesEnv() {
-  const file = process.env.ENGRAM_SERVICES_ENV;
-  const out = {};
-  if (!file || !fs.existsSync(file)) return out;
-  for (const line of fs.readFileSync(file, "utf8").split("\n")) {
-    const m = /^([A-Z_]+)=(.*)$/.exec(line);
-    if (m) out[m[1]] = m[2].replace(/^"(.*)"$/, "$1");
-  }
-  return out;
-}
 const psql = (url, sql) => {
   const r = spawnSync("psql", [url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`psql: ${r.stderr}`);

@@ -13,7 +13,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { io } from "socket.io-client";
-import { startBinary, freePort, sleep } from "./lib/proc.mjs";
+import { startBinary, freePort, sleep, servicesEnv } from "./lib/proc.mjs";
 import { startFakeLlm } from "../fakes/fake-llm.mjs";
 
 const KILLS = Number(process.env.ENGRAM_CRASH_KILLS || 20);
@@ -21,16 +21,6 @@ const CLIENTS = 6;
 const SECRET = "crash-test-secret-0123456789abcdef";
 let fake;
 
-function servicesEnv() {
-  const file = process.env.ENGRAM_SERVICES_ENV;
-  const out = {};
-  if (!file || !fs.existsSync(file)) return out;
-  for (const line of fs.readFileSync(file, "utf8").split("\n")) {
-    const m = /^([A-Z_]+)=(.*)$/.exec(line);
-    if (m) out[m[1]] = m[2].replace(/^"(.*)"$/, "$1");
-  }
-  return out;
-}
 
 before(async () => {
   fake = await startFakeLlm();

@@ -14,22 +14,12 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { io } from "socket.io-client";
-import { startBinary, waitFor, freePort } from "./lib/proc.mjs";
+import { startBinary, waitFor, freePort, servicesEnv } from "./lib/proc.mjs";
 import { client, waitUntil } from "./lib/app.mjs";
 
 let srv, dir;
 const app = client(() => srv.url);
 
-function servicesEnv() {
-  const file = process.env.ENGRAM_SERVICES_ENV;
-  const out = {};
-  if (!file || !fs.existsSync(file)) return out;
-  for (const line of fs.readFileSync(file, "utf8").split("\n")) {
-    const m = /^([A-Z_]+)=(.*)$/.exec(line);
-    if (m) out[m[1]] = m[2].replace(/^"(.*)"$/, "$1");
-  }
-  return out;
-}
 
 // /metrics as a map: 'name{labels}' (labels as sent) -> number.
 async function metrics(url) {

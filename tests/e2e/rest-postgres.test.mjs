@@ -11,22 +11,12 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { io } from "socket.io-client";
-import { startBinary, BUILD } from "./lib/proc.mjs";
+import { startBinary, BUILD, servicesEnv } from "./lib/proc.mjs";
 
 let srv, dir, pg;
 const SECRET = "rest-postgres-secret-0123456789abcdef";
 const run = randomBytes(4).toString("hex");
 
-function servicesEnv() {
-  const file = process.env.ENGRAM_SERVICES_ENV;
-  const out = {};
-  if (!file || !fs.existsSync(file)) return out;
-  for (const line of fs.readFileSync(file, "utf8").split("\n")) {
-    const m = /^([A-Z_]+)=(.*)$/.exec(line);
-    if (m) out[m[1]] = m[2].replace(/^"(.*)"$/, "$1");
-  }
-  return out;
-}
 
 async function call(cookie, method, p, body) {
   const headers = {};

@@ -13,6 +13,7 @@
 //   port     a port to use (default: a free one)
 //   readyTimeoutMs  how long to wait for the port to accept connections (default 10 s)
 //   allowExitCodes  exit codes stop() accepts besides 0 (for tests that kill on purpose)
+import fs from "node:fs";
 import { spawn } from "node:child_process";
 import net from "node:net";
 import path from "node:path";
@@ -137,4 +138,17 @@ export async function startBinary(name, opts = {}) {
       return exited;
     },
   };
+}
+
+// The KEY=value lines of the file ctest names in ENGRAM_SERVICES_ENV (PostgreSQL and Redis
+// URLs for tests marked @needs-services); {} when there is none.
+export function servicesEnv() {
+  const file = process.env.ENGRAM_SERVICES_ENV;
+  const out = {};
+  if (!file || !fs.existsSync(file)) return out;
+  for (const line of fs.readFileSync(file, "utf8").split("\n")) {
+    const m = /^([A-Z_]+)=(.*)$/.exec(line);
+    if (m) out[m[1]] = m[2].replace(/^"(.*)"$/, "$1");
+  }
+  return out;
 }
