@@ -21,7 +21,8 @@
 # memory index stop growing). engram runs with no per-address connection cap (the default,
 # ENGRAM_MAX_CONN_PER_IP=0) and no per-user message rate limit (ENGRAM_RATE_MESSAGES=0).
 # The server's RSS: VmRSS of /proc/PID/status; its anonymous part RssAnon (the heap); and
-# the pages of the database file that the SQLite readers have mapped (mmap_size, from
+# the pages of the database file that the SQLite readers have mapped (none since the readers
+# stopped mapping it, 2026-11-26; kept to show it; mmap_size, from
 # /proc/PID/smaps): those are the kernel's page cache of the file, counted in VmRSS only
 # because the readers map it rather than pread() it, bounded by 4 readers x the file, and
 # they come and go as the readers remap it, by 10-30 MB (SECURITY.md "Load and soak").
