@@ -2,14 +2,18 @@
  * recall: a user's long-term memory as one service over the store (texts, vectors, the
  * keyword index), the embedder and the in-process vector index (src/memory).
  *
- * - recall_remember(): embed a stored memory as a document, record its vector and model in
- *   the store, add it to the user's index when that is loaded. Embedding failures are not
+ * - recall_remember(): add a stored memory to the user's index when that is loaded (its
+ *   words at once), embed it as a document, record its vector and model in the store (or
+ *   take the vector already stored with its message) and give it to the index. Embedding failures are not
  *   fatal: the memory stays pending in the store and the backfill embeds it later.
  * - recall_search(): the memories of ONE user most relevant to a query: the query is
- *   embedded (or its vector given), then on the thread pool the user's index is loaded
- *   when needed, the vector side (index) and the keyword side (store BM25) each give
- *   candidates, mem_recall_fuse() merges them (excluded ids never come back), and the
- *   texts are read back from the store, checked to be this user's.
+ *   embedded (or its vector given), then on the thread pool the user's memories are loaded
+ *   into the index when needed (one load per user at a time) and the index answers in RAM:
+ *   its vector side and its keyword side (BM25 over the user's own memories) each give
+ *   candidates, mem_recall_fuse() merges them (excluded ids never come back), with the
+ *   texts and neighbouring turns from the same rows. With Pinecone the vector side is
+ *   Pinecone's and the keyword side the store's full-text index (texts read back from
+ *   the store, checked to be this user's).
  * - recall_forget()/recall_forget_all()/recall_note(): delete or add memories in the store
  *   and the index together.
  * - The backfill: recall_backfill_kick() starts a pass (when none runs) that embeds every
