@@ -117,7 +117,7 @@ static void job_free(struct job *j) {
   free(j);
 }
 
-/* ---- responses ------------------------------------------------------------------------- */
+/* ---- responses ------------------------------------------------------------------- */
 
 static void check_sent(int rc) {
   if (rc != 0 && rc != EG_ECLOSED)
@@ -222,7 +222,7 @@ static void user_with_cookie(struct job *j, const struct store_user *u, int stat
   j->body = dump(json_pack("{s:o}", "user", user_json(u)));
 }
 
-/* ---- work (pool thread) ---------------------------------------------------------------- */
+/* ---- work (pool thread) ---------------------------------------------------------- */
 
 static int db_error(struct job *j, int rc) {
   log_error("api: store: %s", eg_strerror(rc));
@@ -455,7 +455,7 @@ static int job_work(struct store *s, void *arg) {
   return 0;
 }
 
-/* ---- done (loop thread) ---------------------------------------------------------------- */
+/* ---- done (loop thread) ---------------------------------------------------------- */
 
 static void pump(struct api *a);
 static bool memory_continue(struct job *j);
@@ -571,7 +571,7 @@ static struct job *job_new(struct api *a, struct http_req *r, enum job_kind kind
   return j;
 }
 
-/* ---- request checks (loop thread) ------------------------------------------------------- */
+/* ---- request checks (loop thread) ------------------------------------------------ */
 
 /* Refuses cross-site state changes: an Origin that is not ours nor allowed -> 403. */
 static bool origin_ok(struct api *a, struct http_req *r) {
@@ -685,7 +685,7 @@ static void addr_key(struct http_req *r, char out[80]) {
   snprintf(out, 80, "ip:%.*s", (int)n, remote ? remote : "");
 }
 
-/* ---- handlers (loop thread) ------------------------------------------------------------- */
+/* ---- handlers (loop thread) ------------------------------------------------------ */
 
 static void h_register(struct http_req *r, void *ud) {
   struct api *a = ud;
@@ -835,8 +835,7 @@ static void h_chat_delete(struct http_req *r, void *ud) {
   submit(j);
 }
 
-/* ---- memory routes (recall on the loop thread) --------------------------------------------
- */
+/* ---- memory routes (recall on the loop thread) ----------------------------------- */
 
 static void mem_reply(struct job *j) {
   if (j->body == NULL)
@@ -1065,7 +1064,7 @@ int api_register(struct api *a, struct http_router *rt) {
   return 0;
 }
 
-/* ---- handshake --------------------------------------------------------------------------- */
+/* ---- handshake ------------------------------------------------------------------- */
 
 int api_handshake(struct api *a, struct slice cookie_header, struct slice auth_token,
                   struct slice authorization, api_handshake_cb done, void *arg) {

@@ -174,8 +174,7 @@ int cli_memory(int argc, char **argv, const struct cli_env *env) {
   return rc ? 1 : 0;
 }
 
-/* ---- import -------------------------------------------------------------------------------
- */
+/* ---- import ---------------------------------------------------------------------- */
 
 struct imp_chat {
   char id[ID_LEN + 1];

@@ -104,8 +104,7 @@ struct chat {
   void *idle_ud;
 };
 
-/* ---- helpers ------------------------------------------------------------------------------
- */
+/* ---- helpers --------------------------------------------------------------------- */
 
 static struct sio_socket *job_socket(const struct job *j) {
   return j->sock && sio_socket_connected(j->sock->s) ? j->sock->s : NULL;
@@ -181,8 +180,7 @@ static void fan_out(struct job *j, const struct store_message_new *m) {
     log_warn("chat: chat-message fan-out failed: %s", eg_strerror(rc));
 }
 
-/* ---- jobs and queues ------------------------------------------------------------------------
- */
+/* ---- jobs and queues ------------------------------------------------------------- */
 
 static void job_unlink_socket(struct job *j) {
   if (j->sock == NULL)
@@ -283,8 +281,7 @@ static float *local_embed(struct chat *c, struct store_message_new *m, const cha
   return v;
 }
 
-/* ---- stage 3: model, answer, store ----------------------------------------------------------
- */
+/* ---- stage 3: model, answer, store ----------------------------------------------- */
 
 static void on_model_stored(void *arg, int status, struct store_message_new *m) {
   struct job *j = arg;
@@ -472,8 +469,7 @@ static void start_model(struct job *j) {
   }
 }
 
-/* ---- stage 2: recall || history
- * ---------------------------------------------------------------- */
+/* ---- stage 2: recall || history -------------------------------------------------- */
 
 static void stage2_done(struct job *j) {
   if (--j->pending > 0)
@@ -566,8 +562,7 @@ static void on_window_and_recall(void *arg, int status) {
   stage2_done(j);
 }
 
-/* ---- stage 1: store || embed
- * --------------------------------------------------------------------- */
+/* ---- stage 1: store || embed ----------------------------------------------------- */
 
 static void stage1_done(struct job *j) {
   if (--j->pending > 0)
@@ -689,8 +684,7 @@ static void job_start(struct job *j) {
   }
 }
 
-/* ---- events
- * -------------------------------------------------------------------------------------- */
+/* ---- events ---------------------------------------------------------------------- */
 
 static bool rate_ok(struct chat *c, const char *user) {
   if (c->d.rate_per_min == 0)
@@ -871,8 +865,7 @@ static void on_disconnect(struct sio_socket *s, const char *reason, void *ud) {
   free(cs);
 }
 
-/* ---- public
- * -------------------------------------------------------------------------------------- */
+/* ---- public ---------------------------------------------------------------------- */
 
 int chat_new(const struct chat_deps *d, struct chat **out) {
   if (d == NULL || d->loop == NULL || d->async == NULL || d->recall == NULL ||

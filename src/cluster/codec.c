@@ -22,8 +22,7 @@ static const char *str_ptr(const msgpack_object_str *s) {
   return s->size ? s->ptr : "";
 }
 
-/* ---- msgpack -> JSON ------------------------------------------------------------------------
- */
+/* ---- msgpack -> JSON ------------------------------------------------------------- */
 
 static json_t *to_json(const msgpack_object *o, int depth) {
   if (depth > MAX_DEPTH)
@@ -128,7 +127,7 @@ bad:
   return NULL;
 }
 
-/* ---- framing check ---------------------------------------------------------------------- */
+/* ---- framing check --------------------------------------------------------------- */
 
 static uint64_t be(const uint8_t *p, int k) {
   uint64_t v = 0;
@@ -265,8 +264,7 @@ void cluster_msg_free(struct cluster_msg *m) {
   m->data = m->rooms = m->except = NULL;
 }
 
-/* ---- JSON -> msgpack ------------------------------------------------------------------------
- */
+/* ---- JSON -> msgpack ------------------------------------------------------------- */
 
 static int buf_write(void *data, const char *p, size_t n) {
   return buf_append(data, p, n) == 0 ? 0 : -1;

@@ -58,8 +58,7 @@ struct cluster {
   void *closed_ud;
 };
 
-/* ---- URL ----------------------------------------------------------------------------------
- */
+/* ---- URL ------------------------------------------------------------------------- */
 
 /* redis://[[user]:password@]host[:port][/db][?key=prefix] */
 static int parse_url(struct cluster *cl, const char *url) {
@@ -105,8 +104,7 @@ static int parse_url(struct cluster *cl, const char *url) {
   return 0;
 }
 
-/* ---- connections --------------------------------------------------------------------------
- */
+/* ---- connections ----------------------------------------------------------------- */
 
 static void connect_missing(struct cluster *cl);
 
@@ -254,8 +252,7 @@ static void on_retry(uv_timer_t *t) {
   connect_missing(cl);
 }
 
-/* ---- receiving ------------------------------------------------------------------------------
- */
+/* ---- receiving ------------------------------------------------------------------- */
 
 static void deliver_remote(struct cluster *cl, const struct cluster_msg *m) {
   size_t nr = json_array_size(m->rooms), ne = json_array_size(m->except);
@@ -353,8 +350,7 @@ static void on_sub_message(redisAsyncContext *ac, void *r, void *priv) {
     on_invalidate_msg(cl, rep->element[2]);
 }
 
-/* ---- publishing -----------------------------------------------------------------------------
- */
+/* ---- publishing ------------------------------------------------------------------ */
 
 static void on_published(redisAsyncContext *ac, void *r, void *priv) {
   pub_answered(((struct cluster *)ac->data), ac);
@@ -424,8 +420,7 @@ static void publish_broadcast(struct cluster *cl, const struct sio_bcast *to,
   free(rooms);
 }
 
-/* ---- the adapter
- * ------------------------------------------------------------------------------ */
+/* ---- the adapter ----------------------------------------------------------------- */
 
 static const struct sio_adapter_ops cluster_ops;
 
@@ -465,8 +460,7 @@ static int ad_broadcast(void *a, struct sio_nsp *nsp, const struct sio_bcast *to
 static const struct sio_adapter_ops cluster_ops = {ad_join, ad_leave, ad_leave_all,
                                                    ad_broadcast, NULL};
 
-/* ---- per-chat lock (see cluster.h)
- * -------------------------------------------------------------- */
+/* ---- per-chat lock (see cluster.h) ----------------------------------------------- */
 
 /* One round trip per attempt: a fencing token from the shared counter, then SET NX PX. */
 static const char LOCK_SCRIPT[] =
@@ -657,8 +651,7 @@ const struct chat_lock_ops *cluster_chat_lock_ops(struct cluster *cl) {
   return &cl->lock_ops;
 }
 
-/* ---- public ---------------------------------------------------------------------------------
- */
+/* ---- public ---------------------------------------------------------------------- */
 
 int cluster_new(const struct cluster_opts *o, struct cluster **out) {
   *out = NULL;

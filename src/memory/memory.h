@@ -42,7 +42,7 @@
 /* Largest model id, including the NUL. */
 #define MEM_MODEL_MAX 64
 
-/* ---- embedders ------------------------------------------------------------------------ */
+/* ---- embedders ------------------------------------------------------------------- */
 
 /* What a text is embedded for: stored memories are documents, the user's new message is
    the query (Gemini's RETRIEVAL_DOCUMENT / RETRIEVAL_QUERY; hash ignores it). */
@@ -123,7 +123,7 @@ uint64_t mem_term_hash(const char *stem, size_t len);
 /* Model id of mem_hash_embed's vectors. */
 #define MEM_HASH_MODEL "hash-v1/768"
 
-/* ---- vector math (SIMD chosen at run time) ---------------------------------------------- */
+/* ---- vector math (SIMD chosen at run time) --------------------------------------- */
 
 /* Dot product of two float vectors. */
 float mem_dot_f32(const float *a, const float *b, size_t n);
@@ -151,7 +151,7 @@ void mem__quad_col_avx2(const int8_t *col, const int8_t q[4], size_t n, int32_t 
    ENGRAM_NO_AVX2=1 in the environment). */
 bool mem_simd_avx2(void);
 
-/* ---- the builtin vector index ---------------------------------------------------------- */
+/* ---- the builtin vector index ---------------------------------------------------- */
 
 /* One memory as the index keeps it: the message id (24 hex chars), its creation time, its
    vector when it has one of the user's model (int8 with a per-row scale), its text (for
@@ -251,8 +251,7 @@ struct mem_index_stats {
 };
 void mem_index_stats(struct mem_index *ix, struct mem_index_stats *st);
 
-/* ---- Pinecone vector store ----------------------------------------------------------------
- */
+/* ---- Pinecone vector store ------------------------------------------------------- */
 
 /* The `pinecone` vector store (REST data plane over httpc, on the loop thread; callbacks
    run there, never inside the starting call). Every vector carries metadata {user, chat,
@@ -300,7 +299,7 @@ EG_WUR int mem_pinecone_delete(struct mem_pinecone *pc, const char *const *ids, 
 EG_WUR int mem_pinecone_delete_user(struct mem_pinecone *pc, const char *user,
                                     mem_pc_done_cb cb, void *ud);
 
-/* ---- recall ---------------------------------------------------------------------------- */
+/* ---- recall ---------------------------------------------------------------------- */
 
 /* One candidate from a search (vector side: cosine; keyword side: BM25, higher = better,
    i.e. the negated SQLite bm25() value). Text pointers are borrowed. */

@@ -126,7 +126,7 @@ static int load_user(struct store *s, struct mem_index *ix, const char *model, i
   return rc;
 }
 
-/* ---- search ------------------------------------------------------------------------------ */
+/* ---- search ---------------------------------------------------------------------- */
 
 struct search_job {
   struct recall *r;
@@ -487,7 +487,7 @@ int recall_search(struct recall *r, const char *user_id, const char *query, cons
   return 0;
 }
 
-/* ---- remember ---------------------------------------------------------------------------- */
+/* ---- remember -------------------------------------------------------------------- */
 
 struct rem_job {
   struct recall *r;
@@ -684,8 +684,7 @@ int recall_remember(struct recall *r, const struct recall_memory *m, recall_done
   return 0;
 }
 
-/* ---- forget, notes, invalidation
- * ------------------------------------------------------------- */
+/* ---- forget, notes, invalidation ------------------------------------------------- */
 
 struct small_job {
   struct recall *r;
@@ -836,8 +835,7 @@ void recall_invalidate(struct recall *r, const char *user_id) {
     mem_index_drop(r->d.index, user_id);
 }
 
-/* ---- backfill -------------------------------------------------------------------------------
- */
+/* ---- backfill -------------------------------------------------------------------- */
 
 struct fill_job {
   struct recall *r;
