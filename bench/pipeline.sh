@@ -18,6 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${ENGRAM_BUILD:-build}
+E=${ENGRAM_BIN:-$B/engram} # the server under test (ENGRAM_BIN: compare two builds)
 CONNS=${CONNS:-100}; USERS=${USERS:-10}; MEMORIES=${MEMORIES:-10000}; DURATION=${DURATION:-15}
 SECRET=bench-pipeline-secret-0123456789abcdef
 work=$(mktemp -d /tmp/engram-pipeline.XXXXXX)
@@ -41,7 +42,7 @@ fport=$(sed -n 's/^PORT=//p' "$work/fake.out")
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 PORT=$port ENGRAM_DB="$work/engram.db" ENGRAM_DATA_DIR="$work" JWT_SECRET=$SECRET \
   ENGRAM_LLM=openai OPENAI_BASE_URL="http://127.0.0.1:$fport/v1" ENGRAM_LLM_MODEL=fake \
-  ENGRAM_RATE_MESSAGES=0 ENGRAM_LOG_LEVEL=warn "$B/engram" 2>"$work/engram.log" & epid=$!
+  ENGRAM_RATE_MESSAGES=0 ENGRAM_LOG_LEVEL=warn "$E" 2>"$work/engram.log" & epid=$!
 pids+=($epid)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 

@@ -140,9 +140,13 @@ static const char *const sq_migrations[] = {
                 " WHERE EXISTS (SELECT 1 FROM chats WHERE id = ?2 AND user_id = ?3)")          \
   X(MSG_DELETE, "DELETE FROM messages WHERE id = ?1")                                          \
   X(MSG_MAX_ROWID, "SELECT COALESCE(MAX(rowid), 0) FROM messages")                             \
-  X(MEM_FROM_MSGS, "INSERT INTO memories(id, user_id, chat_id, role, text, created_at)"        \
-                   " SELECT id, user_id, chat_id, role, content, created_at FROM messages"     \
-                   " WHERE rowid > ?1 AND content <> '' ORDER BY rowid")                       \
+  X(MEM_FROM_MSGS, "INSERT INTO memories(id, user_id, chat_id, role, text, created_at,"        \
+                   " embed_model, vector, dims) SELECT m.id, m.user_id, m.chat_id, m.role,"    \
+                   " m.content, m.created_at, v.model, v.vector, COALESCE(v.dims, 0)"          \
+                   " FROM messages m LEFT JOIN temp.batch_vec v ON v.id = m.id"                \
+                   " WHERE m.rowid > ?1 AND m.content <> '' ORDER BY m.rowid")                 \
+  X(VEC_STAGE, "INSERT INTO temp.batch_vec(id, model, vector, dims) VALUES (?1, ?2, ?3, ?4)")  \
+  X(VEC_CLEAR, "DELETE FROM temp.batch_vec")                                                   \
   X(MSG_GET, "SELECT " MSG_COLS " FROM messages WHERE id = ?1 AND user_id = ?2")               \
   X(MSG_BEFORE, "SELECT " MSG_COLS " FROM messages WHERE chat_id = ?1 AND (created_at < ?2"    \
                 " OR (created_at = ?2 AND id < ?3)) ORDER BY created_at DESC, id DESC"         \
@@ -338,6 +342,13 @@ static int sq_conn_open(struct sq_conn *c, const char *path, bool writer) {
                " PRAGMA query_only=ON;";
   char *msg = NULL;
   rc = sqlite3_exec(c->db, pragmas, NULL, NULL, &msg);
+  /* The writer's staging table for the vectors of a batch (see sq_msg_batch_try): in
+     memory, private to the connection, never in the database file. */
+  if (rc == SQLITE_OK && writer)
+    rc = sqlite3_exec(c->db,
+                      "CREATE TEMP TABLE batch_vec (id TEXT PRIMARY KEY, model TEXT NOT NULL,"
+                      " vector BLOB NOT NULL, dims INTEGER NOT NULL)",
+                      NULL, NULL, &msg);
   if (rc != SQLITE_OK) {
     log_error("store: sqlite pragmas on %s: %s", path, msg ? msg : sqlite3_errstr(rc));
     sqlite3_free(msg);
@@ -890,20 +901,29 @@ static int sq_touch_chats(struct sq_conn *c, struct store_message_new *m, size_t
 
 /* One transaction for the batch. The fast path inserts the messages one by one, then all
    their memories with ONE statement (the messages added since the largest rowid seen at
-   BEGIN): FTS5 flushes its pending terms into a new segment at every statement savepoint,
-   so a statement per memory would write a segment per row and keep merging them. If that
-   statement fails on a taken memory id (a note with the same id), the transaction is
-   rolled back and replayed on the slow path, memory by memory. */
+   BEGIN, with the vectors staged in temp.batch_vec): FTS5 flushes its pending terms into a
+   new segment at every statement savepoint, so a statement per memory would write a
+   segment per row and keep merging them. If that statement fails on a taken memory id (a
+   note with the same id), the transaction is rolled back and replayed on the slow path,
+   memory by memory. */
+static int sq_stage_vec(struct sq_conn *c, const struct store_message_new *m) {
+  sqlite3_stmt *st = sq_prep(c, SQ_VEC_STAGE);
+  if (!st)
+    return EG_EDB;
+  bind_text(st, 1, m->id);
+  bind_text(st, 2, m->embed_model);
+  sqlite3_bind_blob(st, 3, m->vec, (int)(m->dims * sizeof(float)), SQLITE_STATIC);
+  sqlite3_bind_int(st, 4, (int)m->dims);
+  int r = sqlite3_step(st);
+  sq_done(st);
+  return r == SQLITE_DONE ? 0 : sq_err(c->db, r, "vector staging");
+}
+
 static int sq_msg_batch_try(struct sq_conn *c, struct store_message_new *m, size_t n,
                             int *status, bool slow) {
   int rc = sq_exec_st(c, SQ_BEGIN);
   if (rc != 0)
     return rc;
-  /* Memories are inserted with their messages, one by one, on the slow path and when a
-     vector comes with a message (it goes in with the row: no update after); else all at
-     once after the messages (MEM_FROM_MSGS). */
-  for (size_t i = 0; i < n && !slow; i++)
-    slow = status[i] == 0 && m[i].vec != NULL;
   sqlite3_int64 max_rowid = 0;
   if (!slow) {
     sqlite3_stmt *st = sq_prep(c, SQ_MSG_MAX_ROWID);
@@ -918,12 +938,18 @@ static int sq_msg_batch_try(struct sq_conn *c, struct store_message_new *m, size
       sq_done(st);
     }
   }
+  bool staged = false;
   for (size_t i = 0; i < n && rc == 0; i++) {
     if (status[i] != 0)
       continue;
     status[i] = sq_msg_insert_one(c, &m[i], slow);
     if (status[i] == EG_EDB)
       rc = EG_EDB;
+    else if (!slow && status[i] == 0 && !m[i].existed && m[i].content[0] && m[i].vec &&
+             m[i].dims && m[i].embed_model) {
+      rc = sq_stage_vec(c, &m[i]);
+      staged = true;
+    }
   }
   if (rc == 0 && !slow) {
     sqlite3_stmt *st = sq_prep(c, SQ_MEM_FROM_MSGS);
@@ -936,6 +962,8 @@ static int sq_msg_batch_try(struct sq_conn *c, struct store_message_new *m, size
       sq_done(st);
     }
   }
+  if (rc == 0 && staged)
+    rc = sq_exec_st(c, SQ_VEC_CLEAR);
   if (rc == 0)
     rc = sq_touch_chats(c, m, n, status);
   if (rc == 0)
