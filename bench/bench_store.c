@@ -218,10 +218,10 @@ static void run_backend(const char *name, const char *url) {
   struct store_async_stats st;
   struct result g = group_commit(&t, &st);
   char extra[128];
-  snprintf(extra, sizeof(extra), "%llu txns, avg batch %.1f, max %llu",
+  snprintf(extra, sizeof(extra), "%llu txns, avg batch %.1f, max %llu, %llu fsyncs apart",
            (unsigned long long)st.transactions,
            st.transactions ? (double)st.inserts / (double)st.transactions : 0.0,
-           (unsigned long long)st.max_batch);
+           (unsigned long long)st.max_batch, (unsigned long long)st.syncs);
   snprintf(mode, sizeof(mode), "group commit, %d queued", g_inflight);
   row(name, mode, g, base_rate, extra);
   store_close(t.s);

@@ -118,6 +118,7 @@ int app_metrics_render(const struct app_metrics_src *m, struct buf *b) {
   C("engram_store_transactions_total", "Transactions of the group-commit writer.",
     ss.transactions);
   G("engram_store_max_batch", "Largest group commit.", ss.max_batch);
+  C("engram_store_syncs_total", "fsyncs of the group-commit syncer (SQLite).", ss.syncs);
   C("engram_recall_searches_total", "Memory searches.", rs.searches);
   C("engram_memories_embedded_total", "Memories embedded and indexed.", rs.remembered);
   C("engram_memories_backfilled_total", "Memories embedded by the backfill.", rs.backfilled);

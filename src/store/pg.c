@@ -1000,8 +1000,11 @@ done:
   return rc;
 }
 
+/* nosync is never asked (no sync op): a PostgreSQL commit is as durable as the server's
+   synchronous_commit makes it. */
 static int pg_msg_insert_batch(struct store *s, struct store_message_new *m, size_t n,
-                               int *status) {
+                               int *status, bool nosync) {
+  (void)nosync;
   struct pg_batch b = {m, n, status, false};
   size_t valid = 0;
   for (size_t i = 0; i < n; i++)

@@ -2,13 +2,16 @@
  * sqlite.c: the SQLite back end.
  *
  * Connections. One writer connection, guarded by a mutex (SQLite allows one writer at a
- * time anyway; serialising here avoids SQLITE_BUSY between our own threads), and up to
+ * time anyway; serialising here avoids SQLITE_BUSY between our own threads), a second one
+ * for the group-commit batches (synchronous=NORMAL, fsynced by sq_sync: see store.h
+ * "Durability"; the same mutex guards it), and up to
  * SQ_READERS reader connections handed out from a small pool (WAL lets them read while the
  * writer commits). Every connection caches its prepared statements (prepared lazily with
  * SQLITE_PREPARE_PERSISTENT; reset and unbound after each use). Connections are opened
  * with SQLITE_OPEN_NOMUTEX because the pool never shares one between threads at a time.
  *
- * Pragmas: journal_mode=WAL, synchronous=FULL (see store.h "Durability"), foreign_keys=ON
+ * Pragmas: journal_mode=WAL, synchronous=FULL but NORMAL on the batch writer,
+ * foreign_keys=ON
  * (cascades), busy_timeout=10000 (another process on the same file), a 16 MiB page cache.
  * Readers do not map the file (mmap_size 0, since 2026-11-26): mapped pages counted in
  * the process's RSS and moved with the reads (up to 16 MB in the soak), while the hot reads
@@ -23,12 +26,15 @@
  */
 #include "store/store_int.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SQ_READERS 4
 
@@ -206,6 +212,11 @@ struct sq_store {
   char *path;
   pthread_mutex_t wmu; /* guards writer */
   struct sq_conn writer;
+  /* The group-commit writer's connection: synchronous=NORMAL, made durable by sq_sync
+     (store.h "Durability"). Used under wmu like `writer`. */
+  struct sq_conn bwriter;
+  pthread_mutex_t smu; /* guards wal_fd */
+  int wal_fd;          /* the -wal file, opened by the first sq_sync; -1 before */
   pthread_mutex_t rmu; /* guards the reader pool */
   pthread_cond_t rcond;
   struct sq_conn readers[SQ_READERS];
@@ -322,7 +333,10 @@ static void row_mem(sqlite3_stmt *st, struct store_memory *m) {
 
 /* ---- connections --------------------------------------------------------------------- */
 
-static int sq_conn_open(struct sq_conn *c, const char *path, bool writer) {
+enum sq_role { SQ_ROLE_READER, SQ_ROLE_WRITER, SQ_ROLE_BATCH };
+
+static int sq_conn_open(struct sq_conn *c, const char *path, enum sq_role role) {
+  bool writer = role != SQ_ROLE_READER;
   memset(c, 0, sizeof(*c));
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (writer ? SQLITE_OPEN_CREATE : 0);
   int rc = sqlite3_open_v2(path, &c->db, flags, NULL);
@@ -336,10 +350,14 @@ static int sq_conn_open(struct sq_conn *c, const char *path, bool writer) {
   sqlite3_extended_result_codes(c->db, 1);
   sqlite3_busy_timeout(c->db, 10000);
   const char *pragmas =
-      writer ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-               " PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;"
-             : "PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384;"
-               " PRAGMA query_only=ON;";
+      role == SQ_ROLE_WRITER
+          ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+            " PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;"
+      : role == SQ_ROLE_BATCH
+          ? "PRAGMA synchronous=NORMAL;"
+            " PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;"
+          : "PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384;"
+            " PRAGMA query_only=ON;";
   char *msg = NULL;
   rc = sqlite3_exec(c->db, pragmas, NULL, NULL, &msg);
   /* The writer's staging table for the vectors of a batch (see sq_msg_batch_try): in
@@ -391,7 +409,7 @@ static struct sq_conn *sq_reader(struct store *s) {
       if (q->rbusy[i])
         continue;
       if (!q->ropen[i]) {
-        if (sq_conn_open(&q->readers[i], q->path, false) != 0)
+        if (sq_conn_open(&q->readers[i], q->path, SQ_ROLE_READER) != 0)
           continue;
         q->ropen[i] = true;
         atomic_fetch_add_explicit(&q->n_ropen, 1, memory_order_relaxed);
@@ -500,6 +518,11 @@ static void sq_close(struct store *s) {
   for (int i = 0; i < SQ_READERS; i++)
     if (q->ropen[i])
       sq_conn_close(&q->readers[i]);
+  if (q->bwriter.db)
+    sq_conn_close(&q->bwriter);
+  if (q->wal_fd >= 0)
+    close(q->wal_fd);
+  pthread_mutex_destroy(&q->smu);
   if (q->writer.db) {
     /* Fold the WAL back into the database so the file stands alone after a clean exit. */
     sqlite3_wal_checkpoint_v2(q->writer.db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
@@ -520,11 +543,15 @@ int store__sqlite_open(const char *path, struct store **out) {
   pthread_mutex_init(&q->wmu, NULL);
   pthread_mutex_init(&q->rmu, NULL);
   pthread_cond_init(&q->rcond, NULL);
-  int rc = sq_conn_open(&q->writer, path, true);
+  pthread_mutex_init(&q->smu, NULL);
+  q->wal_fd = -1;
+  int rc = sq_conn_open(&q->writer, path, SQ_ROLE_WRITER);
   if (rc == 0) {
     int v;
     rc = sq_migrate(&q->base, &v);
   }
+  if (rc == 0) /* after the migrations: its statements need the tables */
+    rc = sq_conn_open(&q->bwriter, path, SQ_ROLE_BATCH);
   if (rc != 0) {
     sq_close(&q->base);
     return rc;
@@ -973,11 +1000,15 @@ static int sq_msg_batch_try(struct sq_conn *c, struct store_message_new *m, size
   return rc;
 }
 
+/* nosync: the batch goes through the batch writer, whose commits do not fsync (sq_sync
+   does that afterwards); the writer lock serialises both connections. */
 static int sq_msg_insert_batch(struct store *s, struct store_message_new *m, size_t n,
-                               int *status) {
+                               int *status, bool nosync) {
   int *orig = xmalloc(n * sizeof(*orig));
   memcpy(orig, status, n * sizeof(*orig));
   struct sq_conn *c = sq_writer(s);
+  if (nosync)
+    c = &SQ(s)->bwriter;
   int rc = sq_msg_batch_try(c, m, n, status, false);
   if (rc == EG_EEXISTS) {
     memcpy(status, orig, n * sizeof(*orig));
@@ -986,6 +1017,34 @@ static int sq_msg_insert_batch(struct store *s, struct store_message_new *m, siz
   sq_writer_put(s);
   free(orig);
   return rc;
+}
+
+/* fdatasync of the WAL: every commit that returned before is then on disk (the WAL holds
+   it, or a checkpoint copied it into the database and synced that first: with
+   synchronous=NORMAL, SQLite syncs the WAL before and the database after a checkpoint, and
+   only restarts the WAL once it is wholly checkpointed). The -wal file exists once the
+   database is in WAL mode and a connection is open; it is never unlinked while ours are. */
+static int sq_sync(struct store *s) {
+  struct sq_store *q = SQ(s);
+  pthread_mutex_lock(&q->smu);
+  if (q->wal_fd < 0) {
+    size_t n = strlen(q->path) + 5;
+    char *wal = xmalloc(n);
+    snprintf(wal, n, "%s-wal", q->path);
+    q->wal_fd = open(wal, O_RDONLY | O_CLOEXEC);
+    if (q->wal_fd < 0)
+      log_error("store: cannot open %s to sync it: %s", wal, strerror(errno));
+    free(wal);
+  }
+  int fd = q->wal_fd;
+  pthread_mutex_unlock(&q->smu);
+  if (fd < 0)
+    return EG_EIO;
+  if (fdatasync(fd) != 0) {
+    log_error("store: fdatasync of the sqlite WAL: %s", strerror(errno));
+    return EG_EIO;
+  }
+  return 0;
 }
 
 static int sq_msg_get(struct store *s, const char *user_id, const char *id,
@@ -1408,6 +1467,7 @@ static const struct store_ops sq_ops = {
     .chat_rename = sq_chat_rename,
     .chat_delete = sq_chat_delete,
     .message_insert_batch = sq_msg_insert_batch,
+    .sync = sq_sync,
     .message_get = sq_msg_get,
     .message_list = sq_msg_list,
     .message_last = sq_msg_last,

@@ -382,8 +382,8 @@ int store_message_insert(struct store *s, struct store_message_new *m) {
   return rc != 0 ? rc : st;
 }
 
-int store_message_insert_batch(struct store *s, struct store_message_new *m, size_t n,
-                               int *status) {
+static int message_batch(struct store *s, struct store_message_new *m, size_t n, int *status,
+                         bool nosync) {
   size_t valid = 0;
   for (size_t i = 0; i < n; i++) {
     status[i] = message_check(&m[i]);
@@ -393,11 +393,29 @@ int store_message_insert_batch(struct store *s, struct store_message_new *m, siz
   if (valid == 0)
     return 0;
   /* The back end skips entries whose status is already an error. */
-  int rc = s->ops->message_insert_batch(s, m, n, status);
+  int rc = s->ops->message_insert_batch(s, m, n, status, nosync && s->ops->sync);
   if (rc != 0)
     for (size_t i = 0; i < n; i++)
       status[i] = rc;
   return rc;
+}
+
+int store_message_insert_batch(struct store *s, struct store_message_new *m, size_t n,
+                               int *status) {
+  return message_batch(s, m, n, status, false);
+}
+
+int store_message_insert_batch_nosync(struct store *s, struct store_message_new *m, size_t n,
+                                      int *status) {
+  return message_batch(s, m, n, status, true);
+}
+
+int store_sync(struct store *s) {
+  return s->ops->sync ? s->ops->sync(s) : 0;
+}
+
+bool store_sync_deferred(const struct store *s) {
+  return s->ops->sync != NULL;
 }
 
 int store_message_get(struct store *s, const char *user_id, const char *message_id,

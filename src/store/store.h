@@ -18,7 +18,10 @@
  *     cache, but a power loss could drop the last commits: acked messages would vanish.)
  *     The cost of one fsync per commit is paid back by group commit (store_async.h): one
  *     transaction, hence one fsync, for every message queued while the previous commit ran.
- *     Figures: bench/README.md "Store" (bench/store.sh).
+ *     The group-commit writer goes one step further: store_message_insert_batch_nosync()
+ *     commits without waiting for the disk and store_sync() (on another thread, while the
+ *     next batch is being written) fsyncs the WAL; only then are the batch's messages
+ *     reported stored. Figures: bench/README.md "Store" (bench/store.sh).
  *   - PostgreSQL: synchronous_commit as the server has it (on by default).
  *
  * Data model. Ids are 24 lowercase hex chars from id_new() (base.h); times are wall-clock
@@ -247,6 +250,18 @@ EG_WUR int store_message_insert(struct store *s, struct store_message_new *m);
    when nothing was written (then every status[i] holds that code too). */
 EG_WUR int store_message_insert_batch(struct store *s, struct store_message_new *m, size_t n,
                                       int *status);
+/* The same, but the transaction may still be only in the OS page cache when this returns:
+   it is durable once a store_sync() that started after this returned has returned 0.
+   (SQLite: the commit runs with synchronous=NORMAL, see "Durability"; back ends whose
+   commits are durable anyway do what store_message_insert_batch does.) */
+EG_WUR int store_message_insert_batch_nosync(struct store *s, struct store_message_new *m,
+                                             size_t n, int *status);
+/* Makes every commit that returned before this call durable (SQLite: fdatasync of the WAL).
+   Thread-safe; may run while another thread writes. 0, or EG_EIO when the disk refused
+   (those commits may be lost on a power failure: do not report them stored). */
+EG_WUR int store_sync(struct store *s);
+/* True when store_message_insert_batch_nosync() defers durability to store_sync(). */
+bool store_sync_deferred(const struct store *s);
 
 /* One message of user_id (any of their chats). */
 EG_WUR int store_message_get(struct store *s, const char *user_id, const char *message_id,

@@ -8,6 +8,15 @@
  * transaction is committing wait in `queue` and form the next batch: under load each fsync
  * covers every message that arrived during the previous one.
  *
+ * Deferred sync. When the store defers durability (store_sync_deferred: SQLite), the writer
+ * commits with store_message_insert_batch_nosync and hands the batch to the syncer thread
+ * (`committed`), then starts the next batch at once; the syncer fsyncs (store_sync) and
+ * only then moves every batch committed before that fsync began to `done`. So the disk
+ * flush of batch k overlaps the writing of batch k+1, and one fsync may cover several
+ * batches. A failed fsync fails the batches it was to cover (EG_EIO): they may be lost on
+ * a power failure, so they are never reported stored. Without deferral (PostgreSQL) the
+ * writer moves batches to `done` itself.
+ *
  * The async handle is unreferenced while no insert is outstanding, so an idle store_async
  * does not keep uv_run() alive; it is referenced while completions are owed.
  *
@@ -47,13 +56,18 @@ struct store_async {
   struct store *s;
   uv_async_t async;
   pthread_t writer;
+  pthread_t syncer;
+  bool deferred; /* store_sync_deferred(s): the syncer thread runs */
   pthread_mutex_t mu;
-  pthread_cond_t cond;
+  pthread_cond_t cond;      /* queue or stopping changed: the writer */
+  pthread_cond_t sync_cond; /* committed or writer_exited changed: the syncer */
   /* under mu */
   struct sa_ins *queue, **queue_tail;
+  struct sa_ins *committed, **committed_tail; /* written, not yet fsynced */
   struct sa_ins *done, **done_tail;
   bool stopping;
-  bool writer_done;
+  bool writer_exited; /* the writer thread is past its loop (deferred mode) */
+  bool writer_done;   /* every queued insert is in `done` and no thread will add more */
   struct store_async_stats stats;
   /* loop thread only */
   bool closing;
@@ -97,7 +111,8 @@ static void *writer_main(void *arg) {
     size_t i = 0;
     for (struct sa_ins *e = head; e; e = e->next)
       batch[i++] = *e->m;
-    int rc = store_message_insert_batch(a->s, batch, n, status);
+    int rc = a->deferred ? store_message_insert_batch_nosync(a->s, batch, n, status)
+                         : store_message_insert_batch(a->s, batch, n, status);
     if (rc != 0)
       log_error("store: group commit of %zu messages failed: %s", n, eg_strerror(rc));
     i = 0;
@@ -107,30 +122,80 @@ static void *writer_main(void *arg) {
     }
 
     pthread_mutex_lock(&a->mu);
-    *a->done_tail = head;
-    a->done_tail = &last->next;
     a->stats.inserts += n;
     a->stats.transactions++;
     if (n > a->stats.max_batch)
       a->stats.max_batch = n;
+    if (a->deferred) {
+      *a->committed_tail = head;
+      a->committed_tail = &last->next;
+      pthread_cond_signal(&a->sync_cond);
+    } else {
+      *a->done_tail = head;
+      a->done_tail = &last->next;
+      uv_async_send(&a->async);
+    }
+  }
+  if (a->deferred) {
+    a->writer_exited = true;
+    pthread_cond_signal(&a->sync_cond);
+  } else {
+    /* Sent under the lock: the loop cannot see writer_done (and close the handle) before
+       this send is over. */
+    a->writer_done = true;
     uv_async_send(&a->async);
   }
-  /* Sent under the lock: the loop cannot see writer_done (and close the handle) before
-     this send is over. */
-  a->writer_done = true;
-  uv_async_send(&a->async);
   pthread_mutex_unlock(&a->mu);
   free(batch);
   free(status);
   return NULL;
 }
 
+static void *syncer_main(void *arg) {
+  struct store_async *a = arg;
+  pthread_mutex_lock(&a->mu);
+  for (;;) {
+    while (!a->committed && !a->writer_exited)
+      pthread_cond_wait(&a->sync_cond, &a->mu);
+    if (!a->committed)
+      break; /* the writer has exited and everything it committed is delivered */
+    struct sa_ins *head = a->committed;
+    struct sa_ins **tail = a->committed_tail;
+    a->committed = NULL;
+    a->committed_tail = &a->committed;
+    pthread_mutex_unlock(&a->mu);
+
+    /* Every batch in the list had returned from its commit before this call. */
+    int rc = store_sync(a->s);
+    if (rc != 0) {
+      log_error("store: the disk refused to sync committed messages: %s", eg_strerror(rc));
+      for (struct sa_ins *e = head; e; e = e->next)
+        if (e->status == 0)
+          e->status = rc;
+    }
+
+    pthread_mutex_lock(&a->mu);
+    a->stats.syncs++;
+    *a->done_tail = head;
+    a->done_tail = tail;
+    uv_async_send(&a->async);
+  }
+  a->writer_done = true; /* sent under the lock: see the end of writer_main */
+  uv_async_send(&a->async);
+  pthread_mutex_unlock(&a->mu);
+  return NULL;
+}
+
 static void on_handle_closed(uv_handle_t *h) {
   struct store_async *a = h->data;
-  if (a->writer_started)
+  if (a->writer_started) {
     pthread_join(a->writer, NULL);
+    if (a->deferred)
+      pthread_join(a->syncer, NULL);
+  }
   pthread_mutex_destroy(&a->mu);
   pthread_cond_destroy(&a->cond);
+  pthread_cond_destroy(&a->sync_cond);
   void (*cb)(void *) = a->on_closed;
   void *arg = a->closed_arg;
   free(a);
@@ -178,7 +243,9 @@ int store_async_new(uv_loop_t *loop, struct store *s, struct store_async **out) 
   a->loop = loop;
   a->s = s;
   a->queue_tail = &a->queue;
+  a->committed_tail = &a->committed;
   a->done_tail = &a->done;
+  a->deferred = store_sync_deferred(s);
   if (uv_async_init(loop, &a->async, on_async) != 0) {
     free(a);
     return EG_EIO;
@@ -187,7 +254,18 @@ int store_async_new(uv_loop_t *loop, struct store *s, struct store_async **out) 
   uv_unref((uv_handle_t *)&a->async);
   pthread_mutex_init(&a->mu, NULL);
   pthread_cond_init(&a->cond, NULL);
+  pthread_cond_init(&a->sync_cond, NULL);
+  if (a->deferred && pthread_create(&a->syncer, NULL, syncer_main, a) != 0)
+    a->deferred = false; /* no syncer thread: the writer's commits fsync themselves */
   if (pthread_create(&a->writer, NULL, writer_main, a) != 0) {
+    if (a->deferred) { /* the syncer exits at once: the writer counts as gone */
+      pthread_mutex_lock(&a->mu);
+      a->writer_exited = true;
+      pthread_cond_signal(&a->sync_cond);
+      pthread_mutex_unlock(&a->mu);
+      pthread_join(a->syncer, NULL);
+      a->deferred = false;
+    }
     /* No writer: close the handle; a is freed in its close callback. */
     a->closing = true;
     a->finalizing = true;

@@ -6,7 +6,8 @@
  * - store_async_insert(): the group-commit writer for message inserts. One dedicated
  *   writer thread takes every insert queued while the previous transaction was committing
  *   and commits them all in one transaction (store_message_insert_batch: one fsync for the
- *   lot), then calls each completion back on the loop thread (uv_async). A completion with
+ *   lot; with SQLite the fsync runs on a syncer thread while the next batch is written),
+ *   then calls each completion back on the loop thread (uv_async). A completion with
  *   status 0 means the message is durable (see store.h "Durability"): ack it.
  *
  * Threads: every function here is called on the loop thread that store_async_new() was
@@ -58,6 +59,7 @@ struct store_async_stats {
   uint64_t inserts;      /* messages committed through the writer */
   uint64_t transactions; /* transactions the writer committed */
   uint64_t max_batch;    /* largest batch in one transaction */
+  uint64_t syncs;        /* fsyncs of the syncer thread (deferred sync; 0 otherwise) */
 };
 void store_async_stats(struct store_async *a, struct store_async_stats *st);
 

@@ -34,8 +34,12 @@ struct store_ops {
                      const char *title);
   int (*chat_delete)(struct store *s, const char *user_id, const char *chat_id);
 
+  /* nosync: may commit without waiting for the disk (see store_message_insert_batch_nosync);
+     only back ends with a `sync` op are asked to. */
   int (*message_insert_batch)(struct store *s, struct store_message_new *m, size_t n,
-                              int *status);
+                              int *status, bool nosync);
+  /* Optional: fsync what earlier nosync commits wrote. NULL: commits are durable. */
+  int (*sync)(struct store *s);
   int (*message_get)(struct store *s, const char *user_id, const char *id,
                      struct store_message *out);
   int (*message_list)(struct store *s, const char *user_id, const char *chat_id,

@@ -1108,6 +1108,8 @@ struct async_t {
   int existed;
   bool closed;
   char chat[ID_LEN + 1], user[ID_LEN + 1];
+  struct store_async *a; /* set: completions check the syncer ran before them */
+  int failed_eio;
 };
 
 static int work_count(struct store *s, void *arg) {
@@ -1132,9 +1134,18 @@ static void ins_done(void *arg, int status, struct store_message_new *m) {
   t->done++;
   if (status != 0)
     t->failed++;
+  if (status == EG_EIO)
+    t->failed_eio++;
   if (m->existed)
     t->existed++;
   assert_true(id_valid(m->id, ID_LEN));
+  if (t->a) {
+    /* Deferred sync (SQLite): a message is reported only after an fsync that began after
+       its commit, so at least one sync has completed by its first completion. */
+    struct store_async_stats st;
+    store_async_stats(t->a, &st);
+    assert_true(st.syncs >= 1);
+  }
 }
 
 static void on_closed(void *arg) {
@@ -1151,6 +1162,9 @@ static void t_async(void **state) {
   t.loop_thread = uv_thread_self();
   struct store_async *a;
   assert_int_equal(store_async_new(&loop, s, &a), 0);
+  assert_int_equal(store_sync_deferred(s), !C->pg);
+  if (store_sync_deferred(s))
+    t.a = a;
   /* Nothing outstanding: the writer does not keep the loop alive. */
   assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
 
@@ -1179,6 +1193,10 @@ static void t_async(void **state) {
   assert_int_equal(st.inserts, N);
   assert_true(st.transactions < N); /* batched */
   assert_true(st.max_batch > 1);
+  if (C->pg)
+    assert_int_equal(st.syncs, 0);
+  else /* one fsync may cover several batches, never fewer than one */
+    assert_true(st.syncs >= 1 && st.syncs <= st.transactions);
 
   /* A closure on the pool, called back on the loop thread. */
   assert_int_equal(store_async_run(a, work_count, work_done, &t), 0);
@@ -1260,6 +1278,41 @@ static void t_sqlite_open(void **state) {
   sqlite3_close(db);
 }
 
+/* The deferred fsync fails (here: the -wal file is not where it should be when the syncer
+   first opens it): the batch is committed but was never synced, so its messages are
+   reported failed (EG_EIO), never stored. */
+static void t_sqlite_sync_fails(void **state) {
+  struct ctx *C = *state;
+  if (C->pg)
+    skip();
+  char dir[300], path[400], moved[420];
+  snprintf(dir, sizeof(dir), "%s/syncfail", C->dir);
+  struct store *s2;
+  assert_int_equal(store_open("", dir, &s2), 0);
+  struct async_t t = {0};
+  mk_user(s2, t.user);
+  mk_chat(s2, t.user, t.chat, T0);
+  snprintf(path, sizeof(path), "%s/engram.db-wal", dir);
+  snprintf(moved, sizeof(moved), "%s/moved-wal", dir);
+  assert_int_equal(rename(path, moved), 0);
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  struct store_async *a;
+  assert_int_equal(store_async_new(&loop, s2, &a), 0);
+  struct store_message_new m = {
+      .chat_id = t.chat, .user_id = t.user, .role = "user", .content = "unsynced"};
+  assert_int_equal(store_async_insert(a, &m, ins_done, &t), 0);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(t.done, 1);
+  assert_int_equal(t.failed_eio, 1);
+  store_async_close(a, on_closed, &t);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_true(t.closed);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_int_equal(rename(moved, path), 0);
+  store_close(s2);
+}
+
 static void t_open_errors(void **state) {
   (void)state;
   struct store *s = (struct store *)1;
@@ -1287,7 +1340,8 @@ static void t_open_errors(void **state) {
       cmocka_unit_test(t_messages), cmocka_unit_test(t_client_id), cmocka_unit_test(t_batch),  \
       cmocka_unit_test(t_memories), cmocka_unit_test(t_insert_vectors),                        \
       cmocka_unit_test(t_search), cmocka_unit_test(t_cascades), cmocka_unit_test(t_threads),   \
-      cmocka_unit_test(t_async), cmocka_unit_test(t_sqlite_open)
+      cmocka_unit_test(t_async), cmocka_unit_test(t_sqlite_open),                              \
+      cmocka_unit_test(t_sqlite_sync_fails)
 
 int main(void) {
   log_init_from_env();
