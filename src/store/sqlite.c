@@ -215,14 +215,8 @@ struct sq_store {
   /* The group-commit writer's connection: synchronous=NORMAL, made durable by sq_sync
      (store.h "Durability"). Used under wmu like `writer`. */
   struct sq_conn bwriter;
-  pthread_mutex_t smu; /* guards wal_fd and ckpt */
+  pthread_mutex_t smu; /* guards wal_fd */
   int wal_fd;          /* the -wal file, opened by the first sq_sync; -1 before */
-  /* The batch writer does not checkpoint (its commits would stall on the copy and its two
-     fsyncs): its WAL hook counts the frames and sq_checkpoint, on the syncer thread, copies
-     them with its own connection (PASSIVE: never blocks the writer). */
-  atomic_int wal_frames;
-  struct sq_conn ckpt;
-  bool ckpt_open;
   pthread_mutex_t rmu; /* guards the reader pool */
   pthread_cond_t rcond;
   struct sq_conn readers[SQ_READERS];
@@ -339,12 +333,10 @@ static void row_mem(sqlite3_stmt *st, struct store_memory *m) {
 
 /* ---- connections --------------------------------------------------------------------- */
 
-static int sq_wal_hook(void *arg, sqlite3 *db, const char *name, int frames);
-
-enum sq_role { SQ_ROLE_READER, SQ_ROLE_WRITER, SQ_ROLE_BATCH, SQ_ROLE_CHECKPOINT };
+enum sq_role { SQ_ROLE_READER, SQ_ROLE_WRITER, SQ_ROLE_BATCH };
 
 static int sq_conn_open(struct sq_conn *c, const char *path, enum sq_role role) {
-  bool writer = role == SQ_ROLE_WRITER || role == SQ_ROLE_BATCH;
+  bool writer = role != SQ_ROLE_READER;
   memset(c, 0, sizeof(*c));
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (writer ? SQLITE_OPEN_CREATE : 0);
   int rc = sqlite3_open_v2(path, &c->db, flags, NULL);
@@ -364,8 +356,6 @@ static int sq_conn_open(struct sq_conn *c, const char *path, enum sq_role role) 
       : role == SQ_ROLE_BATCH
           ? "PRAGMA synchronous=NORMAL;"
             " PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;"
-      : role == SQ_ROLE_CHECKPOINT
-          ? "PRAGMA synchronous=NORMAL;" /* a checkpoint syncs the WAL, then the database */
           : "PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384;"
             " PRAGMA query_only=ON;";
   char *msg = NULL;
@@ -530,8 +520,6 @@ static void sq_close(struct store *s) {
       sq_conn_close(&q->readers[i]);
   if (q->bwriter.db)
     sq_conn_close(&q->bwriter);
-  if (q->ckpt_open)
-    sq_conn_close(&q->ckpt);
   if (q->wal_fd >= 0)
     close(q->wal_fd);
   pthread_mutex_destroy(&q->smu);
@@ -564,8 +552,6 @@ int store__sqlite_open(const char *path, struct store **out) {
   }
   if (rc == 0) /* after the migrations: its statements need the tables */
     rc = sq_conn_open(&q->bwriter, path, SQ_ROLE_BATCH);
-  if (rc == 0)
-    sqlite3_wal_hook(q->bwriter.db, sq_wal_hook, q); /* replaces its autocheckpoint */
   if (rc != 0) {
     sq_close(&q->base);
     return rc;
@@ -1061,45 +1047,6 @@ static int sq_sync(struct store *s) {
   return 0;
 }
 
-static int sq_wal_hook(void *arg, sqlite3 *db, const char *name, int frames) {
-  (void)db;
-  (void)name;
-  atomic_store_explicit(&((struct sq_store *)arg)->wal_frames, frames, memory_order_relaxed);
-  return SQLITE_OK;
-}
-
-#define SQ_CHECKPOINT_FRAMES 1000 /* SQLite's own wal_autocheckpoint default */
-
-/* Two passes: the bulk of the WAL is copied while the writer goes on; then, holding the
-   writer lock, what was appended meanwhile, so that the WAL ends wholly copied and the next
-   commit starts it over (a checkpoint that always ran beside the writer would never catch
-   up, and the WAL would grow without end). */
-static void sq_checkpoint(struct store *s) {
-  struct sq_store *q = SQ(s);
-  if (atomic_load_explicit(&q->wal_frames, memory_order_relaxed) < SQ_CHECKPOINT_FRAMES)
-    return;
-  pthread_mutex_lock(&q->smu);
-  if (!q->ckpt_open)
-    q->ckpt_open = sq_conn_open(&q->ckpt, q->path, SQ_ROLE_CHECKPOINT) == 0;
-  if (q->ckpt_open) {
-    for (int pass = 0; pass < 2; pass++) {
-      if (pass == 1)
-        (void)sq_writer(s);
-      int rc =
-          sqlite3_wal_checkpoint_v2(q->ckpt.db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-      if (pass == 1)
-        sq_writer_put(s);
-      if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
-        log_warn("store: sqlite checkpoint: %s", sqlite3_errmsg(q->ckpt.db));
-        break;
-      }
-    }
-    /* Counted again from the next commit. */
-    atomic_store_explicit(&q->wal_frames, 0, memory_order_relaxed);
-  }
-  pthread_mutex_unlock(&q->smu);
-}
-
 static int sq_msg_get(struct store *s, const char *user_id, const char *id,
                       struct store_message *out) {
   struct sq_conn *c = sq_reader(s);
@@ -1521,7 +1468,6 @@ static const struct store_ops sq_ops = {
     .chat_delete = sq_chat_delete,
     .message_insert_batch = sq_msg_insert_batch,
     .sync = sq_sync,
-    .checkpoint = sq_checkpoint,
     .message_get = sq_msg_get,
     .message_list = sq_msg_list,
     .message_last = sq_msg_last,

@@ -414,11 +414,6 @@ int store_sync(struct store *s) {
   return s->ops->sync ? s->ops->sync(s) : 0;
 }
 
-void store_checkpoint(struct store *s) {
-  if (s->ops->checkpoint)
-    s->ops->checkpoint(s);
-}
-
 bool store_sync_deferred(const struct store *s) {
   return s->ops->sync != NULL;
 }

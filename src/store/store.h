@@ -260,10 +260,6 @@ EG_WUR int store_message_insert_batch_nosync(struct store *s, struct store_messa
    Thread-safe; may run while another thread writes. 0, or EG_EIO when the disk refused
    (those commits may be lost on a power failure: do not report them stored). */
 EG_WUR int store_sync(struct store *s);
-/* Upkeep for the thread that calls store_sync(), when it has nothing else to do (SQLite:
-   copies the WAL back into the database once it has grown; the batch writer leaves that
-   to this call). Thread-safe. */
-void store_checkpoint(struct store *s);
 /* True when store_message_insert_batch_nosync() defers durability to store_sync(). */
 bool store_sync_deferred(const struct store *s);
 

@@ -179,9 +179,6 @@ static void *syncer_main(void *arg) {
     *a->done_tail = head;
     a->done_tail = tail;
     uv_async_send(&a->async);
-    pthread_mutex_unlock(&a->mu);
-    store_checkpoint(a->s); /* upkeep, off the writer thread (cheap when none is due) */
-    pthread_mutex_lock(&a->mu);
   }
   a->writer_done = true; /* sent under the lock: see the end of writer_main */
   uv_async_send(&a->async);

@@ -40,8 +40,6 @@ struct store_ops {
                               int *status, bool nosync);
   /* Optional: fsync what earlier nosync commits wrote. NULL: commits are durable. */
   int (*sync)(struct store *s);
-  /* Optional: upkeep after a sync, off the writer (SQLite: copy the WAL back). */
-  void (*checkpoint)(struct store *s);
   int (*message_get)(struct store *s, const char *user_id, const char *id,
                      struct store_message *out);
   int (*message_list)(struct store *s, const char *user_id, const char *chat_id,
