@@ -28,6 +28,12 @@
  * files being taken in dependency order (a file's tag covers the versions it names). src/web
  * serves a request whose v= matches as immutable (cached for a year without revalidation);
  * a new binary changes the URL. Unversioned requests keep Cache-Control: no-cache.
+ *
+ * Signed-in variants: an .html file whose <html> tag holds `data-screen="auth"`
+ * (index.html) gets a second asset, path "<path>?signed-in", the same bytes with
+ * that one attribute set to `data-screen="app"` (its own gzip copy and ETag; the inline
+ * blocks, hence the CSP hashes, are unchanged). src/web serves it to a request carrying the
+ * session cookie, so the page paints the right screen without running a script first.
  */
 #include <errno.h>
 #include <openssl/evp.h>
@@ -357,6 +363,35 @@ static int version_refs(struct file *fs, int nf) {
   return -1;
 }
 
+static const char screen_auth[] = "data-screen=\"auth\"", screen_app[] = "data-screen=\"app\"";
+
+/* The signed-in variant of the HTML file f (see the top) into *v, or v->p NULL when its
+   <html> tag has no `data-screen="auth"`. 0, or -1 (out of memory). */
+static int signed_in_variant(const struct file *f, struct file *v) {
+  memset(v, 0, sizeof *v);
+  const unsigned char *end = f->p + f->n, *tag = find(f->p, end, "<html"), *gt, *at;
+  if (tag == NULL || (gt = find(tag, end, ">")) == NULL ||
+      (at = find(tag, gt, screen_auth)) == NULL)
+    return 0;
+  size_t al = strlen(screen_auth), pl = strlen(screen_app);
+  size_t pre = (size_t)(at - f->p), post = f->n - pre - al, plen = strlen(f->path);
+  char *path = malloc(plen + sizeof "?signed-in");
+  unsigned char *q = malloc(pre + pl + post);
+  if (path == NULL || q == NULL) {
+    free(path);
+    free(q);
+    return -1;
+  }
+  memcpy(path, f->path, plen);
+  memcpy(path + plen, "?signed-in", sizeof "?signed-in");
+  memcpy(q, f->p, pre);
+  memcpy(q + pre, screen_app, pl);
+  memcpy(q + pre + pl, at + al, post);
+  *v = (struct file){path, f->file, q, pre + pl + post, 0, 1};
+  v->tag = fnv1a(v->p, v->n);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) {
     fprintf(stderr, "usage: webgen <out.c> </path>=<file> ...\n");
@@ -402,6 +437,25 @@ int main(int argc, char **argv) {
     if (ends_with(fs[i].file, ".html") &&
         hash_inline(fs[i].file, fs[i].p, fs[i].n, &scripts, &styles) != 0)
       status = 1;
+  /* 2b. signed-in variants of the HTML files, appended to the table */
+  for (int i = 0, n0 = nfiles; i < n0 && status == 0; i++) {
+    struct file v;
+    if (!ends_with(fs[i].file, ".html"))
+      continue;
+    if (signed_in_variant(&fs[i], &v) != 0) {
+      status = 1;
+    } else if (v.p != NULL) {
+      struct file *more = realloc(fs, (size_t)(nfiles + 1) * sizeof *fs);
+      if (more == NULL) {
+        free((char *)v.path);
+        free(v.p);
+        status = 1;
+      } else {
+        fs = more;
+        fs[nfiles++] = v;
+      }
+    }
+  }
   /* 3. the C source */
   FILE *o = status == 0 ? fopen(tmp, "w") : NULL;
   if (status == 0 && o == NULL) {

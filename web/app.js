@@ -2,10 +2,12 @@
 // Every piece of text from the server goes through textContent or renderMarkdown (which
 // builds Text nodes), never innerHTML.
 //
-// First render: the inline script of index.html picks the screen before the first paint
-// (from the "engram:chat" hint kept here in localStorage: absent = signed out, else the
-// last chat opened) and starts fetching /api/auth/me, the chat list and that chat's
-// messages (window.engramBoot). Nothing slow runs before the first screen is complete
+// First render: the server picks the screen (index.html comes with <html data-screen="app">
+// when the request carries the session cookie, else "auth"), so the first paint needs no
+// script. Signed in, the inline script at the end of index.html starts fetching
+// /api/auth/me, the chat list and the messages of the last chat opened (its id is the
+// "engram:chat" hint kept here in localStorage) in parallel with this module
+// (window.engramBoot). Nothing slow runs before the first screen is complete
 // (performance mark "engram:ready"): the socket.io bundle is loaded and the Intl
 // formatters (30-100 ms of ICU set-up in a fresh renderer) are made after it.
 import { renderMarkdown } from "./markdown.js";
@@ -205,7 +207,9 @@ function setMode(mode) {
   $("auth-error").hidden = true;
 }
 
-function showAuth() {
+// The sign-in screen; atBoot: the page's first screen (no socket, no hint to clear yet:
+// the storage is not touched before the first paint).
+function showAuth({ atBoot = false } = {}) {
   state.me = null;
   state.streams.clear();
   state.generating.clear();
@@ -214,7 +218,7 @@ function showAuth() {
     state.socket.disconnect();
     state.socket = null;
   }
-  hint(null);
+  if (!atBoot) hint(null);
   show("auth");
   ready();
   document.title = "Sign in – engram";
@@ -915,9 +919,12 @@ function stop() {
 async function boot() {
   wire();
   setMode("login");
-  // Signed out last time: the sign-in form is ready now; /api/auth/me may still find a
-  // session (a cookie without the hint) and open the app.
-  if (document.documentElement.dataset.screen !== "app") showAuth();
+  // No session cookie came with the page (the server chose the sign-in screen): nothing to
+  // ask the server, the form is ready.
+  if (document.documentElement.dataset.screen !== "app") {
+    showAuth({ atBoot: true });
+    return;
+  }
   let r;
   try {
     const pending = early("me");

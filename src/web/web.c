@@ -108,12 +108,27 @@ const struct web_asset *web_assets(size_t *n) {
   return web__assets;
 }
 
+/* A signed-in variant ("/index.html?signed-in", see web_signed_in) has no route of its own. */
+static bool is_variant(const struct web_asset *a) {
+  return strchr(a->path, '?') != NULL;
+}
+
 const struct web_asset *web_find(struct slice path) {
   if (slice_eq_cstr(path, "/"))
     path = SLICE_LIT("/index.html");
   for (size_t i = 0; i < web__nassets; i++)
-    if (slice_eq_cstr(path, web__assets[i].path))
+    if (!is_variant(&web__assets[i]) && slice_eq_cstr(path, web__assets[i].path))
       return &web__assets[i];
+  return NULL;
+}
+
+const struct web_asset *web_signed_in(const struct web_asset *a) {
+  size_t n = strlen(a->path);
+  for (size_t i = 0; i < web__nassets; i++) {
+    const char *v = web__assets[i].path;
+    if (strncmp(v, a->path, n) == 0 && strcmp(v + n, "?signed-in") == 0)
+      return &web__assets[i];
+  }
   return NULL;
 }
 
@@ -132,8 +147,20 @@ const char *web_csp(void) {
   return csp;
 }
 
+/* The route's asset, and its signed-in variant when there is one (index.html). */
+struct route {
+  const struct web_asset *a, *signed_in;
+};
+static struct route routes[64];
+
 static void on_asset(struct http_req *r, void *ud) {
-  const struct web_asset *a = ud;
+  const struct route *rt = ud;
+  const struct web_asset *a = rt->a;
+  struct slice tok;
+  /* The session cookie picks the page that paints the app rather than the sign-in form
+     (whether the session is still valid, app.js learns from /api/auth/me). */
+  if (rt->signed_in != NULL && http_req_cookie(r, "token", &tok) && tok.len > 0)
+    a = rt->signed_in;
   struct http_header h[8];
   size_t n = 0;
   h[n++] = (struct http_header){"ETag", a->etag};
@@ -144,7 +171,9 @@ static void on_asset(struct http_req *r, void *ud) {
   h[n++] = (struct http_header){"Content-Security-Policy", web_csp()};
   h[n++] = (struct http_header){"X-Content-Type-Options", "nosniff"};
   h[n++] = (struct http_header){"Referrer-Policy", "same-origin"};
-  if (a->gz)
+  if (rt->signed_in != NULL)
+    h[n++] = (struct http_header){"Vary", a->gz ? "Accept-Encoding, Cookie" : "Cookie"};
+  else if (a->gz)
     h[n++] = (struct http_header){"Vary", "Accept-Encoding"};
   struct slice inm, ae;
   int rc;
@@ -161,13 +190,21 @@ static void on_asset(struct http_req *r, void *ud) {
 
 int web_register(struct http_router *rt) {
   int rc = 0;
+  size_t nr = 0;
   (void)web_csp();
   for (size_t i = 0; i < web__nassets && rc == 0; i++) {
-    void *ud = (void *)(uintptr_t)&web__assets[i];
-    if (strcmp(web__assets[i].path, "/index.html") == 0)
+    const struct web_asset *a = &web__assets[i];
+    if (is_variant(a))
+      continue;
+    if (nr == sizeof routes / sizeof routes[0])
+      return EG_EINVAL;
+    /* the table is static and the same for every call: filling it again is harmless */
+    routes[nr] = (struct route){a, web_signed_in(a)};
+    void *ud = &routes[nr++];
+    if (strcmp(a->path, "/index.html") == 0)
       rc = http_router_add(rt, HTTP_GET, "/", on_asset, ud);
     if (rc == 0)
-      rc = http_router_add(rt, HTTP_GET, web__assets[i].path, on_asset, ud);
+      rc = http_router_add(rt, HTTP_GET, a->path, on_asset, ud);
   }
   return rc;
 }

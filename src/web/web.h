@@ -10,6 +10,10 @@
  * Register them BEFORE the Engine.IO wildcard route ("/socket.io/" + "*"): the router takes the
  * first route that matches, in the order added.
  *
+ * index.html comes in two variants (webgen): <html data-screen="auth"> (the sign-in form) and,
+ * for a request with the session cookie `token`, data-screen="app" (the chats): the first
+ * paint shows the right screen with no script run before it. Vary: Cookie.
+ *
  * Every response carries a strong ETag (computed at build time; If-None-Match -> 304),
  * Cache-Control: no-cache (revalidate each time, so a new binary is picked up at once), or,
  * for a versioned URL ("/app.js?v=<ETag hex>", written into the pages by webgen) that
@@ -58,6 +62,9 @@ EG_WUR int web_register(struct http_router *r);
 
 /* The asset served at path ("/" is "/index.html"), or NULL. */
 const struct web_asset *web_find(struct slice path);
+/* The signed-in variant of a page (webgen: index.html with <html data-screen="app"> instead
+   of "auth"), served in its place to a request with a non-empty `token` cookie, or NULL. */
+const struct web_asset *web_signed_in(const struct web_asset *a);
 /* Every asset: *n set to their count. */
 const struct web_asset *web_assets(size_t *n);
 /* The Content-Security-Policy header value (static; complete from the first call on). */

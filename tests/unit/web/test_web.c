@@ -102,14 +102,31 @@ static void test_assets(void **st) {
       assert_int_equal(a[i].gz[1], 0x8b);
       assert_true(a[i].gz_len < a[i].len);
     }
-    /* style.css is inlined into index.html by webgen: a page load does not fetch it */
-    if (strncmp(a[i].path, "/socket.io/", 11) != 0 && strcmp(a[i].path, "/style.css") != 0)
+    /* style.css is inlined into index.html by webgen: a page load does not fetch it; a
+       load gets one of the two variants of index.html */
+    if (strncmp(a[i].path, "/socket.io/", 11) != 0 && strcmp(a[i].path, "/style.css") != 0 &&
+        strchr(a[i].path, '?') == NULL)
       own += a[i].len;
   }
   assert_true(own < 60 * 1024); /* page weight budget of our own files */
+  /* index.html: the sign-in screen, and for a request with the session cookie a variant
+     painting the app, with its own ETag and no route of its own */
+  const struct web_asset *si = web_signed_in(index);
+  assert_non_null(si);
+  assert_string_equal(si->path, "/index.html?signed-in");
+  assert_null(web_find(SLICE_LIT("/index.html?signed-in")));
+  assert_null(web_signed_in(web_find(SLICE_LIT("/app.js"))));
+  assert_string_not_equal(si->etag, index->etag);
+  assert_int_equal(si->len + 1, index->len); /* "app" for "auth" */
+  char *sih = calloc(1, si->len + 1);
+  memcpy(sih, si->data, si->len);
+  assert_non_null(strstr(sih, "<html lang=\"en\" data-screen=\"app\">"));
+  assert_null(strstr(sih, "<html lang=\"en\" data-screen=\"auth\">"));
+  free(sih);
   /* index.html is not NUL-terminated: copy it to search it. */
   char *html = calloc(1, index->len + 1);
   memcpy(html, index->data, index->len);
+  assert_non_null(strstr(html, "<html lang=\"en\" data-screen=\"auth\">"));
   /* versioned script URLs: "/app.js?v=<its ETag's hex>" */
   const struct web_asset *app = web_find(SLICE_LIT("/app.js"));
   char want[128];
