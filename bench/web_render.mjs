@@ -18,13 +18,17 @@
 // sign-in form, or the chat list with the open chat's messages), both relative to the
 // navigation start, and prints median and p90 of each case, plus one `RESULT` line.
 // "Cold" is an empty HTTP cache, not a new user: a signed-in context also carries the
-// app's localStorage hint (index.html uses it to paint the right screen at once).
+// session cookie (the server sends the page that paints the app at once) and the app's
+// localStorage hint (the last chat opened, whose messages index.html fetches early).
 // `--waterfall` also prints the resource timing of the last load of each case (where
 // the time goes).
 //
-//   node bench/web_render.mjs [--runs 30] [--waterfall] [--trace DIR]
+//   node bench/web_render.mjs [--runs 30] [--waterfall] [--trace DIR] [--cases floor,chat]
 // (--trace DIR: a Chrome trace of the last load of each case, DIR/<screen>-<cache>.json,
-// for chrome://tracing or Perfetto.)
+// for chrome://tracing or Perfetto, with the compositor's categories: commit, raster
+// tasks, activation, draw. --cases: only those screens, e.g. to trace one.)
+// Every case, the floor included, is loaded the same way (goto until the network is idle,
+// then the entries are read), so no script of Playwright's runs before its first paint.
 //   env: ENGRAM_BUILD (default ./build), CHROMIUM (default /usr/bin/chromium)
 import fs from "node:fs";
 import os from "node:os";
