@@ -937,30 +937,5 @@ async function boot() {
   await start(r.user);
 }
 
-// Starts fn once the first contentful paint is on screen (the paint timing entry comes with
-// the frame's presentation), or after 300 ms (a tab in the background paints nothing). Run
-// earlier, this module's work competes for the CPU with the raster of that first frame
-// (software raster on one worker thread: measured ~10 ms of CPU stretched to 50-70 ms on a
-// busy 2-core machine, bench/README.md).
-function afterFirstPaint(fn) {
-  let done = false;
-  const go = () => {
-    if (!done) {
-      done = true;
-      fn();
-    }
-  };
-  if (performance.getEntriesByName("first-contentful-paint").length) return go();
-  try {
-    new PerformanceObserver((list, obs) => {
-      obs.disconnect();
-      go();
-    }).observe({ type: "paint", buffered: true });
-  } catch {
-    /* no paint timing: the timer below */
-  }
-  setTimeout(go, 300);
-}
-
-afterFirstPaint(boot);
+boot();
 export { api };
