@@ -13,6 +13,13 @@
  *
  * Usage: memory_bench [--sizes 1000,10000,100000,1000000] [--k 3] [--threads-note]
  * Prints one markdown row per size.
+ *
+ * memory_bench --chat [N]: the server's recall as bench/pipeline.sh drives it, in one
+ * thread: one user with N (10000) memories of chat_prefill's texts (hash embedder), 500
+ * chatload questions added one by one (mem_index_add, as the loop does), then 2000
+ * mem_index_recall calls (kc 28, k 3, neighbours, the 21 ids of a chat window excluded)
+ * with chatload's questions. Prints microseconds per add and per recall and a checksum of
+ * every result (ids, scores, neighbours): two builds that agree print the same checksum.
  */
 #include <math.h>
 #include <stdio.h>
@@ -67,7 +74,124 @@ static void row_id(size_t i, char out[ID_LEN + 1]) {
   snprintf(out, ID_LEN + 1, "65000000%016zx", i + 1);
 }
 
+/* chat_prefill's and chatload's words (see there). */
+static const char *const syl[] = {"ka", "lo",  "mi", "ren", "tu",  "sa", "vel", "do",
+                                  "ni", "par", "go", "ze",  "fin", "ha", "bro", "li"};
+static void word(uint64_t x, char *out, size_t cap) {
+  snprintf(out, cap, "%s%s%s", syl[x & 15], syl[(x >> 4) & 15],
+           (x >> 8) & 1 ? syl[(x >> 9) & 15] : "");
+}
+
+static uint64_t rnd(uint64_t *s) {
+  *s ^= *s << 13;
+  *s ^= *s >> 7;
+  *s ^= *s << 17;
+  return *s;
+}
+
+static void question(uint64_t seq, char *out, size_t cap) {
+  char w[3][16];
+  uint64_t r = seq * 2654435761u + 0x5bd1e995u;
+  for (int k = 0; k < 3; k++, r = r * 6364136223846793005ull + 1442695040888963407ull)
+    word((r >> 20) % 4096, w[k], sizeof w[k]);
+  snprintf(out, cap, "Where did I put the %s %s that %s gave me? (question %llu)", w[0], w[1],
+           w[2], (unsigned long long)seq);
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+  const uint8_t *b = p;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ b[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+static int chat_bench(size_t n) {
+  const char *chat = "650000000000000000000001";
+  const size_t nhist = 500, nq = 2000, window = 21;
+  size_t total = n + nhist;
+  char(*texts)[160] = xcalloc(total, sizeof *texts);
+  char(*ids)[ID_LEN + 1] = xcalloc(total, sizeof *ids);
+  float *vecs = xmalloc(total * MEM_DIM * sizeof(float));
+  struct mem_row *rows = xcalloc(total, sizeof *rows);
+  uint64_t seed = 88172645463325252ull;
+  for (size_t i = 0; i < total; i++) {
+    if (i < n) {
+      char w[5][16];
+      for (int k = 0; k < 5; k++)
+        word(rnd(&seed) % 4096, w[k], sizeof w[k]);
+      snprintf(texts[i], sizeof texts[i], "I told %s that the %s %s is next to the %s %s.",
+               w[0], w[1], w[2], w[3], w[4]);
+    } else {
+      question(i - n, texts[i], sizeof texts[i]);
+    }
+    snprintf(ids[i], ID_LEN + 1, "66%022zx", i + 1);
+    mem_hash_embed(texts[i], strlen(texts[i]), vecs + i * MEM_DIM);
+    memcpy(rows[i].id, ids[i], ID_LEN + 1);
+    rows[i].created_at = 1000000 + (int64_t)i * 60000;
+    rows[i].vec = vecs + i * MEM_DIM;
+    rows[i].text = texts[i];
+    rows[i].chat_id = i < n ? chat : "650000000000000000000002";
+    rows[i].role = MEM_ROLE_USER;
+  }
+  struct mem_index *ix = mem_index_new(MEM_DIM, 0);
+  if (mem_index_load(ix, "bench", MEM_HASH_MODEL, rows, n) != 0)
+    return 1;
+  uint64_t a0 = clock_mono_ns();
+  for (size_t i = n; i < total; i++)
+    if (mem_index_add(ix, "bench", MEM_HASH_MODEL, &rows[i]) != 0)
+      return 1;
+  double add_us = (double)(clock_mono_ns() - a0) / 1e3 / (double)nhist;
+  struct mem_recall_opts o;
+  mem_recall_defaults(&o);
+  o.k = 3;
+  const char *ex[32];
+  uint64_t sum = 0xcbf29ce484222325ULL;
+  char q[200];
+  float qv[MEM_DIM];
+  double rec_ns = 0;
+  size_t nfound = 0;
+  for (size_t qi = 0; qi < nq; qi++) {
+    question(nhist + qi, q, sizeof q);
+    mem_hash_embed(q, strlen(q), qv);
+    size_t last = n + nhist - 1 - (qi % 200); /* the chat window: 21 recent questions */
+    for (size_t w = 0; w < window; w++)
+      ex[w] = ids[last - w];
+    o.exclude = ex;
+    o.n_exclude = window;
+    o.query = q;
+    struct mem_found f[8];
+    size_t nf = 0;
+    uint64_t t = clock_mono_ns();
+    if (mem_index_recall(ix, "bench", MEM_HASH_MODEL, qv, q, 28, &o, true, f, &nf) != 0)
+      return 1;
+    rec_ns += (double)(clock_mono_ns() - t);
+    nfound += nf;
+    for (size_t i = 0; i < nf; i++) {
+      sum = fnv(sum, f[i].id, ID_LEN);
+      sum = fnv(sum, &f[i].score, sizeof f[i].score);
+      sum = fnv(sum, f[i].text, strlen(f[i].text));
+      if (f[i].before)
+        sum = fnv(sum, f[i].before, strlen(f[i].before));
+      if (f[i].after)
+        sum = fnv(sum, f[i].after, strlen(f[i].after));
+    }
+    mem_found_free(f, nf);
+  }
+  printf("memory_bench --chat: %zu memories + %zu added, kernels %s: add %.2f us, recall "
+         "%.2f us (%zu queries, %zu results), checksum %016llx\n",
+         n, nhist, mem_simd_avx2() ? "AVX2+FMA" : "scalar", add_us, rec_ns / 1e3 / (double)nq,
+         nq, nfound, (unsigned long long)sum);
+  mem_index_free(ix);
+  free(rows);
+  free(vecs);
+  free(ids);
+  free(texts);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--chat") == 0)
+    return chat_bench(argc >= 3 ? strtoull(argv[2], NULL, 10) : 10000);
   size_t sizes[8] = {1000, 10000, 100000, 1000000};
   size_t nsizes = 4;
   size_t k = 3;
@@ -129,7 +253,8 @@ int main(int argc, char **argv) {
     for (size_t qi = 0; qi < nq; qi++) {
       bv_query(q, vecs, n, qi);
       uint64_t a = clock_mono_ns();
-      if (mem_index_search(ix, "bench", "bench", q, k, NULL, 0, allhits + qi * k, &nhs[qi]) != 0)
+      if (mem_index_search(ix, "bench", "bench", q, k, NULL, 0, allhits + qi * k, &nhs[qi]) !=
+          0)
         return 1;
       lat[qi] = (double)(clock_mono_ns() - a) / 1e6;
     }
@@ -172,8 +297,7 @@ int main(int argc, char **argv) {
 
     printf("| %zu | %zu | %.3f | %.3f | %.3f | %.4f | %.4f | %.0f | %.0f | %.0f |\n", n, nq,
            pct(lat, nq, 0.5), pct(lat, nq, 0.99), pct(flat, nq, 0.5), recall, near_recall,
-           ins_rate,
-           load_rate, bpm);
+           ins_rate, load_rate, bpm);
     fflush(stdout);
     free(lat);
     free(flat);
