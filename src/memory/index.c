@@ -855,70 +855,151 @@ static int cmp_rescored(const void *a, const void *b) {
   return x->r < y->r ? -1 : x->r > y->r;
 }
 
-/* Ids to exclude, in binary. */
+/* Per-thread scratch buffers of the searches (grown, never shrunk; freed when the thread
+   exits), so a search allocates nothing of the user's size. */
+enum { SC_QQ, SC_COLS, SC_QW, SC_NZ, SC_HEAP, SC_RS, SC_ACC, SC_TOUCHED, SC_N };
+struct scratch {
+  void *p[SC_N];
+  size_t cap[SC_N];
+};
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct scratch *scratch_tls;
+
+static void scratch_free(void *arg) {
+  struct scratch *sc = arg;
+  for (int i = 0; i < SC_N; i++)
+    free(sc->p[i]);
+  free(sc);
+}
+
+static void scratch_key_init(void) {
+  if (pthread_key_create(&scratch_key, scratch_free) != 0)
+    abort();
+}
+
+/* The thread's buffer i with room for at least bytes (its contents are kept when it does
+   not grow; a grown buffer is zeroed). */
+static void *scratch(int i, size_t bytes) {
+  struct scratch *sc = scratch_tls;
+  if (sc == NULL) {
+    pthread_once(&scratch_once, scratch_key_init);
+    sc = xcalloc(1, sizeof *sc);
+    if (pthread_setspecific(scratch_key, sc) != 0)
+      abort();
+    scratch_tls = sc;
+  }
+  if (bytes > sc->cap[i]) {
+    size_t cap = EG_MAX(bytes, sc->cap[i] * 2);
+    free(sc->p[i]);
+    sc->p[i] = xcalloc(1, cap);
+    sc->cap[i] = cap;
+  }
+  return sc->p[i];
+}
+
+/* Ids to exclude: in binary, then (under the user's lock) as the user's live rows, with a
+   one-word filter on the row number. */
 struct excl {
   uint8_t (*id)[ID_BYTES];
   size_t n;
+  uint32_t *row;
+  size_t nrow;
+  uint64_t filter; /* bit r % 64 of every excluded row r */
 };
 
 static void excl_init(struct excl *e, const char *const *ids, size_t n) {
-  e->id = n ? xmalloc(n * ID_BYTES) : NULL;
-  e->n = 0;
+  e->id = n ? xmalloc(n * (ID_BYTES + sizeof(uint32_t))) : NULL;
+  e->row = n ? (uint32_t *)(e->id + n) : NULL;
+  e->n = e->nrow = 0;
+  e->filter = 0;
   for (size_t i = 0; i < n; i++)
     if (id_to_bin(ids[i], e->id[e->n]))
       e->n++;
 }
 
-static bool excluded(const struct excl *e, const uint8_t id[ID_BYTES]) {
-  for (size_t i = 0; i < e->n; i++)
-    if (memcmp(id, e->id[i], ID_BYTES) == 0)
+/* The rows of the excluded ids in u (locked): an id names one live row at most. */
+static void excl_rows(struct excl *e, const struct uix *u) {
+  e->nrow = 0;
+  e->filter = 0;
+  if (u->nslots == 0)
+    return;
+  for (size_t i = 0; i < e->n; i++) {
+    size_t s = slot_find(u, e->id[i]);
+    if (u->slots[s] == 0)
+      continue;
+    uint32_t r = u->slots[s] - 1;
+    e->row[e->nrow++] = r;
+    e->filter |= 1ull << (r & 63);
+  }
+}
+
+static bool excluded(const struct excl *e, uint32_t r) {
+  if (!(e->filter >> (r & 63) & 1))
+    return false;
+  for (size_t i = 0; i < e->nrow; i++)
+    if (e->row[i] == r)
       return true;
   return false;
 }
 
-/* Vector candidates of u (read-locked): at most k, best first, into out. */
+/* One row of the int8 scan: into the heap unless it cannot beat the weakest kept. */
+static inline void scan_row(const struct uix *u, const struct excl *ex, struct cand *heap,
+                            size_t *hn, size_t ccap, size_t r, int32_t dot) {
+  if (u->flags[r] != F_VEC) /* no vector, or removed */
+    return;
+  float s = (float)dot * u->scale[r];
+  if (*hn == ccap && !(s > heap[0].s))
+    return;
+  if (!excluded(ex, (uint32_t)r))
+    heap_push(heap, hn, ccap, (struct cand){s, (uint32_t)r});
+}
+
+/* Vector candidates of u (read-locked): at most k, best first, into out. The int8 scan
+   goes 32 rows at a time over the query's nonzero quads (mem__quads32), skipping the rows
+   whose score cannot enter the full heap; rows are offered in order, so the kept set is
+   the one a row-by-row scan keeps. */
 static size_t vec_search(const struct mem_index *ix, const struct uix *u, const float *query,
                          size_t k, const struct excl *ex, struct rescored *out) {
   int dim = ix->dim;
   size_t d4 = dim4(dim);
-  int8_t *qq = xcalloc(d4, 1);
+  int8_t *qq = scratch(SC_QQ, d4);
+  memset(qq + (size_t)dim, 0, d4 - (size_t)dim);
   (void)mem_quantize_i8(query, (size_t)dim, qq);
-  uint16_t *quads = xmalloc(d4 / 4 * sizeof(*quads));
+  const int8_t **cols = scratch(SC_COLS, d4 / 4 * sizeof(*cols));
+  int32_t *qw = scratch(SC_QW, d4 / 4 * sizeof(*qw));
   size_t nq = 0;
   for (size_t i = 0; i < d4 / 4; i++) {
     int32_t w;
     memcpy(&w, qq + 4 * i, 4);
-    if (w != 0)
-      quads[nq++] = (uint16_t)i;
+    if (w != 0) {
+      cols[nq] = u->q + i * 4 * u->cap;
+      qw[nq++] = w;
+    }
   }
-  size_t *nz = xmalloc((size_t)dim * sizeof(*nz)); /* the query's nonzero dimensions */
+  uint32_t *nz = scratch(SC_NZ, (size_t)dim * sizeof(*nz)); /* the query's nonzero dims */
   size_t nnz = 0;
   for (size_t d = 0; d < (size_t)dim; d++)
     if (query[d] != 0.0f)
-      nz[nnz++] = d;
+      nz[nnz++] = (uint32_t)d;
   size_t ccap = EG_MAX(2 * k, (size_t)CCAP);
-  struct cand *heap = xmalloc(ccap * sizeof(*heap));
+  struct cand *heap = scratch(SC_HEAP, ccap * sizeof(*heap));
   size_t hn = 0;
-  bool avx2 = mem_simd_avx2();
-  int32_t *dots = xcalloc(u->n ? u->n : 1, sizeof(*dots));
-  for (size_t i = 0; i < nq; i++) {
-    const int8_t *col = u->q + (size_t)quads[i] * 4 * u->cap;
-    if (avx2)
-      mem__quad_col_avx2(col, qq + 4 * (size_t)quads[i], u->n, dots);
-    else
-      mem__quad_col_scalar(col, qq + 4 * (size_t)quads[i], u->n, dots);
+  uint32_t (*kern)(const int8_t *const *, const int32_t *, size_t, size_t, size_t,
+                   const float *, float, int32_t *) =
+      mem_simd_avx2() ? mem__quads32_avx2 : mem__quads32_scalar;
+  int32_t dots[32];
+  for (size_t r0 = 0; r0 < u->n && nq > 0; r0 += 32) {
+    size_t bn = EG_MIN((size_t)32, u->n - r0);
+    float thr = hn == ccap ? heap[0].s : -INFINITY;
+    uint32_t m = kern(cols, qw, nq, r0, bn, u->scale, thr, dots);
+    while (m) {
+      unsigned j = (unsigned)__builtin_ctz(m);
+      m &= m - 1;
+      scan_row(u, ex, heap, &hn, ccap, r0 + j, dots[j]);
+    }
   }
-  for (size_t r = 0; r < u->n && nq > 0; r++) {
-    if (u->flags[r] != F_VEC) /* no vector, or removed */
-      continue;
-    float s = (float)dots[r] * u->scale[r];
-    if (hn == ccap && !(s > heap[0].s))
-      continue;
-    if (!excluded(ex, u->id[r]))
-      heap_push(heap, &hn, ccap, (struct cand){s, (uint32_t)r});
-  }
-  free(dots);
-  struct rescored *rs = xmalloc((hn ? hn : 1) * sizeof(*rs));
+  struct rescored *rs = scratch(SC_RS, (hn ? hn : 1) * sizeof(*rs));
   for (size_t i = 0; i < hn; i++) {
     size_t r = heap[i].r;
     float d = 0;
@@ -929,21 +1010,17 @@ static size_t vec_search(const struct mem_index *ix, const struct uix *u, const 
   qsort(rs, hn, sizeof(*rs), cmp_rescored);
   size_t m = EG_MIN(k, hn);
   memcpy(out, rs, m * sizeof(*out));
-  free(rs);
-  free(heap);
-  free(nz);
-  free(quads);
-  free(qq);
   return m;
 }
 
 /* Keyword candidates of u (read-locked) for the query terms: at most k, best first. */
 static size_t kw_search(const struct uix *u, const uint64_t *terms, size_t nt, size_t k,
                         const struct excl *ex, struct rescored *out) {
-  if (nt == 0 || u->live == 0 || u->ntslots == 0)
+  if (nt == 0 || u->live == 0 || u->ntslots == 0 || k == 0)
     return 0;
-  float *acc = xcalloc(u->n, sizeof(float));
-  uint32_t *touched = xmalloc(u->n * sizeof(uint32_t));
+  /* acc is all zeros between searches: only the touched rows are written, and reset. */
+  float *acc = scratch(SC_ACC, u->n * sizeof(float));
+  uint32_t *touched = scratch(SC_TOUCHED, u->n * sizeof(uint32_t));
   size_t ntouched = 0;
   float n_docs = (float)u->live;
   float avgdl = (float)u->total_dl / n_docs;
@@ -973,22 +1050,20 @@ static size_t kw_search(const struct uix *u, const uint64_t *terms, size_t nt, s
     }
   }
   size_t ccap = k;
-  struct cand *heap = xmalloc((ccap ? ccap : 1) * sizeof(*heap));
+  struct cand *heap = scratch(SC_HEAP, ccap * sizeof(*heap));
   size_t hn = 0;
-  for (size_t i = 0; i < ntouched && ccap; i++) {
+  for (size_t i = 0; i < ntouched; i++) {
     uint32_t r = touched[i];
     float s = acc[r];
+    acc[r] = 0;
     if (hn == ccap && !(s > heap[0].s))
       continue;
-    if (!excluded(ex, u->id[r]))
+    if (!excluded(ex, r))
       heap_push(heap, &hn, ccap, (struct cand){s, r});
   }
   for (size_t i = 0; i < hn; i++)
     out[i] = (struct rescored){heap[i].s, u->created[heap[i].r], heap[i].r};
   qsort(out, hn, sizeof(*out), cmp_rescored);
-  free(heap);
-  free(touched);
-  free(acc);
   return hn;
 }
 
@@ -1021,6 +1096,7 @@ int mem_index_search(struct mem_index *ix, const char *user, const char *model,
   excl_init(&ex, exclude, n_exclude);
   struct rescored *rs = xmalloc(k * sizeof(*rs));
   pthread_rwlock_rdlock(&u->lock);
+  excl_rows(&ex, u);
   if (strcmp(u->model, model) != 0) {
     rc = EG_EINVAL;
   } else {
@@ -1049,6 +1125,7 @@ int mem_index_keyword(struct mem_index *ix, const char *user, const char *query,
   excl_init(&ex, exclude, n_exclude);
   struct rescored *rs = xmalloc(k * sizeof(*rs));
   pthread_rwlock_rdlock(&u->lock);
+  excl_rows(&ex, u);
   *n_out = kw_search(u, terms, nt, k, &ex, rs);
   hits_out(u, rs, *n_out, out);
   pthread_rwlock_unlock(&u->lock);
@@ -1110,6 +1187,7 @@ int mem_index_recall(struct mem_index *ix, const char *user, const char *model,
   struct mem_cand *vc = xmalloc(kc * sizeof(*vc)), *kcand = xmalloc(kc * sizeof(*kcand));
   struct mem_recalled *res = xmalloc(o->k * sizeof(*res));
   pthread_rwlock_rdlock(&u->lock);
+  excl_rows(&ex, u);
   if (vec && strcmp(u->model, model) != 0) {
     rc = EG_EINVAL;
     goto unlock;
@@ -1118,7 +1196,11 @@ int mem_index_recall(struct mem_index *ix, const char *user, const char *model,
   size_t nk = kw_search(u, terms, nt, kc, &ex, kr);
   cands_fill(u, vr, nv, vt, vc);
   cands_fill(u, kr, nk, kt, kcand);
-  size_t n = mem_recall_fuse(vc, nv, kcand, nk, o, res);
+  /* The excluded ids are already left out of both sides. */
+  struct mem_recall_opts fo = *o;
+  fo.exclude = NULL;
+  fo.n_exclude = 0;
+  size_t n = mem_recall_fuse(vc, nv, kcand, nk, &fo, res);
   for (size_t i = 0; i < n; i++) {
     uint8_t id[ID_BYTES];
     struct mem_found *f = &out[i];

@@ -109,6 +109,15 @@ static bool excluded(const struct mem_recall_opts *o, const char *id) {
   return false;
 }
 
+/* A 64-bit key of a good id (24 chars) for the duplicate check: equal ids, equal keys. */
+static uint64_t id_key(const char *id) {
+  uint64_t a, b, c;
+  memcpy(&a, id, 8);
+  memcpy(&b, id + 8, 8);
+  memcpy(&c, id + 16, 8);
+  return a ^ (b * 0x9e3779b97f4a7c15ULL) ^ (c * 0xc2b2ae3d27d4eb4fULL);
+}
+
 static int cmp_recalled(const void *a, const void *b) {
   const struct mem_recalled *x = a, *y = b;
   if (x->score != y->score)
@@ -137,6 +146,7 @@ size_t mem_recall_fuse(const struct mem_cand *vec, size_t n_vec, const struct me
     return 0;
   float vmax = side_max(vec, n_vec), kmax = side_max(kw, n_kw);
   struct mem_recalled *all = xcalloc(n_vec + n_kw + 1, sizeof(*all));
+  uint64_t *key = xmalloc((n_vec + n_kw + 1) * sizeof(*key)); /* all[j]'s id, hashed */
   size_t n = 0;
   for (int side = 0; side < 2; side++) {
     const struct mem_cand *c = side == 0 ? vec : kw;
@@ -145,13 +155,15 @@ size_t mem_recall_fuse(const struct mem_cand *vec, size_t n_vec, const struct me
       if (!good_id(c[i].id) || excluded(o, c[i].id))
         continue;
       struct mem_recalled *r = NULL;
+      uint64_t h = id_key(c[i].id);
       for (size_t j = 0; j < n; j++) {
-        if (strcmp(all[j].id, c[i].id) == 0) {
+        if (key[j] == h && strcmp(all[j].id, c[i].id) == 0) {
           r = &all[j];
           break;
         }
       }
       if (r == NULL) {
+        key[n] = h;
         r = &all[n++];
         r->id = c[i].id;
         r->chat_id = c[i].chat_id;
@@ -193,5 +205,6 @@ size_t mem_recall_fuse(const struct mem_cand *vec, size_t n_vec, const struct me
     out[m++] = all[j];
   }
   free(all);
+  free(key);
   return m;
 }

@@ -252,3 +252,60 @@ mem__quad_col_avx2(const int8_t *col, const int8_t q[4], size_t n, int32_t *acc)
   }
   mem__quad_col_scalar(col + 4 * r, q, n - r, acc + r);
 }
+
+uint32_t mem__quads32_scalar(const int8_t *const *cols, const int32_t *qw, size_t nq, size_t r0,
+                             size_t n, const float *scale, float thr, int32_t dots[32]) {
+  for (size_t j = 0; j < n; j++)
+    dots[j] = 0;
+  for (size_t i = 0; i < nq; i++) {
+    int8_t q[4];
+    memcpy(q, &qw[i], 4);
+    mem__quad_col_scalar(cols[i] + 4 * r0, q, n, dots);
+  }
+  uint32_t m = 0;
+  for (size_t j = 0; j < n; j++)
+    if ((float)dots[j] * scale[r0 + j] > thr)
+      m |= 1u << j;
+  return m;
+}
+
+/* 32 rows in four registers of 8 int32 sums; per quad four column loads (the 32 rows'
+   quads are 128 contiguous bytes), the sign trick as mem__quad_col_avx2. */
+__attribute__((target("avx2,fma"))) uint32_t
+mem__quads32_avx2(const int8_t *const *cols, const int32_t *qw, size_t nq, size_t r0, size_t n,
+                  const float *scale, float thr, int32_t dots[32]) {
+  if (n < 32)
+    return mem__quads32_scalar(cols, qw, nq, r0, n, scale, thr, dots);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+  __m256i a2 = _mm256_setzero_si256(), a3 = _mm256_setzero_si256();
+  for (size_t i = 0; i < nq; i++) {
+    const __m256i *c = (const __m256i *)(cols[i] + 4 * r0);
+    __m256i qv = _mm256_set1_epi32(qw[i]);
+    __m256i qa = _mm256_abs_epi8(qv);
+    __m256i x0 = _mm256_sign_epi8(_mm256_loadu_si256(c), qv);
+    __m256i x1 = _mm256_sign_epi8(_mm256_loadu_si256(c + 1), qv);
+    __m256i x2 = _mm256_sign_epi8(_mm256_loadu_si256(c + 2), qv);
+    __m256i x3 = _mm256_sign_epi8(_mm256_loadu_si256(c + 3), qv);
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_maddubs_epi16(qa, x0), ones));
+    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_maddubs_epi16(qa, x1), ones));
+    a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_maddubs_epi16(qa, x2), ones));
+    a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_maddubs_epi16(qa, x3), ones));
+  }
+  _mm256_storeu_si256((__m256i *)dots, a0);
+  _mm256_storeu_si256((__m256i *)(dots + 8), a1);
+  _mm256_storeu_si256((__m256i *)(dots + 16), a2);
+  _mm256_storeu_si256((__m256i *)(dots + 24), a3);
+  /* The same single-precision products as the scalar form (no FMA contraction). */
+  const __m256 t = _mm256_set1_ps(thr);
+  const float *sc = scale + r0;
+  uint32_t m0 = (uint32_t)_mm256_movemask_ps(
+      _mm256_cmp_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a0), _mm256_loadu_ps(sc)), t, _CMP_GT_OQ));
+  uint32_t m1 = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(
+      _mm256_mul_ps(_mm256_cvtepi32_ps(a1), _mm256_loadu_ps(sc + 8)), t, _CMP_GT_OQ));
+  uint32_t m2 = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(
+      _mm256_mul_ps(_mm256_cvtepi32_ps(a2), _mm256_loadu_ps(sc + 16)), t, _CMP_GT_OQ));
+  uint32_t m3 = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(
+      _mm256_mul_ps(_mm256_cvtepi32_ps(a3), _mm256_loadu_ps(sc + 24)), t, _CMP_GT_OQ));
+  return m0 | m1 << 8 | m2 << 16 | m3 << 24;
+}
