@@ -943,16 +943,68 @@ static bool excluded(const struct excl *e, uint32_t r) {
   return false;
 }
 
-/* One row of the int8 scan: into the heap unless it cannot beat the weakest kept. */
-static inline void scan_row(const struct uix *u, const struct excl *ex, struct cand *heap,
-                            size_t *hn, size_t ccap, size_t r, int32_t dot) {
+/* The best cap candidates by (score, then lower row): a buffer of 4 * cap that is cut back
+   to its best cap (a selection, not a sort) when full; the cap-th best of what was seen is
+   then the bar (rows come in ascending order, so a row equal to the bar loses to it). */
+struct topk {
+  struct cand *b;
+  size_t n, cap;
+  float bar; /* -INFINITY until the first cut */
+};
+
+static inline bool cand_better(struct cand a, struct cand b) {
+  return a.s > b.s || (a.s == b.s && a.r < b.r);
+}
+
+/* Puts the best m (1 <= m <= n) of b[0..n) first, in no order (quickselect; cand_better is
+   a total order: rows differ). */
+static void cand_select(struct cand *b, size_t n, size_t m) {
+  size_t lo = 0, hi = n; /* the best m: b[0..lo) and the best m - lo of b[lo..hi) */
+  while (hi - lo > 1) {
+    size_t mid = lo + (hi - lo) / 2;
+    struct cand piv = b[mid];
+    b[mid] = b[hi - 1];
+    b[hi - 1] = piv;
+    size_t st = lo;
+    for (size_t i = lo; i < hi - 1; i++) {
+      if (cand_better(b[i], piv)) {
+        struct cand t = b[i];
+        b[i] = b[st];
+        b[st++] = t;
+      }
+    }
+    b[hi - 1] = b[st];
+    b[st] = piv; /* b[lo..st) better than piv, b(st..hi) worse */
+    if (m == st || m == st + 1)
+      return;
+    if (m < st)
+      hi = st;
+    else
+      lo = st + 1;
+  }
+}
+
+static void topk_cut(struct topk *t) {
+  cand_select(t->b, t->n, t->cap);
+  t->n = t->cap;
+  float bar = t->b[0].s;
+  for (size_t i = 1; i < t->cap; i++)
+    if (t->b[i].s < bar)
+      bar = t->b[i].s;
+  t->bar = bar;
+}
+
+/* One row of the int8 scan: kept unless it cannot beat the bar. */
+static inline void scan_row(const struct uix *u, const struct excl *ex, struct topk *t,
+                            size_t r, int32_t dot) {
   if (u->flags[r] != F_VEC) /* no vector, or removed */
     return;
   float s = (float)dot * u->scale[r];
-  if (*hn == ccap && !(s > heap[0].s))
+  if (!(s > t->bar) || excluded(ex, (uint32_t)r))
     return;
-  if (!excluded(ex, (uint32_t)r))
-    heap_push(heap, hn, ccap, (struct cand){s, (uint32_t)r});
+  t->b[t->n++] = (struct cand){s, (uint32_t)r};
+  if (t->n == 4 * t->cap)
+    topk_cut(t);
 }
 
 /* Vector candidates of u (read-locked): at most k, best first, into out. The int8 scan
@@ -983,22 +1035,24 @@ static size_t vec_search(const struct mem_index *ix, const struct uix *u, const 
     if (query[d] != 0.0f)
       nz[nnz++] = (uint32_t)d;
   size_t ccap = EG_MAX(2 * k, (size_t)CCAP);
-  struct cand *heap = scratch(SC_HEAP, ccap * sizeof(*heap));
-  size_t hn = 0;
+  struct topk top = {scratch(SC_HEAP, 4 * ccap * sizeof(struct cand)), 0, ccap, -INFINITY};
   uint32_t (*kern)(const int8_t *const *, const int32_t *, size_t, size_t, size_t,
                    const float *, float, int32_t *) =
       mem_simd_avx2() ? mem__quads32_avx2 : mem__quads32_scalar;
   int32_t dots[32];
   for (size_t r0 = 0; r0 < u->n && nq > 0; r0 += 32) {
     size_t bn = EG_MIN((size_t)32, u->n - r0);
-    float thr = hn == ccap ? heap[0].s : -INFINITY;
-    uint32_t m = kern(cols, qw, nq, r0, bn, u->scale, thr, dots);
+    uint32_t m = kern(cols, qw, nq, r0, bn, u->scale, top.bar, dots);
     while (m) {
       unsigned j = (unsigned)__builtin_ctz(m);
       m &= m - 1;
-      scan_row(u, ex, heap, &hn, ccap, r0 + j, dots[j]);
+      scan_row(u, ex, &top, r0 + j, dots[j]);
     }
   }
+  if (top.n > ccap)
+    topk_cut(&top);
+  const struct cand *heap = top.b;
+  size_t hn = top.n;
   struct rescored *rs = scratch(SC_RS, (hn ? hn : 1) * sizeof(*rs));
   for (size_t i = 0; i < hn; i++) {
     size_t r = heap[i].r;

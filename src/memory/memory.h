@@ -130,6 +130,8 @@ float mem_dot_f32(const float *a, const float *b, size_t n);
 /* Quantise v[0..n) to int8 with one scale: v[i] ~= q[i] * scale. Returns the scale. */
 float mem_quantize_i8(const float *v, size_t n, int8_t *q);
 /* Scalar and AVX2 kernels, exposed for the agreement tests and benchmarks. */
+float mem__quantize_i8_scalar(const float *v, size_t n, int8_t *q);
+float mem__quantize_i8_avx2(const float *v, size_t n, int8_t *q);
 float mem__dot_f32_scalar(const float *a, const float *b, size_t n);
 float mem__dot_f32_avx2(const float *a, const float *b, size_t n);
 int32_t mem__dot_i8_scalar(const int8_t *a, const int8_t *b, size_t n);

@@ -138,7 +138,7 @@ float mem_dot_f32(const float *a, const float *b, size_t n) {
   return mem_simd_avx2() ? mem__dot_f32_avx2(a, b, n) : mem__dot_f32_scalar(a, b, n);
 }
 
-float mem_quantize_i8(const float *v, size_t n, int8_t *q) {
+float mem__quantize_i8_scalar(const float *v, size_t n, int8_t *q) {
   float m = 0;
   for (size_t i = 0; i < n; i++) {
     float a = fabsf(v[i]);
@@ -163,6 +163,61 @@ float mem_quantize_i8(const float *v, size_t n, int8_t *q) {
     q[i] = (int8_t)r;
   }
   return scale;
+}
+
+/* The same values as the scalar form: the same products, cvtps rounds to nearest even as
+   lrintf does (both in the default rounding mode), NaN products become 0. */
+__attribute__((target("avx2,fma"))) float mem__quantize_i8_avx2(const float *v, size_t n,
+                                                                int8_t *q) {
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 mx = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) /* max(x, mx) is mx when x is NaN: NaNs are skipped */
+    mx = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(v + i), absmask), mx);
+  float lanes[8];
+  _mm256_storeu_ps(lanes, mx);
+  float m = 0;
+  for (int l = 0; l < 8; l++)
+    if (lanes[l] > m)
+      m = lanes[l];
+  for (; i < n; i++)
+    if (fabsf(v[i]) > m)
+      m = fabsf(v[i]);
+  if (!(m > 0) || !isfinite(m)) {
+    memset(q, 0, n);
+    return 0;
+  }
+  float scale = m / 127.0f;
+  float inv = 127.0f / m;
+  if (!isfinite(inv))
+    return mem__quantize_i8_scalar(v, n, q);
+  const __m256 iv = _mm256_set1_ps(inv);
+  const __m256i hi = _mm256_set1_epi32(127), lo = _mm256_set1_epi32(-127);
+  const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256i r[4];
+    for (int b = 0; b < 4; b++) {
+      __m256 x = _mm256_mul_ps(_mm256_loadu_ps(v + i + 8 * b), iv);
+      x = _mm256_and_ps(x, _mm256_cmp_ps(x, x, _CMP_ORD_Q));
+      r[b] = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(x), hi), lo);
+    }
+    __m256i p =
+        _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+    _mm256_storeu_si256((__m256i *)(q + i), _mm256_permutevar8x32_epi32(p, perm));
+  }
+  for (; i < n; i++) {
+    float x = v[i] * inv;
+    if (!isfinite(x))
+      x = 0;
+    long r = lrintf(x);
+    q[i] = (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
+  }
+  return scale;
+}
+
+float mem_quantize_i8(const float *v, size_t n, int8_t *q) {
+  return mem_simd_avx2() ? mem__quantize_i8_avx2(v, n, q) : mem__quantize_i8_scalar(v, n, q);
 }
 
 /* ---- block scan: int8 query against many int8 rows --------------------------------------- */
