@@ -58,6 +58,12 @@ struct plist { /* the postings of one term */
   uint16_t *tf;
 };
 
+struct vlist { /* the rows with a nonzero int8 value in one dimension, and the values */
+  uint32_t n, cap;
+  uint32_t *row;
+  int8_t *val;
+};
+
 struct cslot { /* chat -> its newest row */
   uint64_t h;
   uint32_t row; /* NO_ROW = empty */
@@ -90,6 +96,11 @@ struct uix {
   size_t ntslots;
   struct cslot *cslots;
   size_t ncslots, ncs;
+  struct vlist *vl; /* dim lists (NULL until the first vector): the sparse rows' values */
+  size_t nvl;       /* dim once vl is there */
+  size_t vpostings; /* sum of the lists' caps */
+  uint32_t *drow;   /* the rows with a vector too dense for the lists */
+  size_t ndrow, cdrow;
   uint64_t total_dl;
   size_t live, dead, postings;
   size_t bytes; /* accounted in ix->bytes (under ix->mu) */
@@ -168,7 +179,8 @@ static size_t uix_bytes(const struct uix *u, int dim) {
          u->cap * (sizeof(float) + ID_BYTES + sizeof(int64_t) + ROW_EXTRA) +
          u->nslots * sizeof(uint32_t) + u->acap + u->capl * sizeof(struct plist) +
          u->postings * (sizeof(uint32_t) + sizeof(uint16_t)) + u->ntslots * sizeof(uint32_t) +
-         u->ncslots * sizeof(struct cslot);
+         u->ncslots * sizeof(struct cslot) + u->nvl * sizeof(struct vlist) +
+         u->vpostings * (sizeof(uint32_t) + 1) + u->cdrow * sizeof(uint32_t);
 }
 
 static struct uix *uix_new(const char *user, const char *model) {
@@ -203,6 +215,12 @@ static void uix_free(struct uix *u) {
   free(u->pl);
   free(u->tslots);
   free(u->cslots);
+  free(u->drow);
+  for (size_t d = 0; d < u->nvl; d++) {
+    free(u->vl[d].row);
+    free(u->vl[d].val);
+  }
+  free(u->vl);
   free(u);
 }
 
@@ -290,11 +308,113 @@ static int8_t q_at(const struct uix *u, size_t r, size_t d) {
   return u->q[(d / 4) * 4 * u->cap + 4 * r + d % 4];
 }
 
+/* -- the sparse side of the vectors: per dimension, the rows with a nonzero value there --
+   A row with at most SPARSE_NNZ(dim) nonzero values (the hash embedder's: about 20 of
+   768) is in the lists of its dimensions; a denser one is in drow. A sparse query then
+   adds up only the lists of its own nonzero dimensions (vec_search_sparse). Removed rows
+   stay in the lists (skipped, as in the scan) until the next load or compaction. */
+#define SPARSE_NNZ(dim) ((size_t)(dim) / 8)
+#define SPARSE_MIN_ROWS 1024
+#ifndef SPARSE_GAIN
+#define SPARSE_GAIN 4 /* the lists when their postings are under 1/4 of the column bytes */
+#endif
+
+static size_t nnz_i8(const int8_t *v, int dim) {
+  size_t n = 0;
+  for (int d = 0; d < dim; d++)
+    n += v[d] != 0;
+  return n;
+}
+
+static void vpost_add(struct uix *u, size_t r, int dim, const int8_t *v) {
+  if (nnz_i8(v, dim) > SPARSE_NNZ(dim)) {
+    if (u->ndrow == u->cdrow) {
+      u->cdrow = u->cdrow ? 2 * u->cdrow : 16;
+      u->drow = xrealloc(u->drow, u->cdrow * sizeof(*u->drow));
+    }
+    u->drow[u->ndrow++] = (uint32_t)r;
+    return;
+  }
+  for (int d = 0; d < dim; d++) {
+    if (v[d] == 0)
+      continue;
+    struct vlist *l = &u->vl[d];
+    if (l->n == l->cap) {
+      uint32_t cap = l->cap ? 2 * l->cap : 8;
+      l->row = xrealloc(l->row, cap * sizeof(*l->row));
+      l->val = xrealloc(l->val, cap);
+      u->vpostings += cap - l->cap;
+      l->cap = cap;
+    }
+    l->row[l->n] = (uint32_t)r;
+    l->val[l->n++] = v[d];
+  }
+}
+
+/* Takes row r (whose int8 values are v) out of the lists or drow (a vector replaced). */
+static void vpost_remove(struct uix *u, size_t r, int dim, const int8_t *v) {
+  if (u->vl == NULL)
+    return;
+  if (nnz_i8(v, dim) > SPARSE_NNZ(dim)) {
+    for (size_t i = 0; i < u->ndrow; i++) {
+      if (u->drow[i] == r) {
+        u->drow[i] = u->drow[--u->ndrow];
+        return;
+      }
+    }
+    return;
+  }
+  for (int d = 0; d < dim; d++) {
+    if (v[d] == 0)
+      continue;
+    struct vlist *l = &u->vl[d];
+    for (uint32_t i = 0; i < l->n; i++) {
+      if (l->row[i] == r) { /* the order in a list does not matter (integer sums) */
+        l->row[i] = l->row[l->n - 1];
+        l->val[i] = l->val[l->n - 1];
+        l->n--;
+        break;
+      }
+    }
+  }
+}
+
+/* Row r (int8 values v) now has its vector: into the lists. Small users have none (their
+   columns are quick to scan, and the lists cost dim * 24 bytes): they are built from the
+   columns when the user reaches SPARSE_MIN_ROWS rows. */
+static void vpost_row(struct uix *u, size_t r, int dim, const int8_t *v) {
+  if (u->vl != NULL) {
+    vpost_add(u, r, dim, v);
+    return;
+  }
+  if (u->n < SPARSE_MIN_ROWS)
+    return;
+  u->vl = xcalloc((size_t)dim, sizeof(*u->vl));
+  u->nvl = (size_t)dim;
+  int8_t *w = xmalloc(dim4(dim));
+  for (size_t i = 0; i < u->n; i++) {
+    if (!(u->flags[i] & F_VEC) || i == r)
+      continue;
+    q_get(u, i, dim, w);
+    vpost_add(u, i, dim, w);
+  }
+  free(w);
+  vpost_add(u, r, dim, v);
+}
+
 static void row_set_vec(struct uix *u, size_t r, int dim, const float *vec) {
-  int8_t *v = xcalloc(dim4(dim), 1);
-  u->scale[r] = mem_quantize_i8(vec, (size_t)dim, v);
-  q_put(u, r, dim, v);
-  free(v);
+  int8_t v[4096];
+  int8_t *p = dim4(dim) <= sizeof v ? v : xmalloc(dim4(dim));
+  if (u->flags[r] & F_VEC) { /* a new vector for the row: the old one leaves the lists */
+    q_get(u, r, dim, p);
+    vpost_remove(u, r, dim, p);
+  }
+  memset(p, 0, dim4(dim));
+  u->scale[r] = mem_quantize_i8(vec, (size_t)dim, p);
+  q_put(u, r, dim, p);
+  vpost_row(u, r, dim, p);
+  if (p != v)
+    free(p);
   u->flags[r] |= F_VEC;
 }
 
@@ -511,6 +631,12 @@ static void uix_swap_data(struct uix *a, struct uix *b) {
   SWAP_FIELD(a, b, live);
   SWAP_FIELD(a, b, dead);
   SWAP_FIELD(a, b, postings);
+  SWAP_FIELD(a, b, vl);
+  SWAP_FIELD(a, b, nvl);
+  SWAP_FIELD(a, b, vpostings);
+  SWAP_FIELD(a, b, drow);
+  SWAP_FIELD(a, b, ndrow);
+  SWAP_FIELD(a, b, cdrow);
 }
 
 /* Rebuilds u (write-locked) without its tombstones. */
@@ -534,6 +660,7 @@ static void uix_compact(struct uix *u, int dim) {
       int8_t *v = xmalloc(dim4(dim));
       q_get(u, r, dim, v);
       q_put(t, nr, dim, v);
+      vpost_row(t, nr, dim, v);
       free(v);
       t->scale[nr] = u->scale[r];
       t->flags[nr] |= F_VEC;
@@ -857,7 +984,7 @@ static int cmp_rescored(const void *a, const void *b) {
 
 /* Per-thread scratch buffers of the searches (grown, never shrunk; freed when the thread
    exits), so a search allocates nothing of the user's size. */
-enum { SC_QQ, SC_COLS, SC_QW, SC_NZ, SC_HEAP, SC_RS, SC_ACC, SC_TOUCHED, SC_N };
+enum { SC_QQ, SC_COLS, SC_QW, SC_NZ, SC_HEAP, SC_RS, SC_ACC, SC_TOUCHED, SC_DOTS, SC_N };
 struct scratch {
   void *p[SC_N];
   size_t cap[SC_N];
@@ -1007,10 +1134,81 @@ static inline void scan_row(const struct uix *u, const struct excl *ex, struct t
     topk_cut(t);
 }
 
-/* Vector candidates of u (read-locked): at most k, best first, into out. The int8 scan
-   goes 32 rows at a time over the query's nonzero quads (mem__quads32), skipping the rows
-   whose score cannot enter the full heap; rows are offered in order, so the kept set is
-   the one a row-by-row scan keeps. */
+/* The int8 scan (u read-locked) into top: every row with a vector, in order, with its dot
+   product with the quantised query qq (integer sums, however computed: the same). A quad
+   of the query whose dimensions' lists hold more than a quarter as many rows as the user
+   has (a word in most memories; the rows in drow count too) is read from its column
+   (mem__quads32, 32 rows in registers); the other quads from the lists of their nonzero
+   dimensions (the rows in drow from their columns), summed first into a per-thread row array.
+   Without the lists (a user with no vector yet), every quad from its column. Rows whose score
+   is not above top's bar are skipped 32 at a time. */
+static void vec_scan(const struct uix *u, int dim, const int8_t *qq, const struct excl *ex,
+                     struct topk *top) {
+  size_t nquads = dim4(dim) / 4;
+  const int8_t **cols = scratch(SC_COLS, nquads * sizeof(*cols)); /* the column quads */
+  int32_t *qw = scratch(SC_QW, nquads * sizeof(*qw));
+  uint32_t *lq = scratch(SC_NZ, nquads * sizeof(*lq)); /* the list quads */
+  size_t nc = 0, nl = 0;
+  for (size_t i = 0; i < nquads; i++) {
+    int32_t w;
+    memcpy(&w, qq + 4 * i, 4);
+    if (w == 0)
+      continue;
+    size_t post = 0;
+    for (size_t d = 4 * i; d < 4 * i + 4 && u->vl != NULL && d < (size_t)dim; d++)
+      if (qq[d] != 0)
+        post += u->vl[d].n;
+    if (u->vl != NULL && (post + u->ndrow) * SPARSE_GAIN <= u->n) {
+      lq[nl++] = (uint32_t)i;
+    } else {
+      cols[nc] = u->q + i * 4 * u->cap;
+      qw[nc++] = w;
+    }
+  }
+  if (nc + nl == 0)
+    return;                                                /* the zero query: no candidates */
+  int32_t *acc = scratch(SC_DOTS, u->n * sizeof(int32_t)); /* zeros between searches */
+  for (size_t i = 0; i < nl; i++) {
+    for (size_t d = 4 * lq[i]; d < 4 * (size_t)lq[i] + 4 && d < (size_t)dim; d++) {
+      if (qq[d] == 0)
+        continue;
+      /* (locals: the stores to acc could alias the list's fields) */
+      const uint32_t *row = u->vl[d].row;
+      const int8_t *val = u->vl[d].val;
+      uint32_t n = u->vl[d].n;
+      int32_t qd = qq[d];
+      for (uint32_t j = 0; j < n; j++)
+        acc[row[j]] += qd * val[j];
+    }
+  }
+  for (size_t i = 0; i < u->ndrow && nl > 0; i++) {
+    size_t r = u->drow[i];
+    int32_t sum = 0;
+    for (size_t j = 0; j < nl; j++) {
+      const int8_t *c = u->q + (size_t)lq[j] * 4 * u->cap + 4 * r, *q4 = qq + 4 * (size_t)lq[j];
+      sum += q4[0] * c[0] + q4[1] * c[1] + q4[2] * c[2] + q4[3] * c[3];
+    }
+    acc[r] += sum;
+  }
+  uint32_t (*kern)(const int8_t *const *, const int32_t *, size_t, size_t, size_t,
+                   const float *, float, int32_t *) =
+      mem_simd_avx2() ? mem__quads32_avx2 : mem__quads32_scalar;
+  for (size_t r0 = 0; r0 < u->n; r0 += 32) {
+    size_t bn = EG_MIN((size_t)32, u->n - r0);
+    int32_t *dots = acc + r0;
+    uint32_t m = kern(cols, qw, nc, r0, bn, u->scale, top->bar, dots);
+    while (m) {
+      unsigned j = (unsigned)__builtin_ctz(m);
+      m &= m - 1;
+      scan_row(u, ex, top, r0 + j, dots[j]);
+    }
+  }
+  memset(acc, 0, u->n * sizeof(int32_t));
+}
+
+/* Vector candidates of u (read-locked): at most k, best first, into out: the int8 scan
+   (vec_scan) keeps the best C = max(2k, 32) rows by int8 score (then by row), which are
+   re-scored with the float query. */
 static size_t vec_search(const struct mem_index *ix, const struct uix *u, const float *query,
                          size_t k, const struct excl *ex, struct rescored *out) {
   int dim = ix->dim;
@@ -1018,37 +1216,14 @@ static size_t vec_search(const struct mem_index *ix, const struct uix *u, const 
   int8_t *qq = scratch(SC_QQ, d4);
   memset(qq + (size_t)dim, 0, d4 - (size_t)dim);
   (void)mem_quantize_i8(query, (size_t)dim, qq);
-  const int8_t **cols = scratch(SC_COLS, d4 / 4 * sizeof(*cols));
-  int32_t *qw = scratch(SC_QW, d4 / 4 * sizeof(*qw));
-  size_t nq = 0;
-  for (size_t i = 0; i < d4 / 4; i++) {
-    int32_t w;
-    memcpy(&w, qq + 4 * i, 4);
-    if (w != 0) {
-      cols[nq] = u->q + i * 4 * u->cap;
-      qw[nq++] = w;
-    }
-  }
+  size_t ccap = EG_MAX(2 * k, (size_t)CCAP);
+  struct topk top = {scratch(SC_HEAP, 4 * ccap * sizeof(struct cand)), 0, ccap, -INFINITY};
+  vec_scan(u, dim, qq, ex, &top);
   uint32_t *nz = scratch(SC_NZ, (size_t)dim * sizeof(*nz)); /* the query's nonzero dims */
   size_t nnz = 0;
   for (size_t d = 0; d < (size_t)dim; d++)
     if (query[d] != 0.0f)
       nz[nnz++] = (uint32_t)d;
-  size_t ccap = EG_MAX(2 * k, (size_t)CCAP);
-  struct topk top = {scratch(SC_HEAP, 4 * ccap * sizeof(struct cand)), 0, ccap, -INFINITY};
-  uint32_t (*kern)(const int8_t *const *, const int32_t *, size_t, size_t, size_t,
-                   const float *, float, int32_t *) =
-      mem_simd_avx2() ? mem__quads32_avx2 : mem__quads32_scalar;
-  int32_t dots[32];
-  for (size_t r0 = 0; r0 < u->n && nq > 0; r0 += 32) {
-    size_t bn = EG_MIN((size_t)32, u->n - r0);
-    uint32_t m = kern(cols, qw, nq, r0, bn, u->scale, top.bar, dots);
-    while (m) {
-      unsigned j = (unsigned)__builtin_ctz(m);
-      m &= m - 1;
-      scan_row(u, ex, &top, r0 + j, dots[j]);
-    }
-  }
   if (top.n > ccap)
     topk_cut(&top);
   const struct cand *heap = top.b;

@@ -149,11 +149,11 @@ void mem__scan_i8_avx2(const int8_t *q, const int8_t *rows, size_t nrows, size_t
    the columns of its nonzero quads, each front to back. */
 void mem__quad_col_scalar(const int8_t *col, const int8_t q[4], size_t n, int32_t *acc);
 void mem__quad_col_avx2(const int8_t *col, const int8_t q[4], size_t n, int32_t *acc);
-/* The index's fused search scan over one block of n <= 32 rows starting at row r0: for the
-   query's nq nonzero quads (cols[i] the column of quad i, qw[i] its 4 query bytes as one
-   int32), dots[j] = sum_i dot(qw[i], row r0 + j's quad i) (the same int32 as
-   mem__quad_col), and returns the mask of rows j whose (float)dots[j] * scale[r0 + j] > thr
-   (bit j). The AVX2 form keeps the 32 sums in registers over all quads. */
+/* The index's fused search scan over one block of n <= 32 rows starting at row r0: for
+   nq quads (cols[i] the column of quad i, qw[i] its 4 query bytes as one int32), dots[j] +=
+   sum_i dot(qw[i], row r0 + j's quad i) (the int32 of mem__quad_col; nq may be 0), then
+   returns the mask of rows j whose (float)dots[j] * scale[r0 + j] > thr (bit j). The AVX2
+   form keeps the 32 sums in registers over all quads. */
 uint32_t mem__quads32_scalar(const int8_t *const *cols, const int32_t *qw, size_t nq, size_t r0,
                              size_t n, const float *scale, float thr, int32_t dots[32]);
 uint32_t mem__quads32_avx2(const int8_t *const *cols, const int32_t *qw, size_t nq, size_t r0,

@@ -310,8 +310,6 @@ mem__quad_col_avx2(const int8_t *col, const int8_t q[4], size_t n, int32_t *acc)
 
 uint32_t mem__quads32_scalar(const int8_t *const *cols, const int32_t *qw, size_t nq, size_t r0,
                              size_t n, const float *scale, float thr, int32_t dots[32]) {
-  for (size_t j = 0; j < n; j++)
-    dots[j] = 0;
   for (size_t i = 0; i < nq; i++) {
     int8_t q[4];
     memcpy(q, &qw[i], 4);
@@ -332,8 +330,10 @@ mem__quads32_avx2(const int8_t *const *cols, const int32_t *qw, size_t nq, size_
   if (n < 32)
     return mem__quads32_scalar(cols, qw, nq, r0, n, scale, thr, dots);
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
-  __m256i a2 = _mm256_setzero_si256(), a3 = _mm256_setzero_si256();
+  __m256i a0 = _mm256_loadu_si256((const __m256i *)dots);
+  __m256i a1 = _mm256_loadu_si256((const __m256i *)(dots + 8));
+  __m256i a2 = _mm256_loadu_si256((const __m256i *)(dots + 16));
+  __m256i a3 = _mm256_loadu_si256((const __m256i *)(dots + 24));
   for (size_t i = 0; i < nq; i++) {
     const __m256i *c = (const __m256i *)(cols[i] + 4 * r0);
     __m256i qv = _mm256_set1_epi32(qw[i]);

@@ -582,6 +582,256 @@ static void test_concurrent_readers_writer(void **state) {
   mem_index_free(ix);
 }
 
+/* mem__quads32 (32 row sums over some quad columns, added to dots, then the threshold
+   mask) agrees between its scalar and AVX2 forms, and with mem__quad_col. */
+static void test_quads32_kernels(void **state) {
+  (void)state;
+  enum { ROWS = 96, NQ = 24 };
+  int8_t *colbuf = malloc((size_t)NQ * ROWS * 4);
+  const int8_t *cols[NQ];
+  int32_t qw[NQ];
+  float scale[ROWS];
+  for (int it = 0; it < 300; it++) {
+    for (size_t i = 0; i < (size_t)NQ * ROWS * 4; i++)
+      colbuf[i] = (int8_t)((int)(next_rand() % 255) - 127);
+    for (int i = 0; i < NQ; i++) {
+      cols[i] = colbuf + (size_t)i * ROWS * 4;
+      int8_t q[4];
+      for (int c = 0; c < 4; c++)
+        q[c] = (int8_t)((int)(next_rand() % 255) - 127);
+      memcpy(&qw[i], q, 4);
+    }
+    for (int r = 0; r < ROWS; r++)
+      scale[r] = (float)(next_rand() % 1000) / 1e5f;
+    size_t nq = next_rand() % (NQ + 1), r0 = next_rand() % (ROWS - 32 + 1);
+    size_t n = it % 3 ? 32 : 1 + next_rand() % 32;
+    float thr = it % 5 == 0 ? -INFINITY : frand() * 50;
+    int32_t init[32], a[32], b[32], ref[32];
+    for (int j = 0; j < 32; j++)
+      init[j] = (int32_t)(next_rand() % 20001) - 10000;
+    memcpy(a, init, sizeof a);
+    memcpy(b, init, sizeof b);
+    memcpy(ref, init, sizeof ref);
+    for (size_t i = 0; i < nq; i++) {
+      int8_t q[4];
+      memcpy(q, &qw[i], 4);
+      mem__quad_col_scalar(cols[i] + 4 * r0, q, n, ref);
+    }
+    uint32_t ma = mem__quads32_scalar(cols, qw, nq, r0, n, scale, thr, a);
+    uint32_t mb = mem_simd_avx2() ? mem__quads32_avx2(cols, qw, nq, r0, n, scale, thr, b)
+                                  : mem__quads32_scalar(cols, qw, nq, r0, n, scale, thr, b);
+    assert_memory_equal(a, ref, n * sizeof(int32_t));
+    assert_memory_equal(b, ref, n * sizeof(int32_t));
+    assert_int_equal(ma, mb);
+    for (size_t j = 0; j < n; j++)
+      assert_int_equal(ma >> j & 1, (float)ref[j] * scale[r0 + j] > thr);
+    if (n < 32)
+      assert_int_equal(ma >> n, 0);
+  }
+  free(colbuf);
+}
+
+/* The AVX2 quantisation gives the scalar one's values and scale, edge cases included. */
+static void test_quantize_agree(void **state) {
+  (void)state;
+  if (!mem_simd_avx2())
+    skip();
+  float v[777];
+  int8_t a[777], b[777];
+  for (int it = 0; it < 200; it++) {
+    size_t n = 1 + next_rand() % 777;
+    for (size_t i = 0; i < n; i++)
+      v[i] = it % 4 == 0 ? (float)((int)(next_rand() % 9) - 4) / 8 : frand();
+    if (it % 7 == 1)
+      v[next_rand() % n] = NAN;
+    if (it % 11 == 2)
+      v[next_rand() % n] = INFINITY;
+    if (it % 13 == 3)
+      for (size_t i = 0; i < n; i++)
+        v[i] = (i % 5 == 0) ? 1e-42f : 0; /* subnormal: 127 / max overflows */
+    if (it % 17 == 4)
+      memset(v, 0, n * sizeof(float));
+    float sa = mem__quantize_i8_scalar(v, n, a), sb = mem__quantize_i8_avx2(v, n, b);
+    assert_memory_equal(&sa, &sb, sizeof sa);
+    assert_memory_equal(a, b, n);
+  }
+}
+
+/* The reference of mem_index_search (memory.h): int8 scores of every row with the
+   quantised query, the best C = max(2k, 32) by (score, then row), those re-scored with the
+   float query over its nonzero dimensions, sorted by (score, newer, row). */
+struct ref_row {
+  int8_t q[MEM_DIM];
+  float scale;
+  bool live;
+  int64_t created;
+};
+
+static size_t ref_search(const struct ref_row *rows, size_t n, const float *query, size_t k,
+                         const bool *excl, uint32_t *out, float *score) {
+  int8_t qq[MEM_DIM];
+  (void)mem_quantize_i8(query, MEM_DIM, qq);
+  size_t cap = k * 2 > 32 ? k * 2 : 32;
+  uint32_t *best = calloc(cap + 1, sizeof *best);
+  float *bs = calloc(cap + 1, sizeof *bs);
+  size_t nb = 0;
+  bool any = false;
+  for (size_t d = 0; d < MEM_DIM; d++)
+    any |= qq[d] != 0;
+  for (size_t r = 0; r < n && any; r++) {
+    if (!rows[r].live || excl[r])
+      continue;
+    int32_t dot = mem__dot_i8_scalar(qq, rows[r].q, MEM_DIM);
+    float s = (float)dot * rows[r].scale;
+    size_t j = nb < cap ? nb++ : cap;
+    if (j == cap && !(s > bs[cap - 1]))
+      continue;
+    if (j == cap)
+      j = cap - 1;
+    while (j > 0 && s > bs[j - 1]) { /* earlier rows win ties */
+      best[j] = best[j - 1];
+      bs[j] = bs[j - 1];
+      j--;
+    }
+    best[j] = (uint32_t)r;
+    bs[j] = s;
+  }
+  for (size_t i = 0; i < nb; i++) {
+    float d = 0;
+    for (size_t dd = 0; dd < MEM_DIM; dd++)
+      if (query[dd] != 0.0f)
+        d += query[dd] * (float)rows[best[i]].q[dd];
+    bs[i] = d * rows[best[i]].scale;
+  }
+  for (size_t i = 1; i < nb; i++) { /* insertion sort by (score, newer, row) */
+    for (size_t j = i; j > 0; j--) {
+      uint32_t x = best[j - 1], y = best[j];
+      bool swap = bs[j] > bs[j - 1] ||
+                  (bs[j] == bs[j - 1] && (rows[y].created > rows[x].created ||
+                                          (rows[y].created == rows[x].created && y < x)));
+      if (!swap)
+        break;
+      best[j - 1] = y;
+      best[j] = x;
+      float t = bs[j];
+      bs[j] = bs[j - 1];
+      bs[j - 1] = t;
+    }
+  }
+  size_t m = nb < k ? nb : k;
+  memcpy(out, best, m * sizeof *out);
+  memcpy(score, bs, m * sizeof *score);
+  free(best);
+  free(bs);
+  return m;
+}
+
+static void check_against_ref(struct mem_index *ix, const struct ref_row *rows, size_t n,
+                              const float *query, size_t k, size_t nex) {
+  char ids[8][ID_LEN + 1];
+  const char *ex[8];
+  bool *excl = calloc(n, sizeof *excl);
+  for (size_t i = 0; i < nex; i++) {
+    unsigned r = (unsigned)(n - 1 - next_rand() % 40); /* recent rows, like a chat window */
+    mk_id(ids[i], r + 1);
+    ex[i] = ids[i];
+    excl[r] = true;
+  }
+  struct mem_hit hits[40];
+  size_t nh = 0;
+  assert_int_equal(mem_index_search(ix, "u", MEM_HASH_MODEL, query, k, ex, nex, hits, &nh), 0);
+  uint32_t want[40];
+  float ws[40];
+  size_t nw = ref_search(rows, n, query, k, excl, want, ws);
+  assert_int_equal(nh, nw);
+  for (size_t i = 0; i < nh; i++) {
+    char id[ID_LEN + 1];
+    mk_id(id, want[i] + 1);
+    assert_string_equal(hits[i].id, id);
+    assert_memory_equal(&hits[i].score, &ws[i], sizeof(float));
+  }
+  free(excl);
+}
+
+/* A user past SPARSE_MIN_ROWS with the hash embedder's sparse vectors (a word in every
+   text: long lists, read from the columns), dense rows among them, duplicates (ties),
+   vectors replaced and rows removed: every search equals the reference exactly. */
+static void test_sparse_lists_exact(void **state) {
+  (void)state;
+  enum { N = 2600 };
+  static const char *const words[] = {
+      "apple",  "river",  "stone",  "cloud",  "piano",  "tiger",  "garden", "lemon",
+      "rocket", "violet", "candle", "harbor", "meadow", "copper", "falcon", "quartz"};
+  struct ref_row *ref = calloc(N, sizeof *ref);
+  struct mem_row *rows = calloc(N, sizeof *rows);
+  float *vecs = calloc((size_t)N * MEM_DIM, sizeof(float));
+  char(*texts)[96] = calloc(N, sizeof *texts);
+  for (unsigned i = 0; i < N; i++) {
+    float *v = vecs + (size_t)i * MEM_DIM;
+    if (i % 13 == 5) {
+      rand_unit(v, MEM_DIM); /* a dense row: drow */
+    } else if (i % 17 == 3 && i > 0) {
+      memcpy(v, vecs + (size_t)(i - 1) * MEM_DIM, MEM_DIM * sizeof(float)); /* a tie */
+    } else {
+      snprintf(texts[i], sizeof texts[i], "always %s %s near %s %u", words[next_rand() % 16],
+               words[next_rand() % 16], words[next_rand() % 16], (unsigned)(next_rand() % 50));
+      mem_hash_embed(texts[i], strlen(texts[i]), v);
+    }
+    mk_id(rows[i].id, i + 1);
+    rows[i].created_at = 1000 + i / 3; /* equal times too */
+    rows[i].vec = v;
+    ref[i].scale = mem_quantize_i8(v, MEM_DIM, ref[i].q);
+    ref[i].live = true;
+    ref[i].created = rows[i].created_at;
+  }
+  struct mem_index *ix = mem_index_new(MEM_DIM, 0);
+  /* Loaded below SPARSE_MIN_ROWS, then added one by one past it (the lists are built). */
+  assert_int_equal(mem_index_load(ix, "u", MEM_HASH_MODEL, rows, 1000), 0);
+  for (unsigned i = 1000; i < N; i++)
+    assert_int_equal(mem_index_add(ix, "u", MEM_HASH_MODEL, &rows[i]), 0);
+  float q[MEM_DIM];
+  for (int it = 0; it < 60; it++) {
+    if (it % 6 == 5) {
+      rand_unit(q, MEM_DIM);
+    } else {
+      char t[96];
+      snprintf(t, sizeof t, "%s always %s", words[next_rand() % 16], words[next_rand() % 16]);
+      mem_hash_embed(t, strlen(t), q);
+    }
+    check_against_ref(ix, ref, N, q, 1 + (size_t)(it % 20), (size_t)(it % 8));
+  }
+  /* New vectors for some rows (sparse <-> dense), some rows removed. */
+  for (unsigned i = 0; i < 300; i++) {
+    unsigned r = (unsigned)(next_rand() % N);
+    float *v = vecs + (size_t)r * MEM_DIM;
+    if (i % 2)
+      rand_unit(v, MEM_DIM);
+    else
+      mem_hash_embed(words[i % 16], strlen(words[i % 16]), v);
+    ref[r].scale = mem_quantize_i8(v, MEM_DIM, ref[r].q);
+    assert_int_equal(mem_index_add(ix, "u", MEM_HASH_MODEL, &rows[r]), 0);
+  }
+  for (unsigned i = 0; i < 100; i++) {
+    unsigned r = (unsigned)(next_rand() % (N - 60));
+    if (ref[r].live) {
+      assert_int_equal(mem_index_remove(ix, "u", rows[r].id), 0);
+      ref[r].live = false;
+    }
+  }
+  for (int it = 0; it < 60; it++) {
+    char t[96];
+    snprintf(t, sizeof t, "%s %u %u", words[next_rand() % 16], (unsigned)(next_rand() % 50),
+             (unsigned)(next_rand() % 50)); /* rare words: the lists */
+    mem_hash_embed(t, strlen(t), q);
+    check_against_ref(ix, ref, N, q, 1 + (size_t)(it % 20), (size_t)(it % 8));
+  }
+  mem_index_free(ix);
+  free(texts);
+  free(vecs);
+  free(rows);
+  free(ref);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_kernels_agree),
@@ -595,6 +845,9 @@ int main(void) {
       cmocka_unit_test(test_churn),
       cmocka_unit_test(test_lru_budget),
       cmocka_unit_test(test_concurrent_readers_writer),
+      cmocka_unit_test(test_quads32_kernels),
+      cmocka_unit_test(test_quantize_agree),
+      cmocka_unit_test(test_sparse_lists_exact),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
