@@ -146,7 +146,25 @@ static bool is_word_char(utf8proc_int32_t c) {
 
 /* Copies the valid UTF-8 of s[0..n) (dropping invalid bytes) and applies NFKC + casefold.
    Returns a malloc'd NUL-terminated string (free()) or NULL when empty. */
-static uint8_t *normalise(const char *s, size_t n, size_t *out_len) {
+uint8_t *mem__normalise(const char *s, size_t n, size_t *out_len, bool ascii_fast) {
+  if (ascii_fast) {
+    /* ASCII only: NFKC changes nothing, case folding is A-Z -> a-z, no ASCII character is
+       default-ignorable; NULs are dropped as below. */
+    uint8_t *out = xmalloc(n + 1);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+      uint8_t c = (uint8_t)s[i];
+      if (c >= 0x80) {
+        free(out);
+        return mem__normalise(s, n, out_len, false);
+      }
+      if (c != 0)
+        out[m++] = (uint8_t)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+    }
+    out[m] = 0;
+    *out_len = m;
+    return out;
+  }
   uint8_t *clean = xmalloc(n + 1);
   size_t m = 0;
   const uint8_t *p = (const uint8_t *)s;
@@ -257,7 +275,7 @@ static void walk_terms(const char *text, size_t len, term_fn fn, void *ud) {
   if (len > MEM_EMBED_MAX_TEXT)
     len = MEM_EMBED_MAX_TEXT;
   size_t n = 0;
-  uint8_t *s = normalise(text, len, &n);
+  uint8_t *s = mem__normalise(text, len, &n, true);
   if (s == NULL)
     return;
   struct sb_stemmer *st = stemmer();

@@ -120,6 +120,10 @@ void mem_hash_embed(const char *text, size_t len, float out[MEM_DIM]);
    max. Returns how many (pure; any thread). */
 size_t mem_terms(const char *text, size_t len, uint64_t *out, size_t max);
 uint64_t mem_term_hash(const char *stem, size_t len);
+/* The hash embedder's text normalisation (NFKC, case folding, default-ignorables and NULs
+   dropped; malloc'd, NUL-terminated, length in *out_len; NULL on invalid input). ascii_fast:
+   ASCII texts take a direct path with the same output (exposed for the agreement test). */
+uint8_t *mem__normalise(const char *s, size_t n, size_t *out_len, bool ascii_fast);
 /* Model id of mem_hash_embed's vectors. */
 #define MEM_HASH_MODEL "hash-v1/768"
 

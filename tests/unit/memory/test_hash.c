@@ -195,9 +195,45 @@ static void test_terms(void **state) {
   assert_int_equal(mem_terms("", 0, h, 8), 0);
 }
 
+/* The ASCII path of the normalisation gives what utf8proc gives (every ASCII byte, NULs,
+   controls, upper case), and non-ASCII texts still go through utf8proc. */
+static void test_ascii_normalise(void **state) {
+  (void)state;
+  uint64_t x = 0x9e3779b97f4a7c15ULL;
+  char text[300];
+  for (int it = 0; it < 3000; it++) {
+    size_t n = (size_t)it % 300;
+    for (size_t i = 0; i < n; i++) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      text[i] = (char)(it % 3 ? (int)(x % 128) : " AbZ.,-'\t\n0x"[x % 14]);
+    }
+    size_t la = 0, lb = 0;
+    uint8_t *a = mem__normalise(text, n, &la, true), *b = mem__normalise(text, n, &lb, false);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(la, lb);
+    assert_memory_equal(a, b, la + 1);
+    free(a);
+    free(b);
+  }
+  const char *u = "Stra\xc3\x9f"
+                  "e \xef\xac\x81le"; /* sharp s, the fi ligature */
+  size_t la = 0, lb = 0;
+  uint8_t *a = mem__normalise(u, strlen(u), &la, true),
+          *b = mem__normalise(u, strlen(u), &lb, false);
+  assert_int_equal(la, lb);
+  assert_memory_equal(a, b, la + 1);
+  assert_string_equal((char *)a, "strasse file");
+  free(a);
+  free(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_terms),
+      cmocka_unit_test(test_ascii_normalise),
       cmocka_unit_test(test_deterministic_and_normalised),
       cmocka_unit_test(test_empty_and_garbage),
       cmocka_unit_test(test_unicode_folding_and_stemming),
