@@ -1072,11 +1072,11 @@ static bool excluded(const struct excl *e, uint32_t r) {
 
 /* The best cap candidates by (score, then lower row): a buffer of 4 * cap that is cut back
    to its best cap (a selection, not a sort) when full; the cap-th best of what was seen is
-   then the bar (rows come in ascending order, so a row equal to the bar loses to it). */
+   then the bar: a row is kept only when better than it (rows may come in any order). */
 struct topk {
   struct cand *b;
   size_t n, cap;
-  float bar; /* -INFINITY until the first cut */
+  struct cand bar; /* the cap-th best at the last cut ({-INFINITY, UINT32_MAX} before) */
 };
 
 static inline bool cand_better(struct cand a, struct cand b) {
@@ -1114,10 +1114,10 @@ static void cand_select(struct cand *b, size_t n, size_t m) {
 static void topk_cut(struct topk *t) {
   cand_select(t->b, t->n, t->cap);
   t->n = t->cap;
-  float bar = t->b[0].s;
+  struct cand bar = t->b[0];
   for (size_t i = 1; i < t->cap; i++)
-    if (t->b[i].s < bar)
-      bar = t->b[i].s;
+    if (cand_better(bar, t->b[i]))
+      bar = t->b[i];
   t->bar = bar;
 }
 
@@ -1127,7 +1127,7 @@ static inline void scan_row(const struct uix *u, const struct excl *ex, struct t
   if (u->flags[r] != F_VEC) /* no vector, or removed */
     return;
   float s = (float)dot * u->scale[r];
-  if (!(s > t->bar) || excluded(ex, (uint32_t)r))
+  if (!cand_better((struct cand){s, (uint32_t)r}, t->bar) || excluded(ex, (uint32_t)r))
     return;
   t->b[t->n++] = (struct cand){s, (uint32_t)r};
   if (t->n == 4 * t->cap)
@@ -1193,10 +1193,14 @@ static void vec_scan(const struct uix *u, int dim, const int8_t *qq, const struc
   uint32_t (*kern)(const int8_t *const *, const int32_t *, size_t, size_t, size_t,
                    const float *, float, int32_t *) =
       mem_simd_avx2() ? mem__quads32_avx2 : mem__quads32_scalar;
-  for (size_t r0 = 0; r0 < u->n; r0 += 32) {
-    size_t bn = EG_MIN((size_t)32, u->n - r0);
+  /* Newest rows first: in a chat the recent turns are the likeliest candidates, so the bar
+     rises early and the older rows mostly stay below it. (The kernel's test is s > thr:
+     thr just under the bar lets a row tying with it through, to cand_better.) */
+  for (size_t b = (u->n + 31) / 32; b-- > 0;) {
+    size_t r0 = 32 * b, bn = EG_MIN((size_t)32, u->n - r0);
     int32_t *dots = acc + r0;
-    uint32_t m = kern(cols, qw, nc, r0, bn, u->scale, top->bar, dots);
+    float thr = nextafterf(top->bar.s, -INFINITY);
+    uint32_t m = kern(cols, qw, nc, r0, bn, u->scale, thr, dots);
     while (m) {
       unsigned j = (unsigned)__builtin_ctz(m);
       m &= m - 1;
@@ -1217,7 +1221,8 @@ static size_t vec_search(const struct mem_index *ix, const struct uix *u, const 
   memset(qq + (size_t)dim, 0, d4 - (size_t)dim);
   (void)mem_quantize_i8(query, (size_t)dim, qq);
   size_t ccap = EG_MAX(2 * k, (size_t)CCAP);
-  struct topk top = {scratch(SC_HEAP, 4 * ccap * sizeof(struct cand)), 0, ccap, -INFINITY};
+  struct topk top = {
+      scratch(SC_HEAP, 4 * ccap * sizeof(struct cand)), 0, ccap, {-INFINITY, UINT32_MAX}};
   vec_scan(u, dim, qq, ex, &top);
   uint32_t *nz = scratch(SC_NZ, (size_t)dim * sizeof(*nz)); /* the query's nonzero dims */
   size_t nnz = 0;
