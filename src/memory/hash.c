@@ -126,7 +126,19 @@ static bool is_cjk(utf8proc_int32_t c) {
          (c >= 0x4e00 && c <= 0x9fff) || (c >= 0xf900 && c <= 0xfaff);
 }
 
+/* The next code point at s[i] (as utf8proc_iterate; ASCII bytes without the call). */
+static inline utf8proc_ssize_t next_cp(const uint8_t *s, size_t i, size_t n,
+                                       utf8proc_int32_t *c) {
+  if (s[i] < 0x80) {
+    *c = s[i];
+    return 1;
+  }
+  return utf8proc_iterate(s + i, (utf8proc_ssize_t)(n - i), c);
+}
+
 static bool is_word_char(utf8proc_int32_t c) {
+  if (c < 0x80) /* ASCII: letters (L*) and digits (Nd) only */
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
   switch (utf8proc_category(c)) {
   case UTF8PROC_CATEGORY_LU:
   case UTF8PROC_CATEGORY_LL:
@@ -196,12 +208,26 @@ uint8_t *mem__normalise(const char *s, size_t n, size_t *out_len, bool ascii_fas
   return dst;
 }
 
-/* One Snowball stemmer per thread (creating one costs more than stemming a message). */
+/* One Snowball stemmer per thread (creating one costs more than stemming a message), with
+   a cache of its recent answers (stemming is a pure function of the word; chats repeat
+   their words): direct-mapped, words up to STEM_CACHE_WORD bytes. */
+#define STEM_CACHE 1024
+#define STEM_CACHE_WORD 23
+struct stem_entry {
+  uint8_t wlen, slen; /* wlen 0: empty */
+  char w[STEM_CACHE_WORD], s[STEM_CACHE_WORD];
+};
+struct stemmer_tls {
+  struct sb_stemmer *st;
+  struct stem_entry cache[STEM_CACHE];
+};
 static pthread_key_t stemmer_key;
 static pthread_once_t stemmer_once = PTHREAD_ONCE_INIT;
 
-static void stemmer_free(void *st) {
-  sb_stemmer_delete(st);
+static void stemmer_free(void *arg) {
+  struct stemmer_tls *t = arg;
+  sb_stemmer_delete(t->st);
+  free(t);
 }
 static void stemmer_key_init(void) {
   if (pthread_key_create(&stemmer_key, stemmer_free) != 0)
@@ -209,20 +235,58 @@ static void stemmer_key_init(void) {
 }
 
 /* NULL when libstemmer cannot make one (terms are then used unstemmed). */
-static struct sb_stemmer *stemmer(void) {
+static struct stemmer_tls *stemmer(void) {
   pthread_once(&stemmer_once, stemmer_key_init);
-  struct sb_stemmer *st = pthread_getspecific(stemmer_key);
-  if (st == NULL) {
-    st = sb_stemmer_new("english", "UTF_8");
-    if (st != NULL && pthread_setspecific(stemmer_key, st) != 0) {
-      sb_stemmer_delete(st);
-      st = NULL;
+  struct stemmer_tls *t = pthread_getspecific(stemmer_key);
+  if (t == NULL) {
+    struct sb_stemmer *st = sb_stemmer_new("english", "UTF_8");
+    if (st == NULL)
+      return NULL;
+    t = xcalloc(1, sizeof *t);
+    t->st = st;
+    if (pthread_setspecific(stemmer_key, t) != 0) {
+      stemmer_free(t);
+      return NULL;
     }
   }
-  return st;
+  return t;
 }
 
-static void make_term(struct sb_stemmer *st, const uint8_t *tok, size_t len, bool has_alpha,
+/* The stem of tok[0..len) into out (at most cap - 1 bytes and a NUL): returns its length,
+   or -1 when the stemmer gives none that fits (the word then stays as it is). */
+static int stem(struct stemmer_tls *t, const uint8_t *tok, size_t len, char *out, size_t cap) {
+  struct stem_entry *e = NULL;
+  if (len > 0 && len <= STEM_CACHE_WORD) {
+    e = &t->cache[hash_bytes(0xcbf29ce484222325ULL, tok, len) % STEM_CACHE];
+    if (e->wlen == len && memcmp(e->w, tok, len) == 0) {
+      if (e->slen == 0)
+        return -1;
+      memcpy(out, e->s, e->slen);
+      out[e->slen] = 0;
+      return e->slen;
+    }
+  }
+  int rl = -1;
+  const sb_symbol *r = sb_stemmer_stem(t->st, (const sb_symbol *)tok, (int)len);
+  if (r != NULL) {
+    int l = sb_stemmer_length(t->st);
+    if (l > 0 && (size_t)l < cap) {
+      memcpy(out, r, (size_t)l);
+      out[l] = 0;
+      rl = l;
+    }
+  }
+  if (e != NULL && rl <= STEM_CACHE_WORD) {
+    e->wlen = (uint8_t)len;
+    memcpy(e->w, tok, len);
+    e->slen = (uint8_t)(rl < 0 ? 0 : rl);
+    if (rl > 0)
+      memcpy(e->s, out, (size_t)rl);
+  }
+  return rl;
+}
+
+static void make_term(struct stemmer_tls *st, const uint8_t *tok, size_t len, bool has_alpha,
                       struct term *t) {
   if (len > MAX_TOKEN) {
     /* Cut at a code point boundary. */
@@ -235,14 +299,11 @@ static void make_term(struct sb_stemmer *st, const uint8_t *tok, size_t len, boo
   t->len = len;
   t->stop = is_stopword(t->s);
   if (has_alpha && st != NULL && !t->stop) {
-    const sb_symbol *r = sb_stemmer_stem(st, (const sb_symbol *)tok, (int)len);
-    if (r != NULL) {
-      int rl = sb_stemmer_length(st);
-      if (rl > 0 && (size_t)rl < sizeof(t->s)) {
-        memcpy(t->s, r, (size_t)rl);
-        t->s[rl] = 0;
-        t->len = (size_t)rl;
-      }
+    char out[sizeof(t->s)];
+    int rl = stem(st, tok, len, out, sizeof out);
+    if (rl > 0) {
+      memcpy(t->s, out, (size_t)rl + 1);
+      t->len = (size_t)rl;
     }
   }
 }
@@ -278,14 +339,14 @@ static void walk_terms(const char *text, size_t len, term_fn fn, void *ud) {
   uint8_t *s = mem__normalise(text, len, &n, true);
   if (s == NULL)
     return;
-  struct sb_stemmer *st = stemmer();
+  struct stemmer_tls *st = stemmer();
   struct term terms[2];
   int cur = 0;
   bool have_prev = false;
   size_t i = 0;
   while (i < n) {
     utf8proc_int32_t c;
-    utf8proc_ssize_t k = utf8proc_iterate(s + i, (utf8proc_ssize_t)(n - i), &c);
+    utf8proc_ssize_t k = next_cp(s, i, n, &c);
     if (k <= 0) {
       i++;
       continue;
@@ -304,25 +365,30 @@ static void walk_terms(const char *text, size_t len, term_fn fn, void *ud) {
       has_alpha = false;
     } else {
       while (i < n) {
-        k = utf8proc_iterate(s + i, (utf8proc_ssize_t)(n - i), &c);
+        k = next_cp(s, i, n, &c);
         if (k <= 0 || is_cjk(c) || !is_word_char(c))
           break;
-        utf8proc_category_t cat = utf8proc_category(c);
-        if (cat != UTF8PROC_CATEGORY_ND && cat != UTF8PROC_CATEGORY_NO &&
-            cat != UTF8PROC_CATEGORY_NL)
-          has_alpha = true;
+        if (c < 0x80) { /* an ASCII word character: a letter or a digit (Nd) */
+          if (c > '9')
+            has_alpha = true;
+        } else {
+          utf8proc_category_t cat = utf8proc_category(c);
+          if (cat != UTF8PROC_CATEGORY_ND && cat != UTF8PROC_CATEGORY_NO &&
+              cat != UTF8PROC_CATEGORY_NL)
+            has_alpha = true;
+        }
         i += (size_t)k;
       }
     }
     size_t end = i;
     /* Apostrophe clitic: skip "'s", "'t", "'re"... glued to the word. */
     if (i < n) {
-      utf8proc_ssize_t ka = utf8proc_iterate(s + i, (utf8proc_ssize_t)(n - i), &c);
+      utf8proc_ssize_t ka = next_cp(s, i, n, &c);
       if (ka > 0 && (c == '\'' || c == 0x2019)) {
         size_t j = i + (size_t)ka;
         size_t jj = j;
         while (jj < n) {
-          utf8proc_ssize_t kb = utf8proc_iterate(s + jj, (utf8proc_ssize_t)(n - jj), &c);
+          utf8proc_ssize_t kb = next_cp(s, jj, n, &c);
           if (kb <= 0 || !is_word_char(c) || is_cjk(c))
             break;
           jj += (size_t)kb;
