@@ -315,6 +315,7 @@ static int8_t q_at(const struct uix *u, size_t r, size_t d) {
    stay in the lists (skipped, as in the scan) until the next load or compaction. */
 #define SPARSE_NNZ(dim) ((size_t)(dim) / 8)
 #define SPARSE_MIN_ROWS 1024
+#define QUADS_PASS 8 /* column quads summed per pass over the rows (more: slower) */
 #ifndef SPARSE_GAIN
 #define SPARSE_GAIN 4 /* the lists when their postings are under 1/4 of the column bytes */
 #endif
@@ -1196,11 +1197,21 @@ static void vec_scan(const struct uix *u, int dim, const int8_t *qq, const struc
   /* Newest rows first: in a chat the recent turns are the likeliest candidates, so the bar
      rises early and the older rows mostly stay below it. (The kernel's test is s > thr:
      thr just under the bar lets a row tying with it through, to cand_better.) */
+  /* More than QUADS_PASS column quads (a dense query): all but the last QUADS_PASS are
+     first added into acc, QUADS_PASS columns per pass (so many columns read at once
+     would defeat the prefetchers). */
+  size_t last = nc > QUADS_PASS ? nc - QUADS_PASS : 0;
+  for (size_t g = 0; g < last; g += QUADS_PASS) {
+    size_t gn = EG_MIN((size_t)QUADS_PASS, last - g);
+    for (size_t r0 = 0; r0 < u->n; r0 += 32)
+      (void)kern(cols + g, qw + g, gn, r0, EG_MIN((size_t)32, u->n - r0), u->scale, INFINITY,
+                 acc + r0);
+  }
   for (size_t b = (u->n + 31) / 32; b-- > 0;) {
     size_t r0 = 32 * b, bn = EG_MIN((size_t)32, u->n - r0);
     int32_t *dots = acc + r0;
     float thr = nextafterf(top->bar.s, -INFINITY);
-    uint32_t m = kern(cols, qw, nc, r0, bn, u->scale, thr, dots);
+    uint32_t m = kern(cols + last, qw + last, nc - last, r0, bn, u->scale, thr, dots);
     while (m) {
       unsigned j = (unsigned)__builtin_ctz(m);
       m &= m - 1;
