@@ -1166,8 +1166,8 @@ static void vec_scan(const struct uix *u, int dim, const int8_t *qq, const struc
       qw[nc++] = w;
     }
   }
-  if (nc + nl == 0)
-    return;                                                /* the zero query: no candidates */
+  if (nc + nl == 0 || u->n == 0)
+    return; /* the zero query, or no rows: no candidates */
   int32_t *acc = scratch(SC_DOTS, u->n * sizeof(int32_t)); /* zeros between searches */
   for (size_t i = 0; i < nl; i++) {
     for (size_t d = 4 * lq[i]; d < 4 * (size_t)lq[i] + 4 && d < (size_t)dim; d++) {
