@@ -185,10 +185,13 @@ static int chat_bench(size_t n) {
     }
     mem_found_free(f, nf);
   }
-  printf("memory_bench --chat: %zu memories + %zu added, kernels %s: add %.2f us, "
-         "recall %.2f us (CPU time) (%zu queries, %zu results), checksum %016llx\n",
-         n, nhist, mem_simd_avx2() ? "AVX2+FMA" : "scalar", add_us, rec_ns / 1e3 / (double)nq,
-         nq, nfound, (unsigned long long)sum);
+  struct mem_index_stats st;
+  mem_index_stats(ix, &st);
+  printf(
+      "memory_bench --chat: %zu memories + %zu added, %.0f B/memory, kernels %s: add %.2f us, "
+      "recall %.2f us (CPU time) (%zu queries, %zu results), checksum %016llx\n",
+      n, nhist, (double)st.bytes / (double)total, mem_simd_avx2() ? "AVX2+FMA" : "scalar",
+      add_us, rec_ns / 1e3 / (double)nq, nq, nfound, (unsigned long long)sum);
   mem_index_free(ix);
   free(rows);
   free(vecs);
