@@ -15,16 +15,21 @@
  *   prev/next[n] the memories before and after it in its chat (NO_ROW at the ends)
  *   slots[m]     open-addressing map id -> row + 1 (m a power of two >= 2n, linear
  *                probing, backward-shift deletion)
+ *   vl[dim]      from SPARSE_MIN_ROWS rows: per dimension, the rows of the sparse vectors
+ *                (at most dim / 8 nonzero values) with a nonzero value there, and the
+ *                values; drow[] the rows with denser vectors
  *
  * The keyword side: an inverted index of the users's own memories: term hash (mem_terms)
  * -> postings (row, tf), scored with BM25 over this user's statistics. Postings of removed
  * rows stay (skipped) until the user is reloaded; the user is dropped for a reload once
  * tombstones outnumber the live rows.
  *
- * Vector search: the query is quantised to int8 too; an exact int8 scan of its nonzero quads
- * (AVX2 madd) keeps the best C = max(2k, 32) rows in a min-heap, which are then re-scored
- * with the float query (its nonzero dimensions) against the int8 rows (asymmetric, no
- * query quantisation error).
+ * Vector search: the query is quantised to int8 too; an exact int8 dot product of every row
+ * with it (the quads with short dimension lists summed from the lists, the others from the
+ * columns, AVX2 madd, 32 rows in registers) keeps the best C = max(2k, 32) rows by (int8
+ * score, then row), which are then re-scored with the float query (its nonzero dimensions)
+ * against the int8 rows (asymmetric, no query quantisation error). Searches use per-thread
+ * scratch buffers, not allocations of the user's size.
  *
  * Locking: ix->mu guards the user table, the LRU list, refcounts and the byte total. Each
  * uix has a rwlock for its rows. A uix leaves the table on eviction/drop/reload and is
