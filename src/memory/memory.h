@@ -171,8 +171,9 @@ bool mem_simd_avx2(void);
 /* One memory as the index keeps it: the message id (24 hex chars), its creation time, its
    vector when it has one of the user's model (int8 with a per-row scale), its text (for
    the keyword side and for what recall returns), its chat and role. RAM per memory:
-   dim + 56 bytes of row, the text, about 6 bytes per distinct term of it and 12 bytes of
-   maps (about 1,000 B for a 100-byte text at 768 dimensions). */
+   dim + 56 bytes of row, the text, about 6 bytes per distinct term of it, 12 bytes of
+   maps and, from 1,024 memories, 5 bytes per nonzero value of a sparse vector (about
+   1,100 B for a 100-byte text at 768 dimensions with the hash embedder). */
 enum mem_role { MEM_ROLE_USER, MEM_ROLE_MODEL, MEM_ROLE_NOTE };
 struct mem_row {
   char id[ID_LEN + 1];
@@ -219,11 +220,11 @@ int mem_index_remove(struct mem_index *ix, const char *user, const char *id);
 void mem_index_drop(struct mem_index *ix, const char *user);
 
 /* Exact top-k vector search of one user's memories: an int8 scan (query quantised too)
-   keeps the best max(2k, 32) candidates in a heap, then re-scores them with the float query
-   against the int8 rows. Memories without a vector are not candidates. Ids in
-   exclude[0..n_exclude) never come back. Hits are written best first into out[0..k);
-   *n_out gets how many. Returns 0, EG_ENOTFOUND (user not loaded: load from the store and
-   retry), EG_EINVAL (model differs from the user's vectors, k < 1). */
+   keeps the best max(2k, 32) candidates (by score, then the older row), then re-scores
+   them with the float query against the int8 rows. Memories without a vector are not
+   candidates. Ids in exclude[0..n_exclude) never come back. Hits are written best first into
+   out[0..k); *n_out gets how many. Returns 0, EG_ENOTFOUND (user not loaded: load from the
+   store and retry), EG_EINVAL (model differs from the user's vectors, k < 1). */
 EG_WUR int mem_index_search(struct mem_index *ix, const char *user, const char *model,
                             const float *query, size_t k, const char *const *exclude,
                             size_t n_exclude, struct mem_hit *out, size_t *n_out);
