@@ -111,6 +111,11 @@ EG_WUR int buf_append_str(struct buf *b, const char *s);
 EG_WUR int buf_append_byte(struct buf *b, uint8_t c);
 EG_WUR int buf_printf(struct buf *b, const char *fmt, ...) EG_PRINTF(2, 3);
 EG_WUR int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* Appends s[0..n) as a JSON string literal with its quotes, escaped as JSON.stringify
+   does for valid UTF-8: `"` and `\` and the control bytes below 0x20 (\b \f \n \r \t,
+   else \u00xx with lowercase hex; jansson writes the same but uppercase hex); every other
+   byte as is (the caller passes valid UTF-8). EG_ETOOBIG (buffer unchanged) past the cap. */
+EG_WUR int buf_append_json_str(struct buf *b, const char *s, size_t n);
 /* Drop the first n bytes (n <= len), moving the rest to the front. */
 void buf_consume(struct buf *b, size_t n);
 /* Hand the bytes to the caller (NUL-terminated, may be NULL when empty) and reset b. */

@@ -19,7 +19,9 @@ void buf_free(struct buf *b) {
   b->cap = 0;
 }
 
-void buf_reset(struct buf *b) { b->len = 0; }
+void buf_reset(struct buf *b) {
+  b->len = 0;
+}
 
 int buf_reserve(struct buf *b, size_t n) {
   if (n > b->max || b->len > b->max - n)
@@ -48,9 +50,13 @@ int buf_append(struct buf *b, const void *p, size_t n) {
   return 0;
 }
 
-int buf_append_str(struct buf *b, const char *s) { return buf_append(b, s, strlen(s)); }
+int buf_append_str(struct buf *b, const char *s) {
+  return buf_append(b, s, strlen(s));
+}
 
-int buf_append_byte(struct buf *b, uint8_t c) { return buf_append(b, &c, 1); }
+int buf_append_byte(struct buf *b, uint8_t c) {
+  return buf_append(b, &c, 1);
+}
 
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap) {
   va_list ap2;
@@ -72,6 +78,76 @@ int buf_printf(struct buf *b, const char *fmt, ...) {
   va_start(ap, fmt);
   int rc = buf_vprintf(b, fmt, ap);
   va_end(ap);
+  return rc;
+}
+
+/* 1 for the bytes that need an escape in a JSON string. */
+static const uint8_t json_esc[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,         1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, ['"'] = 1, ['\\'] = 1,
+};
+
+int buf_append_json_str(struct buf *b, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *u = (const unsigned char *)s;
+  size_t len0 = b->len;
+  int rc = buf_reserve(b, n + 2); /* the common case (nothing to escape) in one step */
+  if (rc)
+    return rc;
+  b->data[b->len++] = '"';
+  size_t run = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!json_esc[u[i]])
+      continue;
+    char esc[6] = {'\\', 0, '0', '0', 0, 0};
+    size_t elen = 2;
+    switch (u[i]) {
+    case '"':
+      esc[1] = '"';
+      break;
+    case '\\':
+      esc[1] = '\\';
+      break;
+    case '\b':
+      esc[1] = 'b';
+      break;
+    case '\f':
+      esc[1] = 'f';
+      break;
+    case '\n':
+      esc[1] = 'n';
+      break;
+    case '\r':
+      esc[1] = 'r';
+      break;
+    case '\t':
+      esc[1] = 't';
+      break;
+    default:
+      esc[1] = 'u';
+      esc[4] = hex[u[i] >> 4];
+      esc[5] = hex[u[i] & 15];
+      elen = 6;
+    }
+    rc = buf_append(b, u + run, i - run);
+    if (rc == 0)
+      rc = buf_append(b, esc, elen);
+    if (rc)
+      goto fail;
+    run = i + 1;
+  }
+  rc = buf_reserve(b, n - run + 1);
+  if (rc)
+    goto fail;
+  memcpy(b->data + b->len, u + run, n - run);
+  b->len += n - run;
+  b->data[b->len++] = '"';
+  b->data[b->len] = '\0';
+  return 0;
+fail:
+  b->len = len0;
+  if (b->data)
+    b->data[len0] = '\0';
   return rc;
 }
 

@@ -36,6 +36,7 @@
 #define DEFAULT_MAX_BODY (8u * 1024u * 1024u)
 #define MAX_HEADERS 128
 #define MAX_HEADER_BYTES (64u * 1024u)
+#define HTTPC_MAX_IDLE_CONNS 512 /* idle connections kept for reuse (all hosts) */
 
 enum phase { PH_QUEUED, PH_RUNNING, PH_BACKOFF, PH_DONE };
 
@@ -782,6 +783,10 @@ int httpc_new(uv_loop_t *loop, struct httpc **out) {
   curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
   curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
   curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+  /* Keep idle connections for reuse. Without a fixed size libcurl caps its cache at four
+     times the transfers running at that moment, so when the load dips (many requests
+     waiting on other stages) it closes idle connections that the next burst reopens. */
+  curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)HTTPC_MAX_IDLE_CONNS);
   *out = c;
   return 0;
 }

@@ -31,8 +31,9 @@
  * delivered as final instead. Once on_response has been called nothing is retried.
  * Note: libcurl itself re-sends a request once, silently, when a reused keep-alive
  * connection turns out to be dead before any response byte; that is not an attempt here.
- * Connections are reused across requests of one client; the usual proxy environment
- * variables (http_proxy, https_proxy, no_proxy) are honoured by libcurl.
+ * Connections are reused across requests of one client (up to 512 idle ones are kept, so
+ * a dip in load does not close the connections the next burst needs); the usual proxy
+ * environment variables (http_proxy, https_proxy, no_proxy) are honoured by libcurl.
  *
  * on_done's `err` (EG_* codes from base.h):
  *   0             the transfer completed and the status is 2xx (or 1xx/3xx: no redirects

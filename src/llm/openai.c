@@ -150,64 +150,88 @@ const struct llm__dialect llm__openai_dialect = {
     .retry_hint = openai_retry_hint,
 };
 
-static int add_msg(json_t *msgs, const char *role, const char *text, size_t len) {
-  struct buf clean;
-  buf_init(&clean, (len + 1) * 3);
-  int rc = llm__utf8_sanitize(text, len, &clean);
-  if (rc == 0) {
-    json_t *m = json_object();
-    json_object_set_new(m, "role", json_string(role));
-    json_object_set_new(m, "content",
-                        json_stringn(clean.len ? (const char *)clean.data : "", clean.len));
-    json_array_append_new(msgs, m);
+/* Appends `,{"role":...,"content":...}` (no comma before the first) with the text made
+   valid UTF-8 (scratch is reused between calls). */
+static int add_msg(struct buf *body, struct buf *scratch, bool first, const char *role,
+                   const char *text, size_t len) {
+  buf_reset(scratch);
+  int rc = llm__utf8_sanitize(text, len, scratch);
+  if (rc == 0)
+    rc = buf_append_str(body, first ? "{\"role\":" : ",{\"role\":");
+  if (rc == 0)
+    rc = buf_append_json_str(body, role, strlen(role));
+  if (rc == 0)
+    rc = buf_append_str(body, ",\"content\":");
+  if (rc == 0)
+    rc = buf_append_json_str(body, scratch->len ? (const char *)scratch->data : "",
+                             scratch->len);
+  if (rc == 0)
+    rc = buf_append_byte(body, '}');
+  return rc;
+}
+
+/* The request body, written directly (the same bytes as jansson's compact dump of
+   {model, messages, stream, stream_options?, temperature?, max_tokens?} in that order,
+   without building the objects: this is on every ai-message's path). */
+static int openai_body(struct llm_provider *p, const struct llm_prompt *prompt,
+                       struct buf *body) {
+  struct buf sys, scratch;
+  buf_init(&sys, 4u << 20);
+  buf_init(&scratch, body->max);
+  int rc = buf_append_str(body, "{\"model\":");
+  if (rc == 0)
+    rc = buf_append_json_str(body, p->model, strlen(p->model));
+  if (rc == 0)
+    rc = buf_append_str(body, ",\"messages\":[");
+  if (rc == 0)
+    rc = llm__system_text(prompt, &sys);
+  if (rc == 0)
+    rc =
+        add_msg(body, &scratch, true, "system", sys.len ? (const char *)sys.data : "", sys.len);
+  for (size_t i = 0; rc == 0 && i < prompt->n_history; i++) {
+    const struct llm_msg *m = &prompt->history[i];
+    if (m->len == 0)
+      continue;
+    rc = add_msg(body, &scratch, false, m->role == LLM_ROLE_MODEL ? "assistant" : "user",
+                 m->text, m->len);
   }
-  buf_free(&clean);
+  if (rc == 0)
+    rc = add_msg(body, &scratch, false, "user", prompt->message, prompt->message_len);
+  if (rc == 0)
+    rc = buf_append_str(body, p->cfg.stream ? "],\"stream\":true,\"stream_options\":{"
+                                              "\"include_usage\":true}"
+                                            : "],\"stream\":false");
+  if (rc == 0 && p->cfg.temperature >= 0) {
+    /* jansson's own form of a real ("%.17g", ".0" when integral). */
+    json_t *t = json_real(p->cfg.temperature);
+    char *txt = t ? json_dumps(t, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    rc = txt ? buf_printf(body, ",\"temperature\":%s", txt) : EG_ENOMEM;
+    free(txt);
+    json_decref(t);
+  }
+  if (rc == 0 && p->cfg.max_output_tokens > 0) {
+    /* OpenAI itself wants max_completion_tokens; the compatible servers know max_tokens. */
+    bool official = strstr(p->cfg.openai_base_url, "api.openai.com") != NULL;
+    rc = buf_printf(body, ",\"%s\":%lld", official ? "max_completion_tokens" : "max_tokens",
+                    (long long)p->cfg.max_output_tokens);
+  }
+  if (rc == 0)
+    rc = buf_append_byte(body, '}');
+  buf_free(&sys);
+  buf_free(&scratch);
   return rc;
 }
 
 static int openai_start(struct llm_provider *p, const struct llm_prompt *prompt,
                         const struct llm_callbacks *cb, struct llm_stream **out) {
   int rc = 0;
-  char *body = NULL, *auth = NULL;
-  struct buf sys, url;
-  buf_init(&sys, 4u << 20);
+  char *auth = NULL;
+  struct buf body, url;
+  buf_init(&body, 64u << 20);
   buf_init(&url, 8192);
-  json_t *root = json_object();
-  json_t *msgs = json_array();
-  json_object_set_new(root, "model", json_string(p->model));
-  json_object_set_new(root, "messages", msgs);
-  rc = llm__system_text(prompt, &sys);
-  if (rc == 0)
-    rc = add_msg(msgs, "system", sys.len ? (const char *)sys.data : "", sys.len);
-  for (size_t i = 0; rc == 0 && i < prompt->n_history; i++) {
-    const struct llm_msg *m = &prompt->history[i];
-    if (m->len == 0)
-      continue;
-    rc = add_msg(msgs, m->role == LLM_ROLE_MODEL ? "assistant" : "user", m->text, m->len);
-  }
-  if (rc == 0)
-    rc = add_msg(msgs, "user", prompt->message, prompt->message_len);
+  rc = openai_body(p, prompt, &body);
   if (rc != 0)
     goto out;
-  json_object_set_new(root, "stream", json_boolean(p->cfg.stream));
-  if (p->cfg.stream) {
-    json_t *so = json_object();
-    json_object_set_new(so, "include_usage", json_true());
-    json_object_set_new(root, "stream_options", so);
-  }
-  if (p->cfg.temperature >= 0)
-    json_object_set_new(root, "temperature", json_real(p->cfg.temperature));
-  if (p->cfg.max_output_tokens > 0) {
-    /* OpenAI itself wants max_completion_tokens; the compatible servers know max_tokens. */
-    bool official = strstr(p->cfg.openai_base_url, "api.openai.com") != NULL;
-    json_object_set_new(root, official ? "max_completion_tokens" : "max_tokens",
-                        json_integer(p->cfg.max_output_tokens));
-  }
-  body = json_dumps(root, JSON_COMPACT);
-  if (body == NULL) {
-    rc = EG_ENOMEM;
-    goto out;
-  }
   const char *base = p->cfg.openai_base_url;
   size_t blen = strlen(base);
   while (blen > 0 && base[blen - 1] == '/')
@@ -228,15 +252,13 @@ static int openai_start(struct llm_provider *p, const struct llm_prompt *prompt,
     h[2].value = auth;
     nh = 3;
   }
-  rc = llm__remote_start(p, &llm__openai_dialect, (const char *)url.data, h, nh, body,
-                         strlen(body), p->cfg.stream, cb, out);
+  rc = llm__remote_start(p, &llm__openai_dialect, (const char *)url.data, h, nh,
+                         (const char *)body.data, body.len, p->cfg.stream, cb, out);
 out:
   if (rc == EG_ETOOBIG)
     rc = EG_EINVAL;
   free(auth);
-  free(body);
-  json_decref(root);
-  buf_free(&sys);
+  buf_free(&body);
   buf_free(&url);
   return rc;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "base/base.h"
 
@@ -117,9 +118,9 @@ static void test_histo(void **state) {
   (void)state;
   struct histo h = {0};
   for (int i = 0; i < 90; i++)
-    histo_add(&h, 80);      /* <= 100 us */
+    histo_add(&h, 80); /* <= 100 us */
   for (int i = 0; i < 10; i++)
-    histo_add(&h, 30000);   /* <= 50 ms */
+    histo_add(&h, 30000); /* <= 50 ms */
   assert_int_equal(h.count, 100);
   assert_int_equal(histo_quantile_us(&h, 0.5), 100);
   assert_int_equal(histo_quantile_us(&h, 0.99), 50000);
@@ -132,12 +133,103 @@ static void test_histo(void **state) {
   buf_free(&b);
 }
 
+/* jansson's dump with its \u00XX escapes in lowercase (JSON.stringify's form). */
+static char *dump_lower(json_t *js) {
+  char *s = json_dumps(js, JSON_ENCODE_ANY | JSON_COMPACT);
+  for (char *p = s; p && *p; p++)
+    if (p[0] == '\\' && p[1] == 'u')
+      for (int k = 2; k < 6; k++)
+        if (p[k] >= 'A' && p[k] <= 'F')
+          p[k] = (char)(p[k] - 'A' + 'a');
+  return s;
+}
+
+/* buf_append_json_str writes what jansson's compact dump writes (up to the case of the
+   hex digits), for every ASCII byte and random valid UTF-8 mixed with escapes, and leaves
+   the buffer as it was when the cap is hit. */
+static void test_json_str(void **state) {
+  (void)state;
+  struct buf b;
+  buf_init(&b, 1 << 20);
+  assert_int_equal(buf_append_json_str(&b, "", 0), 0);
+  assert_string_equal((char *)b.data, "\"\"");
+  buf_reset(&b);
+  assert_int_equal(buf_append_json_str(&b, "a\"b\\c/\n\x01\x7f\xc3\xa9", 11), 0);
+  assert_string_equal((char *)b.data, "\"a\\\"b\\\\c/\\n\\u0001\x7f\xc3\xa9\"");
+  buf_reset(&b);
+  assert_int_equal(buf_append_json_str(&b, "x\0y", 3), 0);
+  assert_memory_equal(b.data, "\"x\\u0000y\"", 10);
+  static const char *pieces[] = {"a",
+                                 "Z",
+                                 " ",
+                                 "\"",
+                                 "\\",
+                                 "/",
+                                 "\b",
+                                 "\f",
+                                 "\n",
+                                 "\r",
+                                 "\t",
+                                 "\x01",
+                                 "\x1f",
+                                 "\x7f",
+                                 "\xc3\xa9",
+                                 "\xe2\x80\xa8",
+                                 "\xf0\x9f\x98\x80",
+                                 "hello world"};
+  const size_t np = sizeof pieces / sizeof *pieces;
+  unsigned seed = 12345;
+  for (int round = 0; round < 2000; round++) {
+    char in[512];
+    size_t n = 0;
+    int count = (int)((seed = seed * 1103515245u + 12345u) >> 16) % 40;
+    for (int k = 0; k < count; k++) {
+      const char *pc = pieces[((seed = seed * 1103515245u + 12345u) >> 16) % np];
+      size_t l = strlen(pc);
+      memcpy(in + n, pc, l);
+      n += l;
+    }
+    json_t *js = json_stringn(in, n);
+    assert_non_null(js);
+    char *want = dump_lower(js);
+    buf_reset(&b);
+    assert_int_equal(buf_append_json_str(&b, in, n), 0);
+    assert_string_equal((char *)b.data, want);
+    free(want);
+    json_decref(js);
+  }
+  buf_free(&b);
+  /* Every single byte below 0x80 (one-byte UTF-8). */
+  for (int c = 1; c < 0x80; c++) {
+    char in[1] = {(char)c};
+    json_t *js = json_stringn(in, 1);
+    char *want = dump_lower(js);
+    buf_init(&b, 64);
+    assert_int_equal(buf_append_json_str(&b, in, 1), 0);
+    assert_string_equal((char *)b.data, want);
+    buf_free(&b);
+    free(want);
+    json_decref(js);
+  }
+  /* Past the cap: EG_ETOOBIG, the buffer as it was (also when only the escapes overflow). */
+  buf_init(&b, 12);
+  assert_int_equal(buf_append(&b, "ab", 2), 0);
+  assert_int_equal(buf_append_json_str(&b, "0123456789", 10), EG_ETOOBIG);
+  assert_int_equal(b.len, 2);
+  assert_int_equal(buf_append_json_str(&b, "\n\n\n\n\n", 5), EG_ETOOBIG);
+  assert_int_equal(b.len, 2);
+  assert_string_equal((char *)b.data, "ab");
+  assert_int_equal(buf_append_json_str(&b, "\n\n", 2), 0);
+  assert_string_equal((char *)b.data, "ab\"\\n\\n\"");
+  buf_free(&b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_buf_cap),      cmocka_unit_test(test_ids),
-      cmocka_unit_test(test_iso8601),      cmocka_unit_test(test_errors),
-      cmocka_unit_test(test_slices),       cmocka_unit_test(test_hmap),
-      cmocka_unit_test(test_histo),
+      cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_ids),
+      cmocka_unit_test(test_iso8601), cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_slices),  cmocka_unit_test(test_hmap),
+      cmocka_unit_test(test_histo),   cmocka_unit_test(test_json_str),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
