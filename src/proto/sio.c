@@ -413,10 +413,29 @@ static int put_real(struct enc *e, double v) {
   if (!isfinite(v))
     return put(e, "null", 4); /* JSON.stringify's choice; jansson cannot hold these anyway */
   int len = 0;
-  for (int prec = 1; prec <= 17; prec++) {
-    len = snprintf(tmp, sizeof tmp, "%.*g", prec, v);
-    if (strtod(tmp, NULL) == v)
-      break;
+  int e2;
+  double frac = frexp(v, &e2);
+  if (fabs(v) < 1.0 && fabs(frac) != 0.5) {
+    /* Below 1 and not a power of two, "reads back" is monotonic in the precision (the
+       round-trip interval is symmetric about v, and no decimal of 17 digits or fewer
+       sits on its edge), so a binary search finds the same shortest precision as the
+       linear scan below in about 4 tries instead of up to 17 (scores need 16-17). */
+    int lo = 1, hi = 17; /* 17 always reads back */
+    while (lo < hi) {
+      int mid = (lo + hi) / 2;
+      snprintf(tmp, sizeof tmp, "%.*g", mid, v);
+      if (strtod(tmp, NULL) == v)
+        hi = mid;
+      else
+        lo = mid + 1;
+    }
+    len = snprintf(tmp, sizeof tmp, "%.*g", lo, v);
+  } else {
+    for (int prec = 1; prec <= 17; prec++) {
+      len = snprintf(tmp, sizeof tmp, "%.*g", prec, v);
+      if (strtod(tmp, NULL) == v)
+        break;
+    }
   }
   /* JavaScript writes exponents without leading zeros ("1e-7", not "1e-07"). */
   char *x = memchr(tmp, 'e', (size_t)len);

@@ -1,5 +1,6 @@
 /* Unit tests for src/proto/sio: Socket.IO v5 packets, binary reconstruction, encoder. */
 #include <setjmp.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -420,11 +421,72 @@ static void test_encode_errors(void **state) {
   json_decref(bin);
 }
 
+/* The reference for reals: the shortest "%.*g" that reads back, by a linear scan, with
+   JavaScript's exponent form and ".0" after integral values. */
+static void real_reference(double v, char *out, size_t cap) {
+  char tmp[40];
+  int len = 0;
+  for (int prec = 1; prec <= 17; prec++) {
+    len = snprintf(tmp, sizeof tmp, "%.*g", prec, v);
+    if (strtod(tmp, NULL) == v)
+      break;
+  }
+  char *x = strchr(tmp, 'e');
+  if (x != NULL) {
+    char *d = x + 2, *z = d;
+    while (*z == '0' && z[1] != '\0')
+      z++;
+    memmove(d, z, strlen(z) + 1);
+  } else if (strchr(tmp, '.') == NULL) {
+    strcat(tmp, ".0");
+  }
+  snprintf(out, cap, "2[\"e\",%s]", tmp);
+  (void)len;
+}
+
+static void check_real(double v) {
+  char want[64];
+  real_reference(v, want, sizeof want);
+  json_t *a = json_pack("[sf]", "e", v);
+  struct sio_encoded e;
+  assert_int_equal(sio_encode(SIO_EVENT, NULL, SIO_NO_ID, a, 0, &e), 0);
+  if (strcmp(e.text, want) != 0)
+    fail_msg("%.17g: got %s, want %s", v, e.text, want);
+  sio_encoded_free(&e);
+  json_decref(a);
+}
+
+/* Reals are written in the same shortest form as a linear scan of the precisions would
+   give (the encoder searches faster below 1): scores (floats widened), random doubles in
+   every magnitude, powers of two, short decimals, the edges. */
+static void test_encode_reals(void **state) {
+  (void)state;
+  static const double fixed[] = {
+      0.0,   -0.0,    0.5,   0.25,   0.1,    0.2,   0.3,  1.0,  2.0,  1e-7, 1e21, 1e22, -0.75,
+      0.999999, 5e-324, 2.2250738585072014e-308, 0.9999999999999999, 123.456, 1e300, 0.1f, 0.7f};
+  for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
+    check_real(fixed[i]);
+  uint64_t x = 0x9E3779B97F4A7C15ull;
+  for (int i = 0; i < 5000; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    float f = (float)(x >> 40) / (float)(1u << 24); /* a score in [0, 1) */
+    check_real((double)f);
+    check_real(-(double)f);
+    double d;
+    uint64_t bits = x & 0x3FFFFFFFFFFFFFFFull; /* finite, positive, below 2 */
+    memcpy(&d, &bits, sizeof d);
+    check_real(d);
+    check_real((double)(x % 100000) / 1000.0); /* short decimals */
+    check_real(ldexp(1.0, (int)(x % 200) - 150));
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_decode_examples), cmocka_unit_test(test_decode_errors),
       cmocka_unit_test(test_decoder_binary),  cmocka_unit_test(test_encode),
       cmocka_unit_test(test_encode_binary),   cmocka_unit_test(test_encode_errors),
+      cmocka_unit_test(test_encode_reals),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }
