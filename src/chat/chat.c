@@ -21,6 +21,8 @@
 
 #include "llm/llm.h"
 #include "memory/memory.h"
+#include "proto/sio.h"
+#include "proto/ws.h"
 #include "recall/recall.h"
 #include "sio/sio.h"
 #include "store/store.h"
@@ -126,6 +128,67 @@ static void ack(struct sio_socket *s, int64_t *ackid, json_t *payload) {
     return;
   }
   int rc = sio_ack(s, *ackid, json_pack("[o]", payload));
+  *ackid = SIO_NO_ACK;
+  if (rc && rc != EG_ECLOSED)
+    log_warn("chat: ack failed: %s", eg_strerror(rc));
+}
+
+/* JSON text (for sio_emit_raw) of the fixed-shape events on every ai-message's path (chunks,
+   ai-response, the ack): the bytes sio_encode writes for the json_pack objects they replace
+   (same key order, escaping and reals), without building them. Strings of unknown origin are
+   checked for UTF-8 first; if one is not valid the caller falls back to jansson. */
+struct jw {
+  struct buf b;
+  int rc;
+};
+
+static void jw_raw(struct jw *w, const char *s) {
+  if (w->rc == 0)
+    w->rc = buf_append_str(&w->b, s);
+}
+
+static void jw_str(struct jw *w, const char *s, size_t n) {
+  if (w->rc == 0)
+    w->rc = buf_append_json_str(&w->b, s, n);
+}
+
+static void jw_int(struct jw *w, long long v) {
+  if (w->rc == 0)
+    w->rc = buf_printf(&w->b, "%lld", v);
+}
+
+static void jw_real(struct jw *w, double v) {
+  char t[SIO_REAL_MAX];
+  size_t n = sio_format_real(v, t);
+  if (w->rc == 0)
+    w->rc = buf_append(&w->b, t, n);
+}
+
+static void jw_iso(struct jw *w, int64_t ms) {
+  char t[25];
+  clock_iso8601(ms, t);
+  jw_str(w, t, strlen(t));
+}
+
+static bool utf8_ok(const char *s, size_t n) {
+  return ws_utf8_validate((const uint8_t *)s, n);
+}
+
+static void emit_jw(struct sio_socket *s, const char *event, struct jw *w) {
+  int rc =
+      w->rc ? w->rc : sio_emit_raw(s, event, (struct slice){(const char *)w->b.data, w->b.len});
+  if (rc && rc != EG_ECLOSED)
+    log_warn("chat: emit %s failed: %s", event, eg_strerror(rc));
+  buf_free(&w->b);
+}
+
+/* The ack {ok: true, messageId} (an id: ASCII). */
+static void ack_ok(struct sio_socket *s, int64_t *ackid, const char *id) {
+  if (s == NULL || *ackid == SIO_NO_ACK)
+    return;
+  char t[ID_LEN + 40];
+  int n = snprintf(t, sizeof t, "{\"ok\":true,\"messageId\":\"%s\"}", id);
+  int rc = sio_ack_raw(s, *ackid, (struct slice){t, (size_t)n});
   *ackid = SIO_NO_ACK;
   if (rc && rc != EG_ECLOSED)
     log_warn("chat: ack failed: %s", eg_strerror(rc));
@@ -326,6 +389,52 @@ static json_t *memories_json(const struct job *j) {
   return a;
 }
 
+/* ai-response {chat, content, messageId, memories, cancelled?}. */
+static void emit_response(struct job *j, bool cancelled) {
+  struct sio_socket *s = job_socket(j);
+  const char *content = j->answer.len ? (const char *)j->answer.data : "";
+  bool ok = s != NULL && utf8_ok(content, j->answer.len);
+  for (size_t i = 0; ok && i < j->nmem; i++)
+    ok = utf8_ok(j->mem[i].text, strlen(j->mem[i].text)) &&
+         utf8_ok(j->mem[i].role, strlen(j->mem[i].role));
+  if (!ok) {
+    json_t *r =
+        json_pack("{s:s,s:s%,s:s,s:o}", "chat", j->chat, "content", content, j->answer.len,
+                  "messageId", j->model_id, "memories", memories_json(j));
+    if (cancelled)
+      json_object_set_new(r, "cancelled", json_true());
+    emit(s, "ai-response", r);
+    return;
+  }
+  struct jw w = {.rc = 0};
+  buf_init(&w.b, SIZE_MAX / 2);
+  jw_raw(&w, "{\"chat\":");
+  jw_str(&w, j->chat, strlen(j->chat));
+  jw_raw(&w, ",\"content\":");
+  jw_str(&w, content, j->answer.len);
+  jw_raw(&w, ",\"messageId\":");
+  jw_str(&w, j->model_id, strlen(j->model_id));
+  jw_raw(&w, ",\"memories\":[");
+  for (size_t i = 0; i < j->nmem; i++) {
+    const struct recall_item *m = &j->mem[i];
+    jw_raw(&w, i ? ",{\"id\":" : "{\"id\":");
+    jw_str(&w, m->id, strlen(m->id));
+    jw_raw(&w, ",\"chatId\":");
+    jw_str(&w, m->chat_id, strlen(m->chat_id));
+    jw_raw(&w, ",\"role\":");
+    jw_str(&w, m->role, strlen(m->role));
+    jw_raw(&w, ",\"text\":");
+    jw_str(&w, m->text, strlen(m->text));
+    jw_raw(&w, ",\"score\":");
+    jw_real(&w, (double)m->score);
+    jw_raw(&w, ",\"createdAt\":");
+    jw_iso(&w, m->created_at);
+    jw_raw(&w, "}");
+  }
+  jw_raw(&w, cancelled ? "],\"cancelled\":true}" : "]}");
+  emit_jw(s, "ai-response", &w);
+}
+
 static void store_answer(struct job *j, bool cancelled) {
   struct store_message_new *m = &j->mm;
   memcpy(m->id, j->model_id, sizeof m->id);
@@ -354,9 +463,29 @@ static void on_delta(void *ud, const char *text, size_t len) {
     llm_stream_cancel(j->stream);
     return;
   }
-  emit(job_socket(j), "ai-response-chunk",
-       json_pack("{s:s,s:s,s:i,s:s%}", "chat", j->chat, "messageId", j->model_id, "seq",
-                 (json_int_t)j->seq++, "delta", text, len));
+  struct sio_socket *s = job_socket(j);
+  if (s == NULL) {
+    j->seq++;
+    return;
+  }
+  if (!utf8_ok(text, len)) {
+    emit(s, "ai-response-chunk",
+         json_pack("{s:s,s:s,s:i,s:s%}", "chat", j->chat, "messageId", j->model_id, "seq",
+                   (json_int_t)j->seq++, "delta", text, len));
+    return;
+  }
+  struct jw w = {.rc = 0};
+  buf_init(&w.b, SIZE_MAX / 2);
+  jw_raw(&w, "{\"chat\":");
+  jw_str(&w, j->chat, strlen(j->chat));
+  jw_raw(&w, ",\"messageId\":");
+  jw_str(&w, j->model_id, strlen(j->model_id));
+  jw_raw(&w, ",\"seq\":");
+  jw_int(&w, (long long)j->seq++);
+  jw_raw(&w, ",\"delta\":");
+  jw_str(&w, text, len);
+  jw_raw(&w, "}");
+  emit_jw(s, "ai-response-chunk", &w);
 }
 
 static void on_llm_done(void *ud, const struct llm_result *res) {
@@ -371,12 +500,7 @@ static void on_llm_done(void *ud, const struct llm_result *res) {
       c->st.cancelled++;
     else
       c->st.answers++;
-    json_t *r = json_pack("{s:s,s:s%,s:s,s:o}", "chat", j->chat, "content",
-                          j->answer.len ? (const char *)j->answer.data : "", j->answer.len,
-                          "messageId", j->model_id, "memories", memories_json(j));
-    if (cancelled)
-      json_object_set_new(r, "cancelled", json_true());
-    emit(job_socket(j), "ai-response", r);
+    emit_response(j, cancelled);
     store_answer(j, cancelled);
     return;
   }
@@ -634,7 +758,7 @@ static void on_user_stored(void *arg, int status, struct store_message_new *m) {
   } else if (m->existed) {
     j->duplicate = true;
   } else {
-    ack(job_socket(j), &j->ack, json_pack("{s:b,s:s}", "ok", 1, "messageId", m->id));
+    ack_ok(job_socket(j), &j->ack, m->id);
     fan_out(j, m);
     if (j->c->windows)
       chat_windows_append(j->c->windows, m);

@@ -408,10 +408,11 @@ static int put_string(struct enc *e, const char *s, size_t n) {
 
 /* Shortest "%.*g" form that reads back as the same double, with JavaScript's exponent
    style ("1e-7", "1e+21"), and ".0" after integral values ("2.0"; JavaScript writes "2"). */
-static int put_real(struct enc *e, double v) {
-  char tmp[40];
-  if (!isfinite(v))
-    return put(e, "null", 4); /* JSON.stringify's choice; jansson cannot hold these anyway */
+size_t sio_format_real(double v, char tmp[SIO_REAL_MAX]) {
+  if (!isfinite(v)) {
+    memcpy(tmp, "null", 5); /* JSON.stringify's choice; jansson cannot hold these anyway */
+    return 4;
+  }
   int len = 0;
   int e2;
   double frac = frexp(v, &e2);
@@ -423,16 +424,16 @@ static int put_real(struct enc *e, double v) {
     int lo = 1, hi = 17; /* 17 always reads back */
     while (lo < hi) {
       int mid = (lo + hi) / 2;
-      snprintf(tmp, sizeof tmp, "%.*g", mid, v);
+      snprintf(tmp, SIO_REAL_MAX, "%.*g", mid, v);
       if (strtod(tmp, NULL) == v)
         hi = mid;
       else
         lo = mid + 1;
     }
-    len = snprintf(tmp, sizeof tmp, "%.*g", lo, v);
+    len = snprintf(tmp, SIO_REAL_MAX, "%.*g", lo, v);
   } else {
     for (int prec = 1; prec <= 17; prec++) {
-      len = snprintf(tmp, sizeof tmp, "%.*g", prec, v);
+      len = snprintf(tmp, SIO_REAL_MAX, "%.*g", prec, v);
       if (strtod(tmp, NULL) == v)
         break;
     }
@@ -451,7 +452,13 @@ static int put_real(struct enc *e, double v) {
     memcpy(tmp + len, ".0", 3);
     len += 2;
   }
-  return put(e, tmp, (size_t)len);
+  return (size_t)len;
+}
+
+static int put_real(struct enc *e, double v) {
+  char tmp[SIO_REAL_MAX];
+  size_t len = sio_format_real(v, tmp);
+  return put(e, tmp, len);
 }
 
 /* Decimal integer without printf (this is on every event's path). */

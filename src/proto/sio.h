@@ -169,4 +169,10 @@ EG_WUR int sio_encode(enum sio_type type, const char *nsp, int64_t id, const jso
                       unsigned flags, struct sio_encoded *out);
 void sio_encoded_free(struct sio_encoded *e);
 
+/* A real as sio_encode writes it (shortest form that reads back, JavaScript's exponent
+   form, ".0" after integral values, "null" when not finite), NUL-terminated; returns its
+   length. For callers that write JSON text themselves (sio_emit_raw). */
+#define SIO_REAL_MAX 40
+size_t sio_format_real(double v, char out[SIO_REAL_MAX]);
+
 #endif
