@@ -51,8 +51,16 @@ if [ -n "${PERF:-}" ]; then
   (sleep 6; perf record -F 499 --call-graph dwarf,16384 -p "$epid" -o "$PERF" -- sleep 4 \
     >/dev/null 2>&1) &
 fi
+# The event-loop thread's share (the first task is the loop): its CPU per answer over the
+# window, from /proc/PID/task/PID/stat and /metrics (loop work is what the CPU figure of
+# chatload does not separate from the writer and the pool).
+loopstat() { cut -d' ' -f14,15 "/proc/$epid/task/$epid/stat" | awk '{print $1 + $2}'; }
+answers() { curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^engram_answers_total //p'; }
+(sleep "${WARMUP:-5}"; t1=$(loopstat); a1=$(answers); sleep "$DURATION"; t2=$(loopstat); a2=$(answers)
+ [ "$a2" -gt "$a1" ] && echo "pipeline: loop thread $(( (t2 - t1) * 1000000 / $(getconf CLK_TCK) / (a2 - a1) )) us of CPU per answer over $(( a2 - a1 )) answers") & loopjob=$!
 "$B/chatload" --port "$port" --pairs "$work/pairs" --secret "$SECRET" --conns "$CONNS" \
   --warmup "${WARMUP:-5}" --duration "$DURATION" --server-pid "$epid" ${RATE:+--rate "$RATE"} | tee "$work/result"
+wait "$loopjob" || true
 curl -s "http://127.0.0.1:$port/metrics" >"$work/metrics"
 [ -n "${METRICS:-}" ] && cp "$work/metrics" "$METRICS"
 /usr/bin/python3 - "$work/metrics" <<'PY'
