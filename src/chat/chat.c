@@ -392,8 +392,10 @@ static json_t *memories_json(const struct job *j) {
 /* ai-response {chat, content, messageId, memories, cancelled?}. */
 static void emit_response(struct job *j, bool cancelled) {
   struct sio_socket *s = job_socket(j);
+  if (s == NULL)
+    return;
   const char *content = j->answer.len ? (const char *)j->answer.data : "";
-  bool ok = s != NULL && utf8_ok(content, j->answer.len);
+  bool ok = utf8_ok(content, j->answer.len);
   for (size_t i = 0; ok && i < j->nmem; i++)
     ok = utf8_ok(j->mem[i].text, strlen(j->mem[i].text)) &&
          utf8_ok(j->mem[i].role, strlen(j->mem[i].role));
