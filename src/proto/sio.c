@@ -92,7 +92,9 @@ static long count_bins(const json_t *v, size_t depth, long cap) {
   return n;
 }
 
-bool sio_has_binary(const json_t *v) { return v && count_bins(v, 0, 0) != 0; }
+bool sio_has_binary(const json_t *v) {
+  return v && count_bins(v, 0, 0) != 0;
+}
 
 /* ---- validity ------------------------------------------------------------------------- */
 
@@ -145,7 +147,9 @@ static size_t json_depth(const char *s, size_t n, size_t max) {
   return worst;
 }
 
-static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+static bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 int sio_decode_text(const char *b, size_t n, const struct sio_limits *lim,
                     struct sio_packet *out) {
@@ -347,63 +351,13 @@ struct enc {
   size_t nattach;
 };
 
-static int put(struct enc *e, const void *p, size_t n) { return buf_append(&e->out, p, n); }
+static int put(struct enc *e, const void *p, size_t n) {
+  return buf_append(&e->out, p, n);
+}
 
 /* Appends a JSON string literal (JSON.stringify's escaping for valid UTF-8 input). */
 static int put_string(struct enc *e, const char *s, size_t n) {
-  static const char hex[] = "0123456789abcdef";
-  /* Reserve for the common case (nothing to escape) in one step. */
-  int rc = buf_reserve(&e->out, n + 2);
-  if (rc)
-    return rc;
-  rc = buf_append_byte(&e->out, '"');
-  size_t run = 0;
-  for (size_t i = 0; i < n && rc == 0; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != '"' && c != '\\')
-      continue;
-    rc = put(e, s + run, i - run);
-    run = i + 1;
-    char esc[6] = {'\\', 0};
-    size_t len = 2;
-    switch (c) {
-    case '"':
-      esc[1] = '"';
-      break;
-    case '\\':
-      esc[1] = '\\';
-      break;
-    case '\b':
-      esc[1] = 'b';
-      break;
-    case '\f':
-      esc[1] = 'f';
-      break;
-    case '\n':
-      esc[1] = 'n';
-      break;
-    case '\r':
-      esc[1] = 'r';
-      break;
-    case '\t':
-      esc[1] = 't';
-      break;
-    default:
-      esc[1] = 'u';
-      esc[2] = '0';
-      esc[3] = '0';
-      esc[4] = hex[c >> 4];
-      esc[5] = hex[c & 15];
-      len = 6;
-    }
-    if (rc == 0)
-      rc = put(e, esc, len);
-  }
-  if (rc == 0)
-    rc = put(e, s + run, n - run);
-  if (rc == 0)
-    rc = buf_append_byte(&e->out, '"');
-  return rc;
+  return buf_append_json_str(&e->out, s, n);
 }
 
 /* Shortest "%.*g" form that reads back as the same double, with JavaScript's exponent
