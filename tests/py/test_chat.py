@@ -47,7 +47,10 @@ def http(method, url, body=None, cookie=None):
         return r.status, r.headers, json.loads(r.read() or b"null")
 
 
-class ChatFlowTest(unittest.TestCase):
+class EngramServerCase(unittest.TestCase):
+    """A real engram (Gemini provider) against the fake model server, for the whole class."""
+    prefix = "engram-py-"
+
     @classmethod
     def setUpClass(cls):
         cls.fake = subprocess.Popen(["node", os.path.join(SRC, "tests/fakes/fake-llm.mjs"), "--port", "0",
@@ -56,7 +59,7 @@ class ChatFlowTest(unittest.TestCase):
         line = cls.fake.stdout.readline().strip()
         assert line.startswith("PORT="), line
         cls.fake_url = "http://127.0.0.1:" + line[5:]
-        cls.dir = tempfile.mkdtemp(prefix="engram-py-chat-")
+        cls.dir = tempfile.mkdtemp(prefix=cls.prefix)
         cls.port = free_port()
         env = dict(os.environ, PORT=str(cls.port), ENGRAM_DATA_DIR=cls.dir,
                    JWT_SECRET="python-test-secret-0123456789abcdef", ENGRAM_LLM="gemini",
@@ -77,6 +80,10 @@ class ChatFlowTest(unittest.TestCase):
         err = err.decode(errors="replace")
         assert cls.srv.returncode == 0, "engram exit %s: %s" % (cls.srv.returncode, err[-4000:])
         assert "Sanitizer" not in err and "runtime error" not in err, err[-4000:]
+
+
+class ChatFlowTest(EngramServerCase):
+    prefix = "engram-py-chat-"
 
     def register(self, name):
         status, headers, body = http("POST", self.url + "/api/auth/register", {

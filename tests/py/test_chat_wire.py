@@ -7,15 +7,12 @@ texts, a memory recalled into the answer, and both transports."""
 import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_chat import BUILD, SRC, free_port, http, wait_port  # noqa: E402
+from test_chat import EngramServerCase, http  # noqa: E402
 
 import socketio  # noqa: E402
 
@@ -35,35 +32,8 @@ def canonical(value):
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class ChatWireTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.fake = subprocess.Popen(["node", os.path.join(SRC, "tests/fakes/fake-llm.mjs"), "--port", "0",
-                                     "--exit-on-stdin-close"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = cls.fake.stdout.readline().strip()
-        assert line.startswith("PORT="), line
-        cls.dir = tempfile.mkdtemp(prefix="engram-py-wire-")
-        cls.port = free_port()
-        env = dict(os.environ, PORT=str(cls.port), ENGRAM_DATA_DIR=cls.dir,
-                   JWT_SECRET="python-test-secret-0123456789abcdef", ENGRAM_LLM="gemini",
-                   GEMINI_API_KEY="test-key", ENGRAM_GEMINI_BASE_URL="http://127.0.0.1:" + line[5:],
-                   ENGRAM_LOG_LEVEL="warn")
-        cls.srv = subprocess.Popen([os.path.join(BUILD, "engram")], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_port(cls.port, cls.srv, "engram")
-        cls.url = "http://127.0.0.1:%d" % cls.port
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.srv.terminate()
-        _, err = cls.srv.communicate(timeout=15)
-        cls.fake.stdin.close()
-        cls.fake.wait(timeout=10)
-        shutil.rmtree(cls.dir, ignore_errors=True)
-        err = err.decode(errors="replace")
-        assert cls.srv.returncode == 0, "engram exit %s: %s" % (cls.srv.returncode, err[-4000:])
-        assert "Sanitizer" not in err and "runtime error" not in err, err[-4000:]
+class ChatWireTest(EngramServerCase):
+    prefix = "engram-py-wire-"
 
     def test_event_bytes(self):
         for transport in ("websocket", "polling"):
