@@ -51,13 +51,21 @@ if [ -n "${PERF:-}" ]; then
   (sleep 6; perf record -F 499 --call-graph dwarf,16384 -p "$epid" -o "$PERF" -- sleep 4 \
     >/dev/null 2>&1) &
 fi
-# The event-loop thread's share (the first task is the loop): its CPU per answer over the
-# window, from /proc/PID/task/PID/stat and /metrics (loop work is what the CPU figure of
-# chatload does not separate from the writer and the pool).
-loopstat() { cut -d' ' -f14,15 "/proc/$epid/task/$epid/stat" | awk '{print $1 + $2}'; }
+# CPU per answer by thread over the window, from /proc/PID/task/*/stat and /metrics: the
+# event loop (the first task), the store writer and syncer (named threads) and the rest
+# (the libuv pool: recall, window, embedding), which the total of chatload does not separate.
+threadstat() {
+  for t in /proc/$epid/task/*; do
+    local n; n=$(cat "$t/comm" 2>/dev/null) || continue
+    [ "${t##*/}" = "$epid" ] && n=loop
+    case $n in loop | engram-writer | engram-syncer) ;; *) n=pool ;; esac
+    echo "$n $(cut -d' ' -f14,15 "$t/stat" 2>/dev/null | awk '{print $1 + $2}')"
+  done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
+}
 answers() { curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^engram_answers_total //p'; }
-(sleep "${WARMUP:-5}"; t1=$(loopstat); a1=$(answers); sleep "$DURATION"; t2=$(loopstat); a2=$(answers)
- [ "$a2" -gt "$a1" ] && echo "pipeline: loop thread $(( (t2 - t1) * 1000000 / $(getconf CLK_TCK) / (a2 - a1) )) us of CPU per answer over $(( a2 - a1 )) answers") & loopjob=$!
+(sleep "${WARMUP:-5}"; threadstat >"$work/t1"; a1=$(answers); sleep "$DURATION"; threadstat >"$work/t2"; a2=$(answers)
+ [ "$a2" -gt "$a1" ] && join "$work/t1" "$work/t2" | awk -v n=$(( a2 - a1 )) -v hz="$(getconf CLK_TCK)" \
+   '{s = s sprintf(" %s %d", $1, ($3 - $2) * 1000000 / hz / n)} END {print "pipeline: us of CPU per answer by thread over " n " answers:" s}') & loopjob=$!
 "$B/chatload" --port "$port" --pairs "$work/pairs" --secret "$SECRET" --conns "$CONNS" \
   --warmup "${WARMUP:-5}" --duration "$DURATION" --server-pid "$epid" ${RATE:+--rate "$RATE"} | tee "$work/result"
 wait "$loopjob" || true

@@ -81,6 +81,7 @@ struct store_async {
 
 static void *writer_main(void *arg) {
   struct store_async *a = arg;
+  pthread_setname_np(pthread_self(), "engram-writer"); /* per-thread CPU in bench/pipeline.sh */
   struct store_message_new *batch = NULL;
   int *status = NULL;
   size_t cap = 0;
@@ -153,6 +154,7 @@ static void *writer_main(void *arg) {
 
 static void *syncer_main(void *arg) {
   struct store_async *a = arg;
+  pthread_setname_np(pthread_self(), "engram-syncer");
   pthread_mutex_lock(&a->mu);
   for (;;) {
     while (!a->committed && !a->writer_exited)
