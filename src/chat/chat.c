@@ -329,7 +329,8 @@ static void fail(struct job *j, int status, const char *code, const char *msg) {
 }
 
 /* With the hash embedder (pure, a few microseconds): the text's vector now, set on m so
-   that the writer stores it with the message (no separate vector update). Returns the
+   that the writer records the memory as embedded with the message (no separate vector
+   update; the vector itself is not stored: vec_derived). Returns the
    vector (the caller frees it), or NULL for the other embedders. */
 static float *local_embed(struct chat *c, struct store_message_new *m, const char *text,
                           size_t len) {
@@ -341,6 +342,7 @@ static float *local_embed(struct chat *c, struct store_message_new *m, const cha
   m->vec = v;
   m->dims = MEM_DIM;
   m->embed_model = c->d.embedder->model;
+  m->vec_derived = true; /* recomputed when the user's memories are loaded, not stored */
   return v;
 }
 

@@ -112,15 +112,28 @@ static int load_user(struct store *s, struct mem_index *ix, const char *model, i
     return rc;
   struct mem_row *rows = xcalloc(v.n ? v.n : 1, sizeof *rows);
   bool dims_ok = v.dims == 0 || (int)v.dims == dim;
+  /* The hash embedder's vectors are not stored (store_message_new.vec_derived): computed
+     again here, a few microseconds each, as for a memory not embedded yet. */
+  bool derive = !strcmp(model, MEM_HASH_MODEL) && dim == MEM_DIM;
+  size_t nd = 0;
+  for (size_t i = 0; derive && i < v.n; i++)
+    nd += !(dims_ok && v.has_vec[i]);
+  float *derived = nd ? xmalloc(nd * MEM_DIM * sizeof *derived) : NULL, *next = derived;
   for (size_t i = 0; i < v.n; i++) {
     memcpy(rows[i].id, v.ids[i], ID_LEN + 1);
     rows[i].created_at = v.created_at[i];
     rows[i].vec = dims_ok && v.has_vec[i] ? v.vec + i * v.dims : NULL;
+    if (!rows[i].vec && derive) {
+      mem_hash_embed(v.texts[i], strlen(v.texts[i]), next);
+      rows[i].vec = next;
+      next += MEM_DIM;
+    }
     rows[i].text = v.texts[i];
     rows[i].chat_id = v.chat_ids[i];
     rows[i].role = role_of(v.roles[i]);
   }
   rc = mem_index_load(ix, user, model, rows, v.n);
+  free(derived);
   free(rows);
   store_vectors_free(&v);
   return rc;

@@ -771,6 +771,11 @@ static void pg_msg_params(const struct store_message_new *m, struct pg_msg_args 
   v[8] = v[9] = v[10] = NULL;
   a->hex = NULL;
   if (m->vec && m->dims && m->embed_model) {
+    snprintf(a->dims, sizeof a->dims, "%u", (unsigned)m->dims);
+    v[8] = m->embed_model;
+    v[10] = a->dims;
+  }
+  if (m->vec && m->dims && m->embed_model && !m->vec_derived) {
     static const char hx[] = "0123456789abcdef";
     size_t bytes = m->dims * sizeof(float);
     const uint8_t *p = (const uint8_t *)m->vec;
@@ -782,10 +787,7 @@ static void pg_msg_params(const struct store_message_new *m, struct pg_msg_args 
       a->hex[3 + 2 * i] = hx[p[i] & 15];
     }
     a->hex[2 + 2 * bytes] = 0;
-    snprintf(a->dims, sizeof a->dims, "%u", (unsigned)m->dims);
-    v[8] = m->embed_model;
     v[9] = a->hex;
-    v[10] = a->dims;
   }
 }
 

@@ -365,7 +365,7 @@ static int sq_conn_open(struct sq_conn *c, const char *path, enum sq_role role) 
   if (rc == SQLITE_OK && writer)
     rc = sqlite3_exec(c->db,
                       "CREATE TEMP TABLE batch_vec (id TEXT PRIMARY KEY, model TEXT NOT NULL,"
-                      " vector BLOB NOT NULL, dims INTEGER NOT NULL)",
+                      " vector BLOB, dims INTEGER NOT NULL)",
                       NULL, NULL, &msg);
   if (rc != SQLITE_OK) {
     log_error("store: sqlite pragmas on %s: %s", path, msg ? msg : sqlite3_errstr(rc));
@@ -869,7 +869,8 @@ static int sq_msg_insert_one(struct sq_conn *c, struct store_message_new *m, boo
   sqlite3_bind_int64(st, 6, m->created_at);
   if (m->vec && m->dims && m->embed_model) {
     bind_text(st, 7, m->embed_model);
-    sqlite3_bind_blob(st, 8, m->vec, (int)(m->dims * sizeof(float)), SQLITE_STATIC);
+    if (!m->vec_derived)
+      sqlite3_bind_blob(st, 8, m->vec, (int)(m->dims * sizeof(float)), SQLITE_STATIC);
     sqlite3_bind_int(st, 9, (int)m->dims);
   }
   r = sqlite3_step(st);
@@ -939,7 +940,8 @@ static int sq_stage_vec(struct sq_conn *c, const struct store_message_new *m) {
     return EG_EDB;
   bind_text(st, 1, m->id);
   bind_text(st, 2, m->embed_model);
-  sqlite3_bind_blob(st, 3, m->vec, (int)(m->dims * sizeof(float)), SQLITE_STATIC);
+  if (!m->vec_derived)
+    sqlite3_bind_blob(st, 3, m->vec, (int)(m->dims * sizeof(float)), SQLITE_STATIC);
   sqlite3_bind_int(st, 4, (int)m->dims);
   int r = sqlite3_step(st);
   sq_done(st);

@@ -234,6 +234,11 @@ struct store_message_new {
   const float *vec;
   uint32_t dims;
   const char *embed_model;
+  /* With vec: embed_model derives the vector from the text at no real cost (the hash
+     embedder), so only embed_model and dims are stored, not the vector: the memory counts
+     as embedded by embed_model, and a loader without its vector computes it again. Saves
+     dims * 4 bytes per memory (3 KB at 768) in every write, the WAL and the checkpoints. */
+  bool vec_derived;
   int64_t created_at; /* in/out: 0 -> now */
   bool existed;       /* out: true when (chat_id, client_id) was stored before; id, and
                          created_at are then the stored message's and nothing was written */

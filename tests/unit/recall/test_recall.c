@@ -4,7 +4,8 @@
      memory without a date scores the same;
    - neighbouring turns (recall_deps.neighbours): each hit's context holds the turn before
      and after it in its chat, not the hit itself; notes get none; off = NULL;
-   - the async search never returns another user's memory. */
+   - the async search never returns another user's memory;
+   - vectors the store does not keep (vec_derived) are computed again when a user loads. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -82,7 +83,8 @@ static int setup(void **state) {
   memcpy(c2.user_id, f->other, sizeof c2.user_id);
   c2.title = "t";
   assert_int_equal(store_chat_create(f->st, &c2), 0);
-  add_msg(f->st, f->other, c2.id, "user", "My dentist appointment is on March 15 at 9:00", NULL);
+  add_msg(f->st, f->other, c2.id, "user", "My dentist appointment is on March 15 at 9:00",
+          NULL);
   add_msg(f->st, f->other, c2.id, "user", "My best friend is Tomasz too", NULL);
   *state = f;
   return 0;
@@ -119,8 +121,8 @@ static void test_date_boost_reaches_search(void **state) {
   off.date_boost = 0.0f;
   struct recall_item *a, *b;
   size_t na, nb;
-  assert_int_equal(recall_search_sync(f->st, ix, MEM_HASH_MODEL, MEM_DIM, &on, f->user, q, qv, 6,
-                                      NULL, 0, &a, &na),
+  assert_int_equal(recall_search_sync(f->st, ix, MEM_HASH_MODEL, MEM_DIM, &on, f->user, q, qv,
+                                      6, NULL, 0, &a, &na),
                    0);
   assert_int_equal(recall_search_sync(f->st, ix, MEM_HASH_MODEL, MEM_DIM, &off, f->user, q, qv,
                                       6, NULL, 0, &b, &nb),
@@ -165,7 +167,9 @@ static void on_found(void *ud, int status, const struct recall_item *items, size
   }
 }
 
-static void on_closed(void *arg) { *(bool *)arg = true; }
+static void on_closed(void *arg) {
+  *(bool *)arg = true;
+}
 
 static void search_async(struct fx *f, bool neighbours, const char *user, const char *q,
                          struct wait *w) {
@@ -257,9 +261,65 @@ static void test_notes_have_no_context_and_users_stay_apart(void **state) {
   wait_free(&w);
 }
 
+/* A memory stored with a derived vector (store_message_new.vec_derived: the hash
+   embedder's vector is not stored) gets its vector again when its user is loaded: the
+   vector side finds it (cosine ~1 for its own text), though the store has no vector. */
+static void test_derived_vectors_recomputed_at_load(void **state) {
+  struct fx *f = *state;
+  char u[ID_LEN + 1];
+  add_user(f->st, "rc3@test.example", u);
+  struct store_chat c = {0};
+  memcpy(c.user_id, u, sizeof c.user_id);
+  c.title = "t";
+  assert_int_equal(store_chat_create(f->st, &c), 0);
+  static const char *texts[] = {"My sister Ingrid plays the cello in Oslo",
+                                "The garage door code is 4711"};
+  static float v[MEM_DIM];
+  char ids[2][ID_LEN + 1];
+  for (size_t i = 0; i < 2; i++) {
+    mem_hash_embed(texts[i], strlen(texts[i]), v);
+    struct store_message_new m = {.chat_id = c.id,
+                                  .user_id = u,
+                                  .role = "user",
+                                  .content = texts[i],
+                                  .vec = v,
+                                  .dims = MEM_DIM,
+                                  .embed_model = MEM_HASH_MODEL,
+                                  .vec_derived = true};
+    assert_int_equal(store_message_insert(f->st, &m), 0);
+    memcpy(ids[i], m.id, ID_LEN + 1);
+  }
+  struct store_vectors sv;
+  assert_int_equal(store_memory_load_all(f->st, u, MEM_HASH_MODEL, &sv), 0);
+  assert_int_equal(sv.n, 2);
+  assert_false(sv.has_vec[0] || sv.has_vec[1]);
+  store_vectors_free(&sv);
+
+  struct mem_index *ix = mem_index_new(MEM_DIM, 0);
+  struct mem_recall_opts o;
+  mem_recall_defaults(&o);
+  struct recall_item *items;
+  size_t n;
+  mem_hash_embed(texts[1], strlen(texts[1]), v);
+  assert_int_equal(recall_search_sync(f->st, ix, MEM_HASH_MODEL, MEM_DIM, &o, u, texts[1], v, 2,
+                                      NULL, 0, &items, &n),
+                   0); /* loads the user */
+  recall_items_free(items, n);
+  assert_true(mem_index_loaded(ix, u));
+  struct mem_hit hits[2];
+  size_t nh = 0;
+  assert_int_equal(mem_index_search(ix, u, MEM_HASH_MODEL, v, 2, NULL, 0, hits, &nh), 0);
+  assert_int_equal(nh, 2); /* both rows have a vector */
+  assert_string_equal(hits[0].id, ids[1]);
+  assert_float_equal(hits[0].score, 1.0f, 0.02);
+  assert_true(hits[1].score < 0.5f);
+  mem_index_free(ix);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_date_boost_reaches_search, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_derived_vectors_recomputed_at_load, setup, teardown),
       cmocka_unit_test_setup_teardown(test_neighbours_as_context, setup, teardown),
       cmocka_unit_test_setup_teardown(test_notes_have_no_context_and_users_stay_apart, setup,
                                       teardown),

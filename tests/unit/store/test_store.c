@@ -779,7 +779,8 @@ static bool hit(const struct store_hits *h, const char *id) {
 }
 
 /* Vectors stored with their messages (one insert and a group-commit batch), in the same
-   transaction: loaded back, nothing pending; a bad vector is refused. */
+   transaction: loaded back, nothing pending; a bad vector is refused; a derived one
+   (vec_derived) is recorded as embedded by its model without its bytes. */
 static void t_insert_vectors(void **state) {
   STORE_OR_SKIP(state);
   char u[ID_LEN + 1], c[ID_LEN + 1];
@@ -795,7 +796,17 @@ static void t_insert_vectors(void **state) {
                                   .dims = 3,
                                   .embed_model = "m/3"};
   assert_int_equal(store_message_insert(s, &one), 0);
-  struct store_message_new m[3] = {
+  struct store_message_new derived = {.chat_id = c,
+                                      .user_id = u,
+                                      .role = "user",
+                                      .content = "epsilon",
+                                      .created_at = T0 + 5,
+                                      .vec = v3,
+                                      .dims = 3,
+                                      .embed_model = "m/3",
+                                      .vec_derived = true};
+  assert_int_equal(store_message_insert(s, &derived), 0);
+  struct store_message_new m[4] = {
       {.chat_id = c,
        .user_id = u,
        .role = "user",
@@ -813,15 +824,25 @@ static void t_insert_vectors(void **state) {
        .vec = v3,
        .dims = 0,
        .embed_model = "m/3"}, /* no dims: refused */
+      {.chat_id = c,
+       .user_id = u,
+       .role = "model",
+       .content = "zeta",
+       .created_at = T0 + 6,
+       .vec = v3,
+       .dims = 3,
+       .embed_model = "m/3",
+       .vec_derived = true},
   };
-  int st[3];
-  assert_int_equal(store_message_insert_batch(s, m, 3, st), 0);
+  int st[4];
+  assert_int_equal(store_message_insert_batch(s, m, 4, st), 0);
   assert_int_equal(st[0], 0);
   assert_int_equal(st[1], 0);
   assert_int_equal(st[2], EG_EINVAL);
+  assert_int_equal(st[3], 0);
   struct store_vectors v;
   assert_int_equal(store_memory_load_all(s, u, "m/3", &v), 0);
-  assert_int_equal(v.n, 3);
+  assert_int_equal(v.n, 5);
   assert_int_equal(v.dims, 3);
   assert_string_equal(v.texts[0], "alpha");
   assert_true(v.has_vec[0]);
@@ -831,9 +852,14 @@ static void t_insert_vectors(void **state) {
   assert_memory_equal(&v.vec[3], v2, sizeof(v2));
   assert_string_equal(v.texts[2], "gamma");
   assert_false(v.has_vec[2]);
+  /* Derived vectors (vec_derived): the model is recorded, the vector is not stored. */
+  assert_string_equal(v.texts[3], "epsilon");
+  assert_false(v.has_vec[3]);
+  assert_string_equal(v.texts[4], "zeta");
+  assert_false(v.has_vec[4]);
   store_vectors_free(&v);
   struct store_memories p;
-  assert_int_equal(pending_of(s, u, "m/3", &p), 1); /* gamma only */
+  assert_int_equal(pending_of(s, u, "m/3", &p), 1); /* gamma only: not the derived ones */
   assert_string_equal(p.v[0].text, "gamma");
   store_memories_free(&p);
 }
