@@ -5,7 +5,8 @@
  *   chat_prefill --db PATH --users U --chats C --memories M --out PAIRS
  *
  * Creates U users, each with M memories (messages of an "archive" chat, embedded with the
- * hash embedder, vectors recorded) and C empty chats to talk in, and writes one line
+ * hash embedder, recorded as the server does: model and dims, the vector derived again
+ * when the user loads) and C empty chats to talk in, and writes one line
  * "<user id> <chat id>" per talking chat to PAIRS (the load generator's input).
  * Deterministic texts: synthetic first-person sentences from a small vocabulary.
  */
@@ -104,11 +105,13 @@ int main(int argc, char **argv) {
         when += 60000;
         m[i].created_at = when;
         id_new_at(m[i].id, (uint32_t)(when / 1000));
-        /* The vector goes in with the message (one transaction per batch). */
+        /* Embedded with the message (one transaction per batch), like the server's
+           messages: the vector itself is not stored (vec_derived). */
         mem_hash_embed(texts[i], strlen(texts[i]), vec + i * MEM_DIM);
         m[i].vec = vec + i * MEM_DIM;
         m[i].dims = MEM_DIM;
         m[i].embed_model = MEM_HASH_MODEL;
+        m[i].vec_derived = true;
       }
       if (store_message_insert_batch(s, m, n, st) != 0)
         return 1;
