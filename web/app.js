@@ -4,12 +4,14 @@
 //
 // First render: the server picks the screen (index.html comes with <html data-screen="app">
 // when the request carries the session cookie, else "auth"), so the first paint needs no
-// script. Signed in, the inline script at the end of index.html starts fetching
-// /api/auth/me, the chat list and the messages of the last chat opened (its id is the
-// "engram:chat" hint kept here in localStorage) in parallel with this module
-// (window.engramBoot). Nothing slow runs before the first screen is complete
-// (performance mark "engram:ready"): the socket.io bundle is loaded and the Intl
-// formatters (30-100 ms of ICU set-up in a fresh renderer) are made after it.
+// script. Only that screen's markup is live DOM; the other screen and the Memory page are
+// <template>s (webgen), instantiated here when first shown (mount). The inline script at
+// the end of index.html imports this module after the first frame and, signed in, starts
+// fetching /api/auth/me, the chat list and the messages of the last chat opened (its id is
+// the "engram:chat" hint kept here in localStorage) at once (window.engramBoot). Nothing
+// slow runs before the first screen is complete (performance mark "engram:ready"): the
+// socket.io bundle is loaded and the Intl formatters (30-100 ms of ICU set-up in a fresh
+// renderer) are made after it.
 import { renderMarkdown } from "./markdown.js";
 
 // ---- REST: JSON in and out, the session rides on the HttpOnly `token` cookie --------------
@@ -226,10 +228,27 @@ function showAuth({ atBoot = false } = {}) {
 }
 
 function show(screen) {
+  mount(screen);
   document.documentElement.dataset.screen = screen;
-  $("app").hidden = screen !== "app";
-  $("auth").hidden = screen !== "auth";
+  if ($("app")) $("app").hidden = screen !== "app";
+  if ($("auth")) $("auth").hidden = screen !== "auth";
 }
+
+// Instantiates the screen's template (index.html: the screen the page did not come with)
+// or the Memory page's, once, and wires its controls. Returns the screen's element.
+function mount(screen) {
+  const id = { auth: "auth", app: "app", memory: "memory-view" }[screen];
+  if (!$(id)) {
+    const t = screen === "memory" ? $("memory-tpl") : document.querySelector(`template[data-screen="${screen}"]`);
+    t.replaceWith(t.content);
+  }
+  if (!mounted.has(screen)) {
+    mounted.add(screen);
+    ({ auth: wireAuth, app: wireApp, memory: wireMemory })[screen]();
+  }
+  return $(id);
+}
+const mounted = new Set();
 
 async function onAuthSubmit(ev) {
   ev.preventDefault();
@@ -359,6 +378,7 @@ function sortedChats() {
 
 function renderChatList() {
   const ul = $("chat-list");
+  if (!ul) return; // the app screen is not mounted yet
   const items = sortedChats().map((c) => {
     const li = el("li");
     const a = el("a");
@@ -819,7 +839,8 @@ async function route() {
   if (!state.me) return;
   const memory = isMemoryRoute();
   $("chat-view").hidden = memory;
-  $("memory-view").hidden = !memory;
+  if (memory) mount("memory").hidden = false;
+  else if ($("memory-view")) $("memory-view").hidden = true;
   if (memory) $("memory-link").setAttribute("aria-current", "page");
   else $("memory-link").removeAttribute("aria-current");
   closeDrawer();
@@ -848,11 +869,11 @@ async function route() {
 
 async function start(user) {
   state.me = user;
+  if (document.documentElement.dataset.screen !== "app") hint(""); // signed in: app first next time
+  show("app");
   const n = user.fullName ? `${user.fullName.firstName || ""} ${user.fullName.lastName || ""}`.trim() : "";
   $("me-name").textContent = n || user.email;
   $("me-name").title = user.email;
-  if (document.documentElement.dataset.screen !== "app") hint(""); // signed in: app first next time
-  show("app");
   try {
     await loadChats();
     await route();
@@ -862,10 +883,30 @@ async function start(user) {
   }
 }
 
-function wire() {
+// The sign-in screen's controls. The inline script of index.html held a submit made before
+// this module was in (not posted as a form): its listener goes, the submit is made now.
+function wireAuth() {
   $("tab-login").addEventListener("click", () => setMode("login"));
   $("tab-register").addEventListener("click", () => setMode("register"));
-  $("auth-form").addEventListener("submit", onAuthSubmit);
+  const form = $("auth-form");
+  form.addEventListener("submit", onAuthSubmit);
+  if (booted.held) form.removeEventListener("submit", booted.held);
+  booted.held = undefined;
+  setMode("login");
+  if (booted.submitted) {
+    booted.submitted = false;
+    form.requestSubmit();
+  }
+}
+
+// Opens the chat list drawer (narrow screens).
+function openDrawer() {
+  $("app").classList.add("drawer");
+  $("scrim").hidden = false;
+}
+
+// The app screen's controls (the chat list, the conversation); the Memory page has its own.
+function wireApp() {
   $("logout").addEventListener("click", logout);
   $("new-chat").addEventListener("click", newChat);
   $("rename-chat").addEventListener("click", () => {
@@ -892,6 +933,12 @@ function wire() {
   list().addEventListener("scroll", () => {
     if (list().scrollTop < 80) loadOlder();
   });
+  $("chat-view").querySelector(".menu").addEventListener("click", openDrawer);
+  $("scrim").addEventListener("click", closeDrawer);
+  $("chat-list").addEventListener("click", closeDrawer);
+}
+
+function wireMemory() {
   $("memory-search").addEventListener("submit", (e) => {
     e.preventDefault();
     loadMemories();
@@ -899,17 +946,7 @@ function wire() {
   $("memory-note").addEventListener("submit", addNote);
   $("memory-more").addEventListener("click", () => loadMemories({ more: true }));
   $("forget-all").addEventListener("click", forgetAll);
-  for (const b of document.querySelectorAll(".menu"))
-    b.addEventListener("click", () => {
-      $("app").classList.add("drawer");
-      $("scrim").hidden = false;
-    });
-  $("scrim").addEventListener("click", closeDrawer);
-  $("chat-list").addEventListener("click", closeDrawer);
-  window.addEventListener("hashchange", route);
-  document.addEventListener("keydown", (e) => {
-    if (e.key === "Escape") closeDrawer();
-  });
+  $("memory-view").querySelector(".menu").addEventListener("click", openDrawer);
 }
 
 function stop() {
@@ -917,8 +954,10 @@ function stop() {
 }
 
 async function boot() {
-  wire();
-  setMode("login");
+  window.addEventListener("hashchange", route);
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && $("app")) closeDrawer();
+  });
   // No session cookie came with the page (the server chose the sign-in screen): nothing to
   // ask the server, the form is ready.
   if (document.documentElement.dataset.screen !== "app") {
