@@ -24,9 +24,13 @@
 // the time goes).
 //
 //   node bench/web_render.mjs [--runs 30] [--waterfall] [--trace DIR] [--cases floor,chat]
+//                             [--against BUILD_DIR]
 // (--trace DIR: a Chrome trace of the last load of each case, DIR/<screen>-<cache>.json,
 // for chrome://tracing or Perfetto, with the compositor's categories: commit, raster
-// tasks, activation, draw. --cases: only those screens, e.g. to trace one.)
+// tasks, activation, draw. --cases: only those screens, e.g. to trace one. --against: an
+// A/B run: a second server from BUILD_DIR/engram (e.g. a build of main) gets the same
+// user and chats, and its sign-in and chat cases, named "<screen>@B", are interleaved with
+// this build's, load by load, in the same browser.)
 // Every case, the floor included, is loaded the same way (goto until the network is idle,
 // then the entries are read), so no script of Playwright's runs before its first paint.
 //   env: ENGRAM_BUILD (default ./build), CHROMIUM (default /usr/bin/chromium)
@@ -35,7 +39,7 @@ import os from "node:os";
 import path from "node:path";
 import { execFileSync } from "node:child_process";
 import { chromium } from "playwright-core";
-import { startBinary } from "../tests/e2e/lib/proc.mjs";
+import { startBinary, BUILD } from "../tests/e2e/lib/proc.mjs";
 import { client } from "../tests/e2e/lib/app.mjs";
 
 const arg = (name, def) => {
@@ -47,6 +51,7 @@ const WATERFALL = process.argv.includes("--waterfall");
 const TRACE = arg("trace", ""); // a folder: a Chrome trace of the last load of each case
 const TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "disabled-by-default-devtools.timeline.frame", "blink.user_timing", "loading", "v8.execute", "toplevel", "blink", "navigation", "cc", "viz", "benchmark"];
 const ONLY = arg("cases", ""); // e.g. "floor,sign-in": only those screens
+const AGAINST = arg("against", ""); // a build folder: its engram is case "<screen>@B"
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const CHATS = 4;
 // The floor: what the browser alone needs to show a new tab with one line of text (no
@@ -117,14 +122,14 @@ function waterfall(label, r) {
   console.log(`    DOMContentLoaded ${f1(r.dcl)}, first contentful paint ${f1(r.fcp)}, engram:ready ${f1(r.ready)}`);
 }
 
-async function main() {
+// An engram server (the binary `bin`, relative to ENGRAM_BUILD) on its own data folder,
+// with a user who has a few chats of a few questions and answers each.
+async function server(bin) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "engram-webbench-"));
-  const srv = await startBinary("engram", {
+  const srv = await startBinary(bin, {
     env: { ENGRAM_DATA_DIR: dir, JWT_SECRET: "web-render-bench-secret-0123456789abcdef", ENGRAM_LLM: "offline", ENGRAM_LOG_LEVEL: "warn" },
   });
-  let browser;
   try {
-    // A user with a few chats of a few questions and answers each.
     const app = client(() => srv.url);
     const user = await app.register("bench");
     const sock = await app.connect(user);
@@ -135,7 +140,19 @@ async function main() {
     }
     sock.close();
     await new Promise((r) => setTimeout(r, 300)); // answers are stored just after ai-response
-    const token = user.cookie.slice("token=".length);
+    return { srv, dir, url: srv.url, token: user.cookie.slice("token=".length), lastChat };
+  } catch (e) {
+    await srv.stop({ check: false });
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+async function main() {
+  const servers = [await server("engram")];
+  let browser;
+  try {
+    if (AGAINST) servers.push(await server(path.relative(BUILD, path.resolve(AGAINST, "engram"))));
 
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -145,21 +162,25 @@ async function main() {
     const opts = { viewport: { width: 1280, height: 800 }, colorScheme: "light" };
     // A signed-in browser has the session cookie and the app's localStorage hint (the
     // last chat opened, written by web/app.js); a cold context has them and nothing else.
-    const newCtx = (signedIn) =>
+    // (Cookies are not per port: each case has contexts of its own, with its server's.)
+    const newCtx = (signedIn, s) =>
       browser.newContext({
         ...opts,
         storageState: signedIn
           ? {
-              cookies: [{ name: "token", value: token, domain: "127.0.0.1", path: "/", expires: -1, httpOnly: true, secure: false, sameSite: "Lax" }],
-              origins: [{ origin: srv.url, localStorage: [{ name: "engram:chat", value: lastChat }] }],
+              cookies: [{ name: "token", value: s.token, domain: "127.0.0.1", path: "/", expires: -1, httpOnly: true, secure: false, sameSite: "Lax" }],
+              origins: [{ origin: s.url, localStorage: [{ name: "engram:chat", value: s.lastChat }] }],
             }
           : undefined,
       });
-    const cases = [
-      { name: "floor", signedIn: false, url: FLOOR, expect: { screen: "floor" } },
-      { name: "sign-in", signedIn: false, expect: { screen: "sign-in" } },
-      { name: "chat", signedIn: true, expect: { screen: "chat", msgs: QUESTIONS * 2 } },
-    ].filter((c) => !ONLY || ONLY.split(",").includes(c.name));
+    const cases = [{ name: "floor", signedIn: false, url: FLOOR, expect: { screen: "floor" } }];
+    for (const [k, s] of servers.entries()) {
+      const tag = k ? "@B" : "";
+      cases.push({ name: "sign-in" + tag, signedIn: false, s, expect: { screen: "sign-in" } });
+      cases.push({ name: "chat" + tag, signedIn: true, s, expect: { screen: "chat", msgs: QUESTIONS * 2 } });
+    }
+    for (const c of cases) c.base = c.name.replace(/@B$/, "");
+    const chosen = cases.filter((c) => !ONLY || ONLY.split(",").includes(c.base));
     const load0 = os.loadavg().map((x) => x.toFixed(2)).join(" ");
     let version = "";
     try {
@@ -168,23 +189,24 @@ async function main() {
       version = CHROMIUM;
     }
     console.log(`web_render: ${new Date().toISOString()}, ${os.cpus().length} cores, load average ${load0}, ${version}, ${RUNS} loads per case`);
+    if (AGAINST) console.log(`A/B: "<screen>" is ${BUILD}/engram, "<screen>@B" is ${path.resolve(AGAINST, "engram")}`);
     // The cases are interleaved (one load of each in turn) so that a change of the
     // machine's load during the run weighs on all of them alike.
-    const url = (c) => c.url || srv.url + "/";
-    const warmCtx = [], res = cases.map(() => ({ cold: [], warm: [] }));
-    for (const c of cases) {
+    const url = (c) => c.url || c.s.url + "/";
+    const warmCtx = [], res = chosen.map(() => ({ cold: [], warm: [] }));
+    for (const c of chosen) {
       // Warm-up: the first load of a fresh browser pays process start-up; not counted.
-      const ctx0 = await newCtx(c.signedIn);
+      const ctx0 = await newCtx(c.signedIn, c.s);
       await load(ctx0, url(c), c.expect);
       await ctx0.close();
-      const ctx = await newCtx(c.signedIn);
+      const ctx = await newCtx(c.signedIn, c.s);
       await load(ctx, url(c), c.expect); // fills the HTTP cache
       warmCtx.push(ctx);
     }
     for (let i = 0; i < RUNS; i++) {
-      for (const [k, c] of cases.entries()) {
+      for (const [k, c] of chosen.entries()) {
         const trace = (cache) => (TRACE && i === RUNS - 1 ? path.join(TRACE, `${c.name}-${cache}.json`) : undefined);
-        const ctx = await newCtx(c.signedIn);
+        const ctx = await newCtx(c.signedIn, c.s);
         res[k].cold.push(await load(ctx, url(c), c.expect, trace("cold")));
         await ctx.close();
         res[k].warm.push(await load(warmCtx[k], url(c), c.expect, trace("warm")));
@@ -192,21 +214,21 @@ async function main() {
     }
     for (const ctx of warmCtx) await ctx.close();
     const out = [];
-    for (const [k, c] of cases.entries()) {
+    for (const [k, c] of chosen.entries()) {
       for (const cache of ["cold", "warm"]) {
         const rs = res[k][cache];
         const fcp = rs.map((r) => r.fcp), ready = rs.map((r) => r.ready);
         const row = { screen: c.name, cache, fcp50: pct(fcp, 50), fcp90: pct(fcp, 90), ready50: pct(ready, 50), ready90: pct(ready, 90), max: Math.max(...fcp, ...ready) };
         out.push(row);
-        if (WATERFALL && c.name !== "floor") waterfall(`${c.name} ${cache}`, rs[rs.length - 1]);
+        if (WATERFALL && c.base !== "floor") waterfall(`${c.name} ${cache}`, rs[rs.length - 1]);
         if (cache === "warm" && rs.some((r) => r.resources.some((e) => e.size > 1000 && !e.name.startsWith("/api/") && !e.name.startsWith("/socket.io/?"))))
           console.log(`  note: a warm ${c.name} load fetched a whole file again (no 304)`);
       }
     }
     console.log("");
-    console.log("screen    cache   FCP p50   FCP p90   ready p50   ready p90   worst (ms)");
+    console.log("screen     cache   FCP p50   FCP p90   ready p50   ready p90   worst (ms)");
     for (const r of out)
-      console.log(`${r.screen.padEnd(9)} ${r.cache.padEnd(6)} ${f1(r.fcp50).padStart(8)}  ${f1(r.fcp90).padStart(8)}  ${f1(r.ready50).padStart(10)}  ${f1(r.ready90).padStart(10)}  ${f1(r.max).padStart(10)}`);
+      console.log(`${r.screen.padEnd(10)} ${r.cache.padEnd(6)} ${f1(r.fcp50).padStart(8)}  ${f1(r.fcp90).padStart(8)}  ${f1(r.ready50).padStart(10)}  ${f1(r.ready90).padStart(10)}  ${f1(r.max).padStart(10)}`);
     console.log(`load average after: ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`);
     console.log(
       "RESULT " +
@@ -214,8 +236,10 @@ async function main() {
     );
   } finally {
     if (browser) await browser.close();
-    await srv.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
+    for (const s of servers) {
+      await s.srv.stop();
+      fs.rmSync(s.dir, { recursive: true, force: true });
+    }
   }
 }
 
