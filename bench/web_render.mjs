@@ -24,10 +24,12 @@
 // the time goes).
 //
 //   node bench/web_render.mjs [--runs 30] [--waterfall] [--trace DIR] [--cases floor,chat]
-//                             [--against BUILD_DIR]
+//                             [--trace-all] [--against BUILD_DIR]
 // (--trace DIR: a Chrome trace of the last load of each case, DIR/<screen>-<cache>.json,
 // for chrome://tracing or Perfetto, with the compositor's categories: commit, raster
-// tasks, activation, draw. --cases: only those screens, e.g. to trace one. --against: an
+// tasks, activation, draw; with --trace-all, of every load: DIR/<screen>-<cache>-<i>.json,
+// e.g. to compare CPU time per phase, which a busy machine stretches less than wall time.
+// --cases: only those screens, e.g. to trace one. --against: an
 // A/B run: a second server from BUILD_DIR/engram (e.g. a build of main) gets the same
 // user and chats, and its sign-in and chat cases, named "<screen>@B", are interleaved with
 // this build's, load by load, in the same browser.)
@@ -49,6 +51,7 @@ const arg = (name, def) => {
 const RUNS = +arg("runs", process.env.RUNS || 30);
 const WATERFALL = process.argv.includes("--waterfall");
 const TRACE = arg("trace", ""); // a folder: a Chrome trace of the last load of each case
+const TRACE_ALL = process.argv.includes("--trace-all"); // ... of every load, <case>-<cache>-<i>.json
 const TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "disabled-by-default-devtools.timeline.frame", "blink.user_timing", "loading", "v8.execute", "toplevel", "blink", "navigation", "cc", "viz", "benchmark"];
 const ONLY = arg("cases", ""); // e.g. "floor,sign-in": only those screens
 const AGAINST = arg("against", ""); // a build folder: its engram is case "<screen>@B"
@@ -205,7 +208,8 @@ async function main() {
     }
     for (let i = 0; i < RUNS; i++) {
       for (const [k, c] of chosen.entries()) {
-        const trace = (cache) => (TRACE && i === RUNS - 1 ? path.join(TRACE, `${c.name}-${cache}.json`) : undefined);
+        const trace = (cache) =>
+          TRACE && (TRACE_ALL || i === RUNS - 1) ? path.join(TRACE, `${c.name}-${cache}${TRACE_ALL ? "-" + i : ""}.json`) : undefined;
         const ctx = await newCtx(c.signedIn, c.s);
         res[k].cold.push(await load(ctx, url(c), c.expect, trace("cold")));
         await ctx.close();

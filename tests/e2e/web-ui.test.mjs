@@ -19,7 +19,8 @@ import { startFakeLlm } from "../fakes/fake-llm.mjs";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SHOTS = process.env.ENGRAM_SCREENSHOTS || path.join(BUILD, "screenshots");
 // What a page load fetches of our own files (style.css is inlined into index.html by
-// webgen, the icon is inline SVG and a data: URL; both are still served).
+// webgen, the logo is inline SVG; both are still served; the tab icon /icon.svg is set
+// after the first screen).
 const OWN_ASSETS = ["/", "/app.js", "/markdown.js"];
 
 let fake, srv, dir, browser, ctx, page;
@@ -152,10 +153,24 @@ test("assets: types, CSP, ETag/304, gzip, page weight", async () => {
     const h = crypto.createHash("sha256").update(body).digest("base64");
     assert.ok(csp.match(new RegExp(`${kind}-src [^;]*`))[0].includes(`'sha256-${h}'`), `${kind} block hashed into the CSP`);
   }
-  assert.equal((html.match(/<script|<style/g) || []).length, 3, "the boot script, the style sheet, app.js");
+  assert.equal((html.match(/<script|<style/g) || []).length, 2, "the boot script (it imports app.js), the style sheet");
   assert.match(html, /\.chat-list/, "style.css is inlined");
+  // Each variant has its own screen as live markup, the other one as an inert template.
+  assert.match(r0.headers.get("vary"), /Cookie/);
+  assert.match(html, /<html lang="en" data-screen="auth">/);
+  assert.match(html, /<main id="auth"/);
+  assert.doesNotMatch(html, /<template data-screen="auth">/);
+  assert.match(html, /<template data-screen="app"><div id="app"/);
+  const signedIn = await (await fetch(srv.url + "/", { headers: { cookie: "token=x" } })).text();
+  assert.match(signedIn, /<html lang="en" data-screen="app">/);
+  assert.match(signedIn, /<template data-screen="auth"><main id="auth"/);
+  assert.match(signedIn, /<div id="app"/);
+  assert.doesNotMatch(signedIn, /<template data-screen="app">/);
+  for (const h of [html, signedIn]) assert.match(h, /<template id="memory-tpl"><section id="memory-view"/);
+  const inline = (h) => [...h.matchAll(/<(script|style)>([\s\S]*?)<\/\1>/g)].map((b) => b[2]);
+  assert.deepEqual(inline(signedIn), inline(html), "both variants carry the same inline blocks (one CSP)");
   // Scripts under versioned URLs, cached as immutable; the plain URL is revalidated.
-  const app = html.match(/src="(\/app\.js\?v=([0-9a-f]{16}))"/);
+  const app = html.match(/import\("(\/app\.js\?v=([0-9a-f]{16}))"\)/);
   assert.ok(app, "app.js is versioned");
   const va = await fetch(srv.url + app[1]);
   assert.equal(va.headers.get("cache-control"), "public, max-age=31536000, immutable");
@@ -177,6 +192,11 @@ test("assets: types, CSP, ETag/304, gzip, page weight", async () => {
 test("register, first render time", async () => {
   await page.goto(srv.url + "/");
   await page.waitForSelector("#auth:not([hidden])");
+  // Signed out: the app screen and the Memory page are not live DOM (inert templates).
+  assert.deepEqual(
+    await page.evaluate(() => [!!document.getElementById("app"), !!document.querySelector('template[data-screen="app"]'), !!document.getElementById("memory-view")]),
+    [false, true, false]
+  );
   const fcp = await page.evaluate(() => {
     const e = performance.getEntriesByName("first-contentful-paint")[0];
     const nav = performance.getEntriesByType("navigation")[0];
@@ -199,6 +219,7 @@ test("register, first render time", async () => {
   // gross regressions on a loaded CI machine or the sanitizer build.
   assert.ok(warm < 2000, `first render after ${warm} ms`);
   await shot(page, "sign-in");
+  await page.evaluate(() => (window.__samePage = 1)); // gone if the page reloads
   await page.click("#tab-register");
   await page.fill("#first", "Ada");
   await page.fill("#last", "Lovelace");
@@ -207,16 +228,48 @@ test("register, first render time", async () => {
   await page.click("#auth-submit");
   await page.waitForSelector("#app:not([hidden])");
   assert.equal(await page.textContent("#me-name"), "Ada Lovelace");
-  // a wrong password later shows the server's message
+  assert.equal(await page.evaluate(() => window.__samePage), 1, "signed in without a reload");
+  assert.equal(await page.evaluate(() => document.querySelectorAll("template[data-screen]").length), 0, "the app screen was instantiated");
+  // A submit before app.js is in (here held back 1.5 s) is not posted as a form: it waits
+  // for the module, which makes it; a wrong password shows the server's message.
   const ctx2 = await browser.newContext();
   const p2 = watch(await ctx2.newPage(), "login-check");
-  await p2.goto(srv.url + "/");
+  const posts = [];
+  p2.on("request", (r) => r.method() === "POST" && posts.push(new URL(r.url()).pathname));
+  await p2.route(/\/app\.js/, async (route) => {
+    await sleep(1500);
+    await route.continue();
+  });
+  await p2.goto(srv.url + "/", { waitUntil: "domcontentloaded" });
+  await p2.evaluate(() => (window.__samePage = 1));
   await p2.fill("#email", "ada@example.com");
   await p2.fill("#password", "wrong password!");
-  await p2.click("#auth-submit");
+  await p2.press("#password", "Enter");
+  await sleep(300);
+  assert.equal(await p2.evaluate(() => performance.getEntriesByName("engram:ready").length), 0, "app.js not in yet");
+  assert.deepEqual(posts, [], "nothing posted before app.js");
   await p2.waitForSelector("#auth-error:not([hidden])");
   assert.ok((await p2.textContent("#auth-error")).length > 0);
+  assert.deepEqual(posts, ["/api/auth/login"]);
+  assert.equal(await p2.evaluate(() => window.__samePage), 1);
   await ctx2.close();
+  // A stale session cookie: the page comes as the app screen; /api/auth/me says 401 and
+  // app.js instantiates the sign-in screen, from which signing in works without a reload.
+  const ctx3 = await browser.newContext();
+  await ctx3.addCookies([{ name: "token", value: "stale", url: srv.url }]);
+  const p3 = watch(await ctx3.newPage(), "stale-cookie");
+  await p3.goto(srv.url + "/");
+  await p3.waitForSelector("#auth:not([hidden])");
+  assert.equal(await p3.evaluate(() => document.documentElement.dataset.screen), "auth");
+  assert.equal(await p3.evaluate(() => !!document.querySelector('template[data-screen="auth"]')), false);
+  await p3.evaluate(() => (window.__samePage = 1));
+  await p3.fill("#email", "ada@example.com");
+  await p3.fill("#password", "correct horse battery");
+  await p3.click("#auth-submit");
+  await p3.waitForSelector("#app:not([hidden])");
+  assert.equal(await p3.textContent("#me-name"), "Ada Lovelace");
+  assert.equal(await p3.evaluate(() => window.__samePage), 1);
+  await ctx3.close();
 });
 
 let chatA;
@@ -302,12 +355,14 @@ test("first screen: chosen before the scripts run, its data fetched once, nothin
   await p.waitForFunction(() => performance.getEntriesByName("test:intl").length > 0);
   const r = await p.evaluate(() => ({
     screen: document.documentElement.dataset.screen,
+    live: [!!document.getElementById("auth"), !!document.querySelector('template[data-screen="auth"]'), !!document.getElementById("memory-view"), !!document.getElementById("memory-tpl")],
     hint: localStorage.getItem("engram:chat"),
     ready: performance.getEntriesByName("engram:ready")[0]?.startTime,
     intl: performance.getEntriesByName("test:intl")[0].startTime,
     res: performance.getEntriesByType("resource").map((e) => ({ name: new URL(e.name).pathname + new URL(e.name).search, start: e.startTime, type: e.initiatorType })),
   }));
   assert.equal(r.screen, "app");
+  assert.deepEqual(r.live, [false, true, false, true], "signed in: the sign-in screen and the Memory page are templates");
   assert.equal(r.hint, chatA, "the last chat opened is the hint for the next load");
   assert.ok(r.ready > 0);
   const n = (path) => r.res.filter((e) => e.name.startsWith(path)).length;
@@ -315,7 +370,8 @@ test("first screen: chosen before the scripts run, its data fetched once, nothin
   assert.equal(n("/api/chat?limit=200"), 1, JSON.stringify(r.res));
   assert.equal(n(`/api/chat/messages/${chatA}`), 1, JSON.stringify(r.res));
   assert.equal(n("/style.css"), 0, "the style sheet is inline");
-  assert.equal(n("/icon.svg"), 0, "the icon is inline");
+  assert.equal(await p.evaluate(() => document.querySelector('link[rel="icon"]')?.getAttribute("href")), "/icon.svg", "the tab's icon, set at engram:ready");
+  assert.ok(r.res.filter((e) => e.name.startsWith("/icon.svg")).every((e) => e.start >= r.ready), "the icon comes after the first screen");
   // the socket.io bundle and the Intl formatters come after the first screen
   const io = r.res.find((e) => e.name.startsWith("/socket.io/socket.io.min.js"));
   assert.ok(io && io.start >= r.ready, `socket.io.min.js fetched at ${io?.start}, first screen at ${r.ready}`);
@@ -538,8 +594,11 @@ test("sign out, and every control has an accessible name", async () => {
       .map((e) => e.outerHTML.slice(0, 80))
   );
   assert.deepEqual(unnamed, []);
+  await page.evaluate(() => (window.__samePage = 2));
   await page.click("#logout");
   await page.waitForSelector("#auth:not([hidden])");
+  assert.equal(await page.evaluate(() => window.__samePage), 2, "signed out without a reload");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "email");
   const me = await page.evaluate(async () => (await fetch("/api/auth/me")).status);
   assert.equal(me, 401);
   // signed out: the next load paints the sign-in form at once (no hint left)
@@ -547,5 +606,6 @@ test("sign out, and every control has an accessible name", async () => {
   await page.reload();
   assert.equal(await page.evaluate(() => document.documentElement.dataset.screen), "auth");
   await page.waitForSelector("#auth:not([hidden])");
+  assert.equal(await page.evaluate(() => !!document.getElementById("app")), false);
   assert.deepEqual(problems, []);
 });
