@@ -213,6 +213,7 @@ function setMode(mode) {
 // the storage is not touched before the first paint).
 function showAuth({ atBoot = false } = {}) {
   state.me = null;
+  booted.chats = booted.messages = undefined; // asked with a session that is gone
   state.streams.clear();
   state.generating.clear();
   state.wasConnected = false;
