@@ -6,9 +6,9 @@
 // when the request carries the session cookie, else "auth"), so the first paint needs no
 // script. Only that screen's markup is live DOM; the other screen and the Memory page are
 // <template>s (webgen), instantiated here when first shown (mount). The inline script at
-// the end of index.html imports this module after the first frame and, signed in, starts
-// fetching /api/auth/me, the chat list and the messages of the last chat opened (its id is
-// the "engram:chat" hint kept here in localStorage) at once (window.engramBoot). Nothing
+// the end of index.html imports this module on the first paint and, signed in, just before
+// that starts fetching /api/auth/me, the chat list and the messages of the last chat opened
+// (its id is the "engram:chat" hint kept here in localStorage): window.engramBoot. Nothing
 // slow runs before the first screen is complete (performance mark "engram:ready"): the
 // socket.io bundle is loaded and the Intl formatters (30-100 ms of ICU set-up in a fresh
 // renderer) are made after it.
