@@ -12,7 +12,9 @@
  *
  * index.html comes in two variants (webgen): <html data-screen="auth"> (the sign-in form) and,
  * for a request with the session cookie `token`, data-screen="app" (the chats): the first
- * paint shows the right screen with no script run before it. Vary: Cookie.
+ * paint shows the right screen with no script run before it. Vary: Cookie. Each variant
+ * has only its own screen as live markup; the other one is an inert <template> that
+ * web/app.js instantiates when it first shows it.
  *
  * Every response carries a strong ETag (computed at build time; If-None-Match -> 304),
  * Cache-Control: no-cache (revalidate each time, so a new binary is picked up at once), or,
