@@ -200,9 +200,145 @@ static int chat_bench(size_t n) {
   return 0;
 }
 
+/* --pipeline [USERS] [N]: bench/pipeline.sh's index traffic, in one thread: USERS users
+   with N memories each (chat_prefill's texts, one archive chat), then a stream of
+   ai-messages over 10 chats per user, users taking turns: the question is added (role
+   user), the user is recalled (kc 28, k 3, neighbours, the chat's window of the 21 newest
+   turns excluded) and the fake model's answer is added (role model). 1,500 ai-messages per
+   user warm up (as the pipeline's window is seconds into a run), then 4,000 are timed.
+   Many users' rows do not fit in the caches together, as in the server. */
+static int pipeline_bench(size_t users, size_t n) {
+  const size_t chats = 10, window = 21, warm = 1500 * users, timed = 4000;
+  const size_t steps = warm + timed;
+  const char *answer = "Noted. I will remember that.";
+  float *avec = xmalloc(MEM_DIM * sizeof(float));
+  mem_hash_embed(answer, strlen(answer), avec);
+  struct mem_index *ix = mem_index_new(MEM_DIM, 0);
+  uint64_t seed = 0x9e3779b97f4a7c15ull;
+  char(*texts)[160] = xcalloc(n, sizeof *texts);
+  float *vecs = xmalloc(n * MEM_DIM * sizeof(float));
+  struct mem_row *rows = xcalloc(n, sizeof *rows);
+  char(*ids)[ID_LEN + 1] = xcalloc(n, sizeof *ids);
+  uint64_t idn = 0;
+  for (size_t u = 0; u < users; u++) {
+    char user[32], archive[ID_LEN + 1];
+    snprintf(user, sizeof user, "user%zu", u);
+    snprintf(archive, sizeof archive, "64%06x%016x", (unsigned)(u & 0xffffff), 0u);
+    for (size_t i = 0; i < n; i++) {
+      char w[5][16];
+      for (int k = 0; k < 5; k++)
+        word(rnd(&seed) % 4096, w[k], sizeof w[k]);
+      snprintf(texts[i], sizeof texts[i], "I told %s that the %s %s is next to the %s %s.",
+               w[0], w[1], w[2], w[3], w[4]);
+      snprintf(ids[i], ID_LEN + 1, "66%022llx", (unsigned long long)++idn);
+      mem_hash_embed(texts[i], strlen(texts[i]), vecs + i * MEM_DIM);
+      rows[i] = (struct mem_row){.created_at = 1000000 + (int64_t)idn * 1000,
+                                 .vec = vecs + i * MEM_DIM,
+                                 .text = texts[i],
+                                 .chat_id = archive,
+                                 .role = MEM_ROLE_USER};
+      memcpy(rows[i].id, ids[i], ID_LEN + 1);
+    }
+    if (mem_index_load(ix, user, MEM_HASH_MODEL, rows, n) != 0)
+      return 1;
+  }
+  free(rows);
+  free(vecs);
+  free(texts);
+  free(ids);
+  /* Each chat's newest turn ids (a ring of window). */
+  char(*win)[ID_LEN + 1] = xcalloc(users * chats * window, ID_LEN + 1);
+  size_t *wn = xcalloc(users * chats, sizeof *wn);
+  struct mem_recall_opts o;
+  mem_recall_defaults(&o);
+  o.k = 3;
+  uint64_t sum = 0xcbf29ce484222325ULL;
+  double rec_ns = 0, add_ns = 0;
+  size_t nfound = 0;
+  for (size_t s = 0; s < steps; s++) {
+    size_t u = s % users, c = (s / users) % chats, wc = u * chats + c;
+    char user[32], chat[ID_LEN + 1], q[200], qid[ID_LEN + 1], aid[ID_LEN + 1];
+    snprintf(user, sizeof user, "user%zu", u);
+    snprintf(chat, sizeof chat, "65%06x%016x", (unsigned)(u & 0xffffff), (unsigned)(c + 1));
+    question(s, q, sizeof q);
+    float qv[MEM_DIM];
+    mem_hash_embed(q, strlen(q), qv);
+    snprintf(qid, sizeof qid, "66%022llx", (unsigned long long)++idn);
+    struct mem_row row = {.created_at = 1000000 + (int64_t)idn * 1000,
+                          .vec = qv,
+                          .text = q,
+                          .chat_id = chat,
+                          .role = MEM_ROLE_USER};
+    memcpy(row.id, qid, sizeof qid);
+    uint64_t t = cpu_ns();
+    if (mem_index_add(ix, user, MEM_HASH_MODEL, &row) != 0)
+      return 1;
+    uint64_t t1 = cpu_ns();
+    memcpy(win[wc * window + wn[wc]++ % window], qid, sizeof qid);
+    const char *ex[32];
+    size_t nex = EG_MIN(wn[wc], window);
+    for (size_t w = 0; w < nex; w++)
+      ex[w] = win[wc * window + w];
+    o.exclude = ex;
+    o.n_exclude = nex;
+    o.query = q;
+    struct mem_found f[8];
+    size_t nf = 0;
+    uint64_t t2 = cpu_ns();
+    if (mem_index_recall(ix, user, MEM_HASH_MODEL, qv, q, 28, &o, true, f, &nf) != 0)
+      return 1;
+    uint64_t t3 = cpu_ns();
+    snprintf(aid, sizeof aid, "66%022llx", (unsigned long long)++idn);
+    row = (struct mem_row){.created_at = 1000000 + (int64_t)idn * 1000,
+                           .vec = avec,
+                           .text = answer,
+                           .chat_id = chat,
+                           .role = MEM_ROLE_MODEL};
+    memcpy(row.id, aid, sizeof aid);
+    uint64_t t4 = cpu_ns();
+    if (mem_index_add(ix, user, MEM_HASH_MODEL, &row) != 0)
+      return 1;
+    uint64_t t5 = cpu_ns();
+    memcpy(win[wc * window + wn[wc]++ % window], aid, sizeof aid);
+    if (s < warm) {
+      mem_found_free(f, nf);
+      continue;
+    }
+    rec_ns += (double)(t3 - t2);
+    add_ns += (double)(t1 - t + t5 - t4);
+    nfound += nf;
+    for (size_t i = 0; i < nf; i++) {
+      sum = fnv(sum, f[i].id, ID_LEN);
+      sum = fnv(sum, &f[i].score, sizeof f[i].score);
+      sum = fnv(sum, f[i].text, strlen(f[i].text));
+      if (f[i].before)
+        sum = fnv(sum, f[i].before, strlen(f[i].before));
+      if (f[i].after)
+        sum = fnv(sum, f[i].after, strlen(f[i].after));
+    }
+    mem_found_free(f, nf);
+  }
+  struct mem_index_stats st;
+  mem_index_stats(ix, &st);
+  printf("memory_bench --pipeline: %zu users x %zu memories, %zu ai-messages (%zu timed), %.0f "
+         "B/memory, kernels %s: recall %.2f us, add %.2f us per ai-message (CPU time) (%zu "
+         "results), checksum %016llx\n",
+         users, n, steps, timed, (double)st.bytes / (double)st.rows,
+         mem_simd_avx2() ? "AVX2+FMA" : "scalar", rec_ns / 1e3 / (double)timed,
+         add_ns / 1e3 / (double)timed, nfound, (unsigned long long)sum);
+  mem_index_free(ix);
+  free(win);
+  free(wn);
+  free(avec);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 2 && strcmp(argv[1], "--chat") == 0)
     return chat_bench(argc >= 3 ? strtoull(argv[2], NULL, 10) : 10000);
+  if (argc >= 2 && strcmp(argv[1], "--pipeline") == 0)
+    return pipeline_bench(argc >= 3 ? strtoull(argv[2], NULL, 10) : 10,
+                          argc >= 4 ? strtoull(argv[3], NULL, 10) : 10000);
   size_t sizes[8] = {1000, 10000, 100000, 1000000};
   size_t nsizes = 4;
   size_t k = 3;
