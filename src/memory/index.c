@@ -48,6 +48,7 @@
 #define NO_ROW UINT32_MAX
 #define F_VEC 1
 #define F_DEAD 2
+#define F_DENSE 4          /* its vector is too dense for the dimension lists: in drow */
 #define DOC_TERMS_MAX 4096 /* terms of one memory indexed */
 #define QUERY_TERMS_MAX 64 /* terms of a query used */
 #define BM25_K1 1.2f
@@ -106,6 +107,15 @@ struct uix {
   size_t vpostings; /* sum of the lists' caps */
   uint32_t *drow;   /* the rows with a vector too dense for the lists */
   size_t ndrow, cdrow;
+  /* With the lists: each sparse row's nonzero values again, by row (dimensions ascending),
+     sp_dim/sp_val[sp_off[r] .. + sp_n[r]), for the re-scoring of the candidates (a few
+     cache lines per row instead of one per nonzero dimension in the columns). Entries of
+     replaced vectors stay until the next load or compaction. */
+  uint32_t *sp_off;
+  uint16_t *sp_n;
+  uint16_t *sp_dim;
+  int8_t *sp_val;
+  size_t sp_len, sp_cap;
   uint64_t total_dl;
   size_t live, dead, postings;
   size_t bytes; /* accounted in ix->bytes (under ix->mu) */
@@ -185,7 +195,9 @@ static size_t uix_bytes(const struct uix *u, int dim) {
          u->nslots * sizeof(uint32_t) + u->acap + u->capl * sizeof(struct plist) +
          u->postings * (sizeof(uint32_t) + sizeof(uint16_t)) + u->ntslots * sizeof(uint32_t) +
          u->ncslots * sizeof(struct cslot) + u->nvl * sizeof(struct vlist) +
-         u->vpostings * (sizeof(uint32_t) + 1) + u->cdrow * sizeof(uint32_t);
+         u->vpostings * (sizeof(uint32_t) + 1) + u->cdrow * sizeof(uint32_t) +
+         (u->sp_off ? u->cap * (sizeof(uint32_t) + sizeof(uint16_t)) : 0) +
+         u->sp_cap * (sizeof(uint16_t) + 1);
 }
 
 static struct uix *uix_new(const char *user, const char *model) {
@@ -221,6 +233,10 @@ static void uix_free(struct uix *u) {
   free(u->tslots);
   free(u->cslots);
   free(u->drow);
+  free(u->sp_off);
+  free(u->sp_n);
+  free(u->sp_dim);
+  free(u->sp_val);
   for (size_t d = 0; d < u->nvl; d++) {
     free(u->vl[d].row);
     free(u->vl[d].val);
@@ -250,6 +266,10 @@ static void uix_reserve(struct uix *u, size_t cap, int dim) {
   u->prev = xrealloc(u->prev, cap * sizeof(uint32_t));
   u->next_in_chat = xrealloc(u->next_in_chat, cap * sizeof(uint32_t));
   u->dl = xrealloc(u->dl, cap * sizeof(uint16_t));
+  if (u->sp_off) {
+    u->sp_off = xrealloc(u->sp_off, cap * sizeof(uint32_t));
+    u->sp_n = xrealloc(u->sp_n, cap * sizeof(uint16_t));
+  }
   u->cap = cap;
 }
 
@@ -333,13 +353,32 @@ static size_t nnz_i8(const int8_t *v, int dim) {
 }
 
 static void vpost_add(struct uix *u, size_t r, int dim, const int8_t *v) {
-  if (nnz_i8(v, dim) > SPARSE_NNZ(dim)) {
+  size_t nnz = nnz_i8(v, dim);
+  if (nnz > SPARSE_NNZ(dim)) {
     if (u->ndrow == u->cdrow) {
       u->cdrow = u->cdrow ? 2 * u->cdrow : 16;
       u->drow = xrealloc(u->drow, u->cdrow * sizeof(*u->drow));
     }
     u->drow[u->ndrow++] = (uint32_t)r;
+    u->flags[r] |= F_DENSE;
     return;
+  }
+  bool by_row = dim <= UINT16_MAX + 1; /* (dimension numbers as uint16) */
+  if (by_row && u->sp_off == NULL) {
+    u->sp_off = xcalloc(u->cap, sizeof(uint32_t));
+    u->sp_n = xcalloc(u->cap, sizeof(uint16_t));
+  }
+  if (by_row && u->sp_len + nnz > u->sp_cap) {
+    size_t cap = u->sp_cap ? u->sp_cap : 4096;
+    while (cap < u->sp_len + nnz)
+      cap *= 2;
+    u->sp_dim = xrealloc(u->sp_dim, cap * sizeof(uint16_t));
+    u->sp_val = xrealloc(u->sp_val, cap);
+    u->sp_cap = cap;
+  }
+  if (by_row) {
+    u->sp_off[r] = (uint32_t)u->sp_len;
+    u->sp_n[r] = (uint16_t)nnz;
   }
   for (int d = 0; d < dim; d++) {
     if (v[d] == 0)
@@ -354,6 +393,10 @@ static void vpost_add(struct uix *u, size_t r, int dim, const int8_t *v) {
     }
     l->row[l->n] = (uint32_t)r;
     l->val[l->n++] = v[d];
+    if (by_row) {
+      u->sp_dim[u->sp_len] = (uint16_t)d;
+      u->sp_val[u->sp_len++] = v[d];
+    }
   }
 }
 
@@ -362,6 +405,7 @@ static void vpost_remove(struct uix *u, size_t r, int dim, const int8_t *v) {
   if (u->vl == NULL)
     return;
   if (nnz_i8(v, dim) > SPARSE_NNZ(dim)) {
+    u->flags[r] &= (uint8_t)~F_DENSE;
     for (size_t i = 0; i < u->ndrow; i++) {
       if (u->drow[i] == r) {
         u->drow[i] = u->drow[--u->ndrow];
@@ -481,7 +525,17 @@ static int cmp_u64(const void *a, const void *b) {
 static void row_terms(struct uix *u, size_t r, const char *text, size_t len) {
   static _Thread_local uint64_t terms[DOC_TERMS_MAX];
   size_t nt = mem_terms(text, len, terms, DOC_TERMS_MAX);
-  qsort(terms, nt, sizeof(terms[0]), cmp_u64);
+  if (nt > 64) {
+    qsort(terms, nt, sizeof(terms[0]), cmp_u64);
+  } else { /* a chat message's few terms: an insertion sort */
+    for (size_t i = 1; i < nt; i++) {
+      uint64_t x = terms[i];
+      size_t j = i;
+      for (; j > 0 && terms[j - 1] > x; j--)
+        terms[j] = terms[j - 1];
+      terms[j] = x;
+    }
+  }
   for (size_t a = 0; a < nt;) {
     size_t b = a + 1;
     while (b < nt && terms[b] == terms[a])
@@ -643,6 +697,12 @@ static void uix_swap_data(struct uix *a, struct uix *b) {
   SWAP_FIELD(a, b, drow);
   SWAP_FIELD(a, b, ndrow);
   SWAP_FIELD(a, b, cdrow);
+  SWAP_FIELD(a, b, sp_off);
+  SWAP_FIELD(a, b, sp_n);
+  SWAP_FIELD(a, b, sp_dim);
+  SWAP_FIELD(a, b, sp_val);
+  SWAP_FIELD(a, b, sp_len);
+  SWAP_FIELD(a, b, sp_cap);
 }
 
 /* Rebuilds u (write-locked) without its tombstones. */
@@ -979,18 +1039,45 @@ struct rescored {
   uint32_t r;
 };
 
-static int cmp_rescored(const void *a, const void *b) {
-  const struct rescored *x = a, *y = b;
+/* Best first: by score, then the newer, then the lower row (a total order: rows differ). */
+static inline bool rescored_before(const struct rescored *x, const struct rescored *y) {
   if (x->s != y->s)
-    return x->s > y->s ? -1 : 1;
+    return x->s > y->s;
   if (x->created != y->created)
-    return x->created > y->created ? -1 : 1;
-  return x->r < y->r ? -1 : x->r > y->r;
+    return x->created > y->created;
+  return x->r < y->r;
+}
+
+/* Sorts the few candidates of a search best first (an insertion sort: tens of them, no
+   calls through a comparison pointer; the order is total, so the same as any sort's). */
+static void rescored_sort(struct rescored *a, size_t n) {
+  for (size_t i = 1; i < n; i++) {
+    struct rescored x = a[i];
+    size_t j = i;
+    while (j > 0 && rescored_before(&x, &a[j - 1])) {
+      a[j] = a[j - 1];
+      j--;
+    }
+    a[j] = x;
+  }
 }
 
 /* Per-thread scratch buffers of the searches (grown, never shrunk; freed when the thread
    exits), so a search allocates nothing of the user's size. */
-enum { SC_QQ, SC_COLS, SC_QW, SC_NZ, SC_HEAP, SC_RS, SC_ACC, SC_TOUCHED, SC_DOTS, SC_N };
+enum {
+  SC_QQ,
+  SC_COLS,
+  SC_QW,
+  SC_NZ,
+  SC_HEAP,
+  SC_RS,
+  SC_ACC,
+  SC_TOUCHED,
+  SC_DOTS,
+  SC_VR,
+  SC_FUSED,
+  SC_N
+};
 struct scratch {
   void *p[SC_N];
   size_t cap[SC_N];
@@ -1130,7 +1217,7 @@ static void topk_cut(struct topk *t) {
 /* One row of the int8 scan: kept unless it cannot beat the bar. */
 static inline void scan_row(const struct uix *u, const struct excl *ex, struct topk *t,
                             size_t r, int32_t dot) {
-  if (u->flags[r] != F_VEC) /* no vector, or removed */
+  if ((u->flags[r] & (F_VEC | F_DEAD)) != F_VEC) /* no vector, or removed */
     return;
   float s = (float)dot * u->scale[r];
   if (!cand_better((struct cand){s, (uint32_t)r}, t->bar) || excluded(ex, (uint32_t)r))
@@ -1253,11 +1340,21 @@ static size_t vec_search(const struct mem_index *ix, const struct uix *u, const 
   for (size_t i = 0; i < hn; i++) {
     size_t r = heap[i].r;
     float d = 0;
-    for (size_t j = 0; j < nnz; j++)
-      d += query[nz[j]] * (float)q_at(u, r, nz[j]);
+    if (u->sp_off != NULL && !(u->flags[r] & F_DENSE)) {
+      /* The row's own nonzero values, dimensions ascending: the same nonzero terms in the
+         same order as over the query's nonzero dimensions (the others add a zero, which
+         leaves the float sum as it is), so the same score. */
+      const uint16_t *dd = u->sp_dim + u->sp_off[r];
+      const int8_t *vv = u->sp_val + u->sp_off[r];
+      for (size_t j = 0, m = u->sp_n[r]; j < m; j++)
+        d += query[dd[j]] * (float)vv[j];
+    } else {
+      for (size_t j = 0; j < nnz; j++)
+        d += query[nz[j]] * (float)q_at(u, r, nz[j]);
+    }
     rs[i] = (struct rescored){d * u->scale[r], u->created[r], (uint32_t)r};
   }
-  qsort(rs, hn, sizeof(*rs), cmp_rescored);
+  rescored_sort(rs, hn);
   size_t m = EG_MIN(k, hn);
   memcpy(out, rs, m * sizeof(*out));
   return m;
@@ -1313,7 +1410,7 @@ static size_t kw_search(const struct uix *u, const uint64_t *terms, size_t nt, s
   }
   for (size_t i = 0; i < hn; i++)
     out[i] = (struct rescored){heap[i].s, u->created[heap[i].r], heap[i].r};
-  qsort(out, hn, sizeof(*out), cmp_rescored);
+  rescored_sort(out, hn);
   return hn;
 }
 
@@ -1393,28 +1490,76 @@ void mem_found_free(struct mem_found *f, size_t n) {
   }
 }
 
-/* Candidate ids and chat ids as text, next to the mem_cand pointing at them. */
-struct cand_text {
-  char id[ID_LEN + 1];
-  char chat[ID_LEN + 1];
+/* One memory of the fusion: its row and its scores on each side (0 when absent). */
+struct fused {
+  uint32_t r;
+  float vs, ks, score;
+  int64_t created;
 };
 
-static void cands_fill(const struct uix *u, const struct rescored *rs, size_t n,
-                       struct cand_text *t, struct mem_cand *c) {
-  for (size_t i = 0; i < n; i++) {
-    uint32_t r = rs[i].r;
-    bin_to_id(u->id[r], t[i].id);
-    if (chat_none(u->chat[r]))
-      t[i].chat[0] = 0;
-    else
-      bin_to_id(u->chat[r], t[i].chat);
-    c[i] = (struct mem_cand){.id = t[i].id,
-                             .chat_id = t[i].chat,
-                             .text = row_text(u, r),
-                             .role = (enum mem_role)u->role[r],
-                             .created_at = u->created[r],
-                             .score = rs[i].s};
+/* Best first: by fused score, then the newer, then the smaller id (the order of
+   mem_recall_fuse's cmp_recalled: ids compare as their hex text does in binary). */
+static bool fused_before(const struct uix *u, const struct fused *x, const struct fused *y) {
+  if (x->score != y->score)
+    return x->score > y->score;
+  if (x->created != y->created)
+    return x->created > y->created;
+  return memcmp(u->id[x->r], u->id[y->r], ID_BYTES) < 0;
+}
+
+/* mem_recall_fuse() over rows (u read-locked): the same scores and order, without the
+   text ids, candidate copies and allocations (the excluded rows are already left out of
+   both sides). The best o->k into best[], best first; returns how many. */
+static size_t fuse_rows(const struct uix *u, const struct rescored *vr, size_t nv,
+                        const struct rescored *kr, size_t nk, const struct mem_recall_opts *o,
+                        struct fused *all, struct fused *best) {
+  if (o->k == 0 || (nv == 0 && nk == 0))
+    return 0;
+  float vmax = 0, kmax = 0;
+  for (size_t i = 0; i < nv; i++)
+    if (vr[i].s > vmax)
+      vmax = vr[i].s;
+  for (size_t i = 0; i < nk; i++)
+    if (kr[i].s > kmax)
+      kmax = kr[i].s;
+  size_t n = 0;
+  for (size_t i = 0; i < nv; i++) /* rows differ within a side */
+    all[n++] = (struct fused){vr[i].r, vr[i].s > 0 ? vr[i].s : 0, 0, 0, vr[i].created};
+  for (size_t i = 0; i < nk; i++) {
+    size_t j = 0;
+    while (j < nv && all[j].r != kr[i].r)
+      j++;
+    if (j == nv) {
+      j = n++;
+      all[j] = (struct fused){kr[i].r, 0, 0, 0, kr[i].created};
+    }
+    if (kr[i].s > all[j].ks)
+      all[j].ks = kr[i].s;
   }
+  float wsum = o->w_vec + o->w_kw;
+  if (!(wsum > 0))
+    wsum = 1;
+  bool dates = o->query != NULL && o->date_boost > 0 && mem__time_question(o->query);
+  size_t m = 0;
+  for (size_t j = 0; j < n; j++) {
+    struct fused *f = &all[j];
+    float v = vmax > 0 && f->vs > 0 ? f->vs / vmax : 0;
+    float b = kmax > 0 && f->ks > 0 ? f->ks / kmax : 0;
+    f->score = (o->w_vec * v + o->w_kw * b) / wsum;
+    if (dates && mem__has_date(row_text(u, f->r)))
+      f->score *= 1 + o->date_boost;
+    if (o->min_score > 0 && f->score < o->min_score)
+      continue; /* (mem_recall_fuse stops at the first one below, best first: the same) */
+    if (m == o->k && !fused_before(u, f, &best[m - 1]))
+      continue;
+    size_t i = m < o->k ? m++ : m - 1;
+    while (i > 0 && fused_before(u, f, &best[i - 1])) {
+      best[i] = best[i - 1];
+      i--;
+    }
+    best[i] = *f;
+  }
+  return m;
 }
 
 int mem_index_recall(struct mem_index *ix, const char *user, const char *model,
@@ -1432,10 +1577,8 @@ int mem_index_recall(struct mem_index *ix, const char *user, const char *model,
   int rc = 0;
   struct excl ex;
   excl_init(&ex, o->exclude, o->n_exclude);
-  struct rescored *vr = xmalloc(kc * sizeof(*vr)), *kr = xmalloc(kc * sizeof(*kr));
-  struct cand_text *vt = xmalloc(kc * sizeof(*vt)), *kt = xmalloc(kc * sizeof(*kt));
-  struct mem_cand *vc = xmalloc(kc * sizeof(*vc)), *kcand = xmalloc(kc * sizeof(*kcand));
-  struct mem_recalled *res = xmalloc(o->k * sizeof(*res));
+  struct rescored *vr = scratch(SC_VR, 2 * kc * sizeof(*vr)), *kr = vr + kc;
+  struct fused *all = scratch(SC_FUSED, (2 * kc + o->k) * sizeof(*all)), *best = all + 2 * kc;
   pthread_rwlock_rdlock(&u->lock);
   excl_rows(&ex, u);
   if (vec && strcmp(u->model, model) != 0) {
@@ -1444,35 +1587,26 @@ int mem_index_recall(struct mem_index *ix, const char *user, const char *model,
   }
   size_t nv = vec ? vec_search(ix, u, vec, kc, &ex, vr) : 0;
   size_t nk = kw_search(u, terms, nt, kc, &ex, kr);
-  cands_fill(u, vr, nv, vt, vc);
-  cands_fill(u, kr, nk, kt, kcand);
-  /* The excluded ids are already left out of both sides. */
-  struct mem_recall_opts fo = *o;
-  fo.exclude = NULL;
-  fo.n_exclude = 0;
-  size_t n = mem_recall_fuse(vc, nv, kcand, nk, &fo, res);
+  size_t n = fuse_rows(u, vr, nv, kr, nk, o, all, best);
   for (size_t i = 0; i < n; i++) {
-    uint8_t id[ID_BYTES];
+    uint32_t r = best[i].r;
     struct mem_found *f = &out[i];
     memset(f, 0, sizeof *f);
-    snprintf(f->id, sizeof f->id, "%s", res[i].id);
-    snprintf(f->chat_id, sizeof f->chat_id, "%s", res[i].chat_id ? res[i].chat_id : "");
-    f->role = res[i].role;
-    f->created_at = res[i].created_at;
-    f->score = res[i].score;
-    f->text = xstrdup(res[i].text ? res[i].text : "");
-    if (neighbours && id_to_bin(res[i].id, id)) {
-      size_t s = slot_find(u, id);
-      if (u->slots[s] != 0) {
-        size_t r = u->slots[s] - 1;
-        if (u->prev[r] != NO_ROW) {
-          f->before = xstrdup(row_text(u, u->prev[r]));
-          f->before_role = (enum mem_role)u->role[u->prev[r]];
-        }
-        if (u->next_in_chat[r] != NO_ROW) {
-          f->after = xstrdup(row_text(u, u->next_in_chat[r]));
-          f->after_role = (enum mem_role)u->role[u->next_in_chat[r]];
-        }
+    bin_to_id(u->id[r], f->id);
+    if (!chat_none(u->chat[r]))
+      bin_to_id(u->chat[r], f->chat_id);
+    f->role = (enum mem_role)u->role[r];
+    f->created_at = u->created[r];
+    f->score = best[i].score;
+    f->text = xstrndup(row_text(u, r), u->tlen[r]);
+    if (neighbours) {
+      if (u->prev[r] != NO_ROW) {
+        f->before = xstrndup(row_text(u, u->prev[r]), u->tlen[u->prev[r]]);
+        f->before_role = (enum mem_role)u->role[u->prev[r]];
+      }
+      if (u->next_in_chat[r] != NO_ROW) {
+        f->after = xstrndup(row_text(u, u->next_in_chat[r]), u->tlen[u->next_in_chat[r]]);
+        f->after_role = (enum mem_role)u->role[u->next_in_chat[r]];
       }
     }
   }
@@ -1480,13 +1614,6 @@ int mem_index_recall(struct mem_index *ix, const char *user, const char *model,
 unlock:
   pthread_rwlock_unlock(&u->lock);
   unref(ix, u);
-  free(res);
-  free(vc);
-  free(kcand);
-  free(vt);
-  free(kt);
-  free(vr);
-  free(kr);
   free(ex.id);
   return rc;
 }
