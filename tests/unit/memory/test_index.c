@@ -832,6 +832,132 @@ static void test_sparse_lists_exact(void **state) {
   free(ref);
 }
 
+/* mem_index_recall is mem_recall_fuse over the index's two sides (mem_index_search and
+   mem_index_keyword, kc candidates each): the same memories, fused scores (bit for bit),
+   order, texts, chats, roles and neighbours; with time questions (the date boost), equal
+   scores and times, exclusions, removed rows and min_score. */
+static void test_recall_equals_fuse(void **state) {
+  (void)state;
+  enum { N = 1500, NCHAT = 7 };
+  static const char *const words[] = {"apple",  "river", "stone",    "cloud",
+                                      "piano",  "tiger", "garden",   "lemon",
+                                      "monday", "2019",  "at 10:30", "copper"};
+  struct mem_row *rows = calloc(N, sizeof *rows);
+  float *vecs = calloc((size_t)N * MEM_DIM, sizeof(float));
+  char(*texts)[96] = calloc(N, sizeof *texts);
+  char chats[NCHAT][ID_LEN + 1];
+  bool *live = calloc(N, sizeof *live);
+  for (unsigned c = 0; c < NCHAT; c++)
+    snprintf(chats[c], sizeof chats[c], "c%023x", c + 1);
+  for (unsigned i = 0; i < N; i++) {
+    if (i % 11 == 4 && i > 0)
+      memcpy(texts[i], texts[i - 1], sizeof texts[i]); /* equal scores on both sides */
+    else
+      snprintf(texts[i], sizeof texts[i], "the %s and %s by the %s", words[next_rand() % 12],
+               words[next_rand() % 12], words[next_rand() % 12]);
+    mem_hash_embed(texts[i], strlen(texts[i]), vecs + (size_t)i * MEM_DIM);
+    mk_id(rows[i].id, i + 1);
+    rows[i].created_at = 1000 + i / 4;
+    rows[i].vec = i % 29 == 7 ? NULL : vecs + (size_t)i * MEM_DIM; /* keyword side only */
+    rows[i].text = texts[i];
+    rows[i].chat_id = i % 5 == 0 ? NULL : chats[i % NCHAT];
+    rows[i].role = (enum mem_role)(i % 2);
+    live[i] = true;
+  }
+  struct mem_index *ix = mem_index_new(MEM_DIM, 0);
+  assert_int_equal(mem_index_load(ix, "u", MEM_HASH_MODEL, rows, N - 300), 0);
+  for (unsigned i = N - 300; i < N; i++)
+    assert_int_equal(mem_index_add(ix, "u", MEM_HASH_MODEL, &rows[i]), 0);
+  for (unsigned i = 0; i < 40; i++) {
+    unsigned r = (unsigned)(next_rand() % N);
+    if (live[r] && mem_index_remove(ix, "u", rows[r].id) == 0)
+      live[r] = false;
+  }
+  for (int it = 0; it < 80; it++) {
+    char q[96];
+    snprintf(q, sizeof q, "%s %s the %s %s", it % 3 == 0 ? "when did I see" : "where is",
+             words[next_rand() % 12], words[next_rand() % 12], words[next_rand() % 12]);
+    float qv[MEM_DIM];
+    mem_hash_embed(q, strlen(q), qv);
+    size_t kc = 8 + (size_t)(it % 30);
+    char exid[6][ID_LEN + 1];
+    const char *ex[6];
+    size_t nex = (size_t)(it % 7);
+    for (size_t e = 0; e < nex; e++) {
+      mk_id(exid[e], (unsigned)(N - next_rand() % 30));
+      ex[e] = exid[e];
+    }
+    struct mem_recall_opts o;
+    mem_recall_defaults(&o);
+    o.k = 1 + (size_t)(it % 10);
+    o.exclude = ex;
+    o.n_exclude = nex;
+    o.query = q;
+    if (it % 5 == 4)
+      o.min_score = 0.4f;
+    const float *v = it % 9 == 8 ? NULL : qv;
+    struct mem_found f[16];
+    size_t nf = 0;
+    assert_int_equal(mem_index_recall(ix, "u", MEM_HASH_MODEL, v, q, kc, &o, true, f, &nf), 0);
+    /* The reference: the two sides as the API gives them, then mem_recall_fuse. */
+    struct mem_hit vh[40], kh[40];
+    size_t nv = 0, nk = 0;
+    if (v)
+      assert_int_equal(mem_index_search(ix, "u", MEM_HASH_MODEL, v, kc, ex, nex, vh, &nv), 0);
+    assert_int_equal(mem_index_keyword(ix, "u", q, kc, ex, nex, kh, &nk), 0);
+    struct mem_cand vc[40], kcand[40];
+    for (int side = 0; side < 2; side++) {
+      for (size_t j = 0; j < (side ? nk : nv); j++) {
+        const struct mem_hit *h = side ? &kh[j] : &vh[j];
+        unsigned r = (unsigned)strtoul(h->id, NULL, 16) - 1;
+        assert_true(r < N && live[r]);
+        (side ? kcand : vc)[j] = (struct mem_cand){.id = rows[r].id,
+                                                   .chat_id = rows[r].chat_id,
+                                                   .text = texts[r],
+                                                   .role = rows[r].role,
+                                                   .created_at = rows[r].created_at,
+                                                   .score = h->score};
+      }
+    }
+    struct mem_recalled want[16];
+    size_t nw = mem_recall_fuse(vc, nv, kcand, nk, &o, want);
+    assert_int_equal(nf, nw);
+    for (size_t i = 0; i < nf; i++) {
+      unsigned r = (unsigned)strtoul(want[i].id, NULL, 16) - 1;
+      assert_string_equal(f[i].id, want[i].id);
+      assert_memory_equal(&f[i].score, &want[i].score, sizeof(float));
+      assert_string_equal(f[i].text, texts[r]);
+      assert_string_equal(f[i].chat_id, rows[r].chat_id ? rows[r].chat_id : "");
+      assert_int_equal(f[i].role, rows[r].role);
+      assert_int_equal(f[i].created_at, rows[r].created_at);
+      /* Neighbours: the live turns just before and after it in its chat. */
+      const char *before = NULL, *after = NULL;
+      if (rows[r].chat_id) {
+        for (unsigned b = r; b-- > 0 && !before;)
+          if (live[b] && rows[b].chat_id == rows[r].chat_id)
+            before = texts[b];
+        for (unsigned a = r + 1; a < N && !after; a++)
+          if (live[a] && rows[a].chat_id == rows[r].chat_id)
+            after = texts[a];
+      }
+      if (before)
+        assert_string_equal(f[i].before, before);
+      else
+        assert_null(f[i].before);
+      if (after)
+        assert_string_equal(f[i].after, after);
+      else
+        assert_null(f[i].after);
+    }
+    mem_found_free(f, nf);
+  }
+  mem_index_free(ix);
+  free(live);
+  free(texts);
+  free(vecs);
+  free(rows);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_kernels_agree),
@@ -848,6 +974,7 @@ int main(void) {
       cmocka_unit_test(test_quads32_kernels),
       cmocka_unit_test(test_quantize_agree),
       cmocka_unit_test(test_sparse_lists_exact),
+      cmocka_unit_test(test_recall_equals_fuse),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
