@@ -174,8 +174,14 @@ static void context_line(struct buf *b, const char *role, const char *text) {
     while (len > 0 && ((unsigned char)text[len] & 0xC0) == 0x80)
       len--;
   }
-  if (buf_printf(b, "%s: %.*s\n", role, (int)len, text) != 0)
+  size_t at = b->len; /* (appends, not a printf: this runs for every recalled memory) */
+  if (buf_append_str(b, role) != 0 || buf_append(b, ": ", 2) != 0 ||
+      buf_append(b, text, len) != 0 || buf_append_byte(b, '\n') != 0) {
+    b->len = at;
+    if (b->data)
+      b->data[at] = '\0';
     log_debug("recall: context line dropped (too long)");
+  }
 }
 
 /* item->context from the turn before and after the item in its chat (blocking). */
