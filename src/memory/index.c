@@ -1360,6 +1360,18 @@ static size_t vec_search(const struct mem_index *ix, const struct uix *u, const 
   return m;
 }
 
+/* BM25's length normalisation of a memory of dl terms. */
+static inline float bm25_norm(float dl, float avgdl) {
+  return BM25_K1 * (1.0f - BM25_B + BM25_B * dl / avgdl);
+}
+
+/* A posting's BM25 term score. */
+static inline float bm25_term(float idf, float tf, float norm) {
+  return idf * tf * (BM25_K1 + 1.0f) / (tf + norm);
+}
+
+#define KW_TAB 128 /* memories of fewer terms than this get their term scores from a table */
+
 /* Keyword candidates of u (read-locked) for the query terms: at most k, best first. */
 static size_t kw_search(const struct uix *u, const uint64_t *terms, size_t nt, size_t k,
                         const struct excl *ex, struct rescored *out) {
@@ -1373,6 +1385,10 @@ static size_t kw_search(const struct uix *u, const uint64_t *terms, size_t nt, s
   float avgdl = (float)u->total_dl / n_docs;
   if (avgdl <= 0)
     avgdl = 1;
+  /* A term in many memories: its score for tf 1 by memory length from a table (the same
+     float operations, so the same values), not a division per posting. */
+  float norm[KW_TAB], w1[KW_TAB];
+  bool have_norm = false;
   for (size_t t = 0; t < nt; t++) {
     bool dup = false;
     for (size_t p = 0; p < t && !dup; p++)
@@ -1385,15 +1401,34 @@ static size_t kw_search(const struct uix *u, const uint64_t *terms, size_t nt, s
     float idf = logf((n_docs - df + 0.5f) / (df + 0.5f));
     if (idf < 1e-6f) /* as SQLite FTS5: a term in most documents still counts a little */
       idf = 1e-6f;
+    if (p->n < 2 * KW_TAB) {
+      for (uint32_t i = 0; i < p->n; i++) {
+        uint32_t r = p->row[i];
+        if (u->flags[r] & F_DEAD)
+          continue;
+        float tf = p->tf[i];
+        if (acc[r] == 0)
+          touched[ntouched++] = r;
+        acc[r] += bm25_term(idf, tf, bm25_norm((float)u->dl[r], avgdl));
+      }
+      continue;
+    }
+    if (!have_norm) {
+      for (size_t d = 0; d < KW_TAB; d++)
+        norm[d] = bm25_norm((float)d, avgdl);
+      have_norm = true;
+    }
+    for (size_t d = 0; d < KW_TAB; d++)
+      w1[d] = bm25_term(idf, 1.0f, norm[d]);
     for (uint32_t i = 0; i < p->n; i++) {
       uint32_t r = p->row[i];
       if (u->flags[r] & F_DEAD)
         continue;
-      float tf = p->tf[i];
-      float norm = BM25_K1 * (1.0f - BM25_B + BM25_B * (float)u->dl[r] / avgdl);
+      uint16_t tf = p->tf[i], dl = u->dl[r];
       if (acc[r] == 0)
         touched[ntouched++] = r;
-      acc[r] += idf * tf * (BM25_K1 + 1.0f) / (tf + norm);
+      acc[r] += tf == 1 && dl < KW_TAB ? w1[dl]
+                                       : bm25_term(idf, (float)tf, bm25_norm((float)dl, avgdl));
     }
   }
   size_t ccap = k;
