@@ -459,9 +459,19 @@ static void row_set_vec(struct uix *u, size_t r, int dim, const float *vec) {
     q_get(u, r, dim, p);
     vpost_remove(u, r, dim, p);
   }
+  bool was_zero = !(u->flags[r] & F_VEC); /* (a row without a vector is zeros in q) */
   memset(p, 0, dim4(dim));
   u->scale[r] = mem_quantize_i8(vec, (size_t)dim, p);
-  q_put(u, r, dim, p);
+  if (was_zero) { /* only the nonzero quads: a cache line of a column each */
+    for (size_t i = 0; i < dim4(dim) / 4; i++) {
+      int32_t w;
+      memcpy(&w, p + 4 * i, 4);
+      if (w != 0)
+        memcpy(u->q + i * 4 * u->cap + 4 * r, &w, 4);
+    }
+  } else {
+    q_put(u, r, dim, p);
+  }
   vpost_row(u, r, dim, p);
   if (p != v)
     free(p);
