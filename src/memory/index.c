@@ -1196,12 +1196,12 @@ static void cand_select(struct cand *b, size_t n, size_t m) {
     b[mid] = b[hi - 1];
     b[hi - 1] = piv;
     size_t st = lo;
-    for (size_t i = lo; i < hi - 1; i++) {
-      if (cand_better(b[i], piv)) {
-        struct cand t = b[i];
-        b[i] = b[st];
-        b[st++] = t;
-      }
+    for (size_t i = lo; i < hi - 1; i++) { /* (branchless: the outcomes are coin tosses) */
+      struct cand x = b[i];
+      size_t better = (size_t)(x.s > piv.s) | ((size_t)(x.s == piv.s) & (size_t)(x.r < piv.r));
+      b[i] = b[st]; /* b[st] is worse than piv unless st == i */
+      b[st] = x;
+      st += better;
     }
     b[hi - 1] = b[st];
     b[st] = piv; /* b[lo..st) better than piv, b(st..hi) worse */
