@@ -10,14 +10,16 @@
  *   scale[n]     float
  *   id[n][12]    message ids in binary (24 hex chars -> 12 bytes)
  *   created[n]   creation time, wall-clock ms
- *   flags[n]     F_VEC (has a vector), F_DEAD (removed: a tombstone until the next load)
+ *   flags[n]     F_VEC (has a vector), F_DEAD (removed: a tombstone until the next load),
+ *                F_DENSE (in drow)
  *   role[n], chat[n][12], toff/tlen[n] (text in the arena), dl[n] (terms, for BM25)
  *   prev/next[n] the memories before and after it in its chat (NO_ROW at the ends)
  *   slots[m]     open-addressing map id -> row + 1 (m a power of two >= 2n, linear
  *                probing, backward-shift deletion)
  *   vl[dim]      from SPARSE_MIN_ROWS rows: per dimension, the rows of the sparse vectors
  *                (at most dim / 8 nonzero values) with a nonzero value there, and the
- *                values; drow[] the rows with denser vectors
+ *                values; drow[] the rows with denser vectors; sp_*: the same values by
+ *                row (dimensions ascending), for re-scoring the candidates
  *
  * The keyword side: an inverted index of the users's own memories: term hash (mem_terms)
  * -> postings (row, tf), scored with BM25 over this user's statistics. Postings of removed

@@ -172,8 +172,9 @@ bool mem_simd_avx2(void);
    vector when it has one of the user's model (int8 with a per-row scale), its text (for
    the keyword side and for what recall returns), its chat and role. RAM per memory:
    dim + 56 bytes of row, the text, about 6 bytes per distinct term of it, 12 bytes of
-   maps and, from 1,024 memories, 5 bytes per nonzero value of a sparse vector (about
-   1,100 B for a 100-byte text at 768 dimensions with the hash embedder). */
+   maps and, from 1,024 memories, 8 bytes per nonzero value of a sparse vector and 6 per
+   row (by dimension for the scan, by row for re-scoring; about 1,200 B for a 100-byte
+   text at 768 dimensions with the hash embedder). */
 enum mem_role { MEM_ROLE_USER, MEM_ROLE_MODEL, MEM_ROLE_NOTE };
 struct mem_row {
   char id[ID_LEN + 1];
