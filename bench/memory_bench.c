@@ -20,6 +20,11 @@
  * mem_index_recall calls (kc 28, k 3, neighbours, the 21 ids of a chat window excluded)
  * with chatload's questions. Prints microseconds per add and per recall and a checksum of
  * every result (ids, scores, neighbours): two builds that agree print the same checksum.
+ *
+ * memory_bench --pipeline [USERS] [N]: the same as bench/pipeline.sh's traffic (10 users
+ * of 10,000 memories, questions and the fake model's answers added, a recall between):
+ * what a pool thread of the server pays per ai-message, caches shared by many users
+ * (pipeline_bench below). Prints us per recall and per ai-message's two adds, a checksum.
  */
 #include <math.h>
 #include <stdio.h>
