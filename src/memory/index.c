@@ -150,20 +150,26 @@ static size_t str_hash(const char *s) {
   return (size_t)(mix64(h) % NBUCKETS);
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  return -1;
-}
+/* 1 + the value of a lowercase hex digit, 0 for any other byte (id_valid's alphabet). */
+static const uint8_t hexval1[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,
+    ['6'] = 7,  ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12,
+    ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16};
 
+/* A valid id (id_valid: 24 lowercase hex digits, then the NUL) in binary. */
 static bool id_to_bin(const char *s, uint8_t out[ID_BYTES]) {
-  if (s == NULL || strnlen(s, ID_LEN + 1) != ID_LEN || !id_valid(s, ID_LEN))
+  if (s == NULL)
     return false;
-  for (int i = 0; i < ID_BYTES; i++)
-    out[i] = (uint8_t)(hexval(s[2 * i]) << 4 | hexval(s[2 * i + 1]));
-  return true;
+  for (int i = 0; i < ID_BYTES; i++) {
+    int hi = hexval1[(uint8_t)s[2 * i]];
+    if (hi == 0)
+      return false; /* (a NUL too: nothing past it is read) */
+    int lo = hexval1[(uint8_t)s[2 * i + 1]];
+    if (lo == 0)
+      return false;
+    out[i] = (uint8_t)((hi - 1) << 4 | (lo - 1));
+  }
+  return s[ID_LEN] == '\0';
 }
 
 static void bin_to_id(const uint8_t b[ID_BYTES], char out[ID_LEN + 1]) {
@@ -1131,20 +1137,20 @@ static void *scratch(int i, size_t bytes) {
 }
 
 /* Ids to exclude: in binary, then (under the user's lock) as the user's live rows, with a
-   one-word filter on the row number. */
+   1,024-bit filter on the row number (a chat window's 21 rows: ~2% false hits). */
 struct excl {
   uint8_t (*id)[ID_BYTES];
   size_t n;
   uint32_t *row;
   size_t nrow;
-  uint64_t filter; /* bit r % 64 of every excluded row r */
+  uint64_t filter[16]; /* bit r % 1024 of every excluded row r */
 };
 
 static void excl_init(struct excl *e, const char *const *ids, size_t n) {
   e->id = n ? xmalloc(n * (ID_BYTES + sizeof(uint32_t))) : NULL;
   e->row = n ? (uint32_t *)(e->id + n) : NULL;
   e->n = e->nrow = 0;
-  e->filter = 0;
+  memset(e->filter, 0, sizeof e->filter);
   for (size_t i = 0; i < n; i++)
     if (id_to_bin(ids[i], e->id[e->n]))
       e->n++;
@@ -1153,7 +1159,7 @@ static void excl_init(struct excl *e, const char *const *ids, size_t n) {
 /* The rows of the excluded ids in u (locked): an id names one live row at most. */
 static void excl_rows(struct excl *e, const struct uix *u) {
   e->nrow = 0;
-  e->filter = 0;
+  memset(e->filter, 0, sizeof e->filter);
   if (u->nslots == 0)
     return;
   for (size_t i = 0; i < e->n; i++) {
@@ -1162,12 +1168,12 @@ static void excl_rows(struct excl *e, const struct uix *u) {
       continue;
     uint32_t r = u->slots[s] - 1;
     e->row[e->nrow++] = r;
-    e->filter |= 1ull << (r & 63);
+    e->filter[r >> 6 & 15] |= 1ull << (r & 63);
   }
 }
 
 static bool excluded(const struct excl *e, uint32_t r) {
-  if (!(e->filter >> (r & 63) & 1))
+  if (!(e->filter[r >> 6 & 15] >> (r & 63) & 1))
     return false;
   for (size_t i = 0; i < e->nrow; i++)
     if (e->row[i] == r)

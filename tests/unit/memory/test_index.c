@@ -384,6 +384,15 @@ static void test_insert_delete_exclude_isolation(void **state) {
   struct mem_row bad = r;
   snprintf(bad.id, sizeof(bad.id), "XYZ");
   assert_int_equal(mem_index_add(ix, "alice", "m", &bad), EG_EINVAL);
+  static const char *const bad_ids[] = {"00000000000000000000006",  "00000000000000000000006A",
+                                        "00000000000000000000006g", "0000000000000000000 0006",
+                                        "G00000000000000000000064", ""};
+  for (size_t i = 0; i < sizeof bad_ids / sizeof *bad_ids; i++) {
+    snprintf(bad.id, sizeof(bad.id), "%s", bad_ids[i]);
+    assert_int_equal(mem_index_add(ix, "alice", "m", &bad), EG_EINVAL);
+  }
+  /* One past the 24 digits is not the id either. */
+  assert_int_equal(mem_index_remove(ix, "bob", "0000000000000000000000640"), EG_ENOTFOUND);
   assert_int_equal(mem_index_add(ix, "alice", "other-model", &r), EG_EINVAL);
   assert_int_equal(mem_index_search(ix, "alice", "other-model", v[0], 3, NULL, 0, hits, &nh),
                    EG_EINVAL);
