@@ -30,7 +30,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #define HOLD_BODY_MAX (64u * 1024u)
 #define DEFAULT_MAX_BODY (8u * 1024u * 1024u)
@@ -40,11 +42,22 @@
 
 enum phase { PH_QUEUED, PH_RUNNING, PH_BACKOFF, PH_DONE };
 
+/* One socket curl asked us to watch. A connection socket that we opened for curl
+   (opensocket_cb: "owned") keeps its poll handle for its whole life, across the transfers
+   that reuse it: curl's CURL_POLL_REMOVE at the end of a transfer only marks it unwanted
+   (it stays watched for reading, so a peer that closes the idle connection is noticed and
+   the watch dropped then), and the next transfer's CURL_POLL_IN finds it still armed: no
+   uv_poll_init (ioctl + two epoll_ctl) and no epoll_ctl at all per reuse. The handle is
+   closed in closesocket_cb, before the fd is. Other sockets (the resolver's) get a handle
+   per watch, closed on CURL_POLL_REMOVE. */
 struct sock_ctx {
   uv_poll_t poll;
   curl_socket_t fd;
   struct httpc *c;
   struct sock_ctx *next, *prev;
+  int ev;      /* the uv events the poll is started with, 0 = stopped */
+  bool owned;  /* opened by opensocket_cb, closed through closesocket_cb */
+  bool wanted; /* curl watches it now (between POLL_IN/OUT and POLL_REMOVE) */
 };
 
 struct httpc {
@@ -53,6 +66,8 @@ struct httpc {
   uv_timer_t timer;
   struct httpc_req *reqs;
   struct sock_ctx *socks;
+  struct sock_ctx **byfd; /* the watched sockets by fd (nbyfd slots) */
+  size_t nbyfd;
   size_t active;
   int open_handles;
   bool closing;
@@ -109,6 +124,9 @@ struct httpc_req {
 static void check_multi_info(struct httpc *c);
 static void req_timer_cb(uv_timer_t *t);
 static void maybe_teardown(struct httpc *c);
+static curl_socket_t opensocket_cb(void *clientp, curlsocktype purpose,
+                                   struct curl_sockaddr *a);
+static int closesocket_cb(void *clientp, curl_socket_t fd);
 
 /* ---- helpers --------------------------------------------------------------------- */
 
@@ -517,6 +535,10 @@ static void start_attempt(struct httpc_req *r) {
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, closesocket_cb);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
   if (r->to.connect_ms)
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)r->to.connect_ms);
   if (strcmp(r->method, "GET") == 0) {
@@ -680,13 +702,52 @@ static void sock_drop(struct httpc *c, struct sock_ctx *sc) {
     c->socks = sc->next;
   if (sc->next)
     sc->next->prev = sc->prev;
+  sc->next = sc->prev = NULL;
+  if ((size_t)sc->fd < c->nbyfd && c->byfd[sc->fd] == sc)
+    c->byfd[sc->fd] = NULL;
   uv_poll_stop(&sc->poll);
   uv_close((uv_handle_t *)&sc->poll, sock_close_cb);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+/* Starts the poll with ev (0 stops it) unless it is started with ev already. */
+static void sock_watch(struct sock_ctx *sc, int ev) {
+  if (sc->ev == ev)
+    return;
+  sc->ev = ev;
+  if (ev)
+    uv_poll_start(&sc->poll, ev, on_poll);
+  else
+    uv_poll_stop(&sc->poll);
+}
+
+static struct sock_ctx *sock_new(struct httpc *c, curl_socket_t s) {
+  struct sock_ctx *sc = xcalloc(1, sizeof *sc);
+  sc->fd = s;
+  sc->c = c;
+  if (uv_poll_init_socket(c->loop, &sc->poll, s) != 0) {
+    free(sc);
+    return NULL;
+  }
+  sc->poll.data = sc;
+  c->open_handles++;
+  sc->next = c->socks;
+  if (c->socks)
+    c->socks->prev = sc;
+  c->socks = sc;
+  return sc;
 }
 
 static void on_poll(uv_poll_t *h, int status, int events) {
   struct sock_ctx *sc = h->data;
   struct httpc *c = sc->c;
+  if (!sc->wanted) {
+    /* An idle connection became readable (the peer closed it or sent something
+       unasked): stop watching; curl finds out when it next tries to reuse it. */
+    sock_watch(sc, 0);
+    return;
+  }
   int flags = 0;
   if (status < 0)
     flags = CURL_CSELECT_ERR;
@@ -701,40 +762,78 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   check_multi_info(c);
 }
 
+static void byfd_set(struct httpc *c, curl_socket_t fd, struct sock_ctx *sc) {
+  if ((size_t)fd >= c->nbyfd) {
+    size_t n = EG_MAX((size_t)fd + 1, c->nbyfd * 2);
+    c->byfd = xrealloc(c->byfd, n * sizeof *c->byfd);
+    memset(c->byfd + c->nbyfd, 0, (n - c->nbyfd) * sizeof *c->byfd);
+    c->nbyfd = n;
+  }
+  c->byfd[fd] = sc;
+}
+
+/* Sockets are found by fd (c->byfd), not through curl_multi_assign: curl keeps no pointer
+   of ours that could outlive a handle closed in closesocket_cb. */
 static int socket_cb(CURL *easy, curl_socket_t s, int action, void *userp, void *socketp) {
-  (void)easy;
+  (void)easy, (void)socketp;
   struct httpc *c = userp;
-  struct sock_ctx *sc = socketp;
+  if (s < 0)
+    return 0;
+  struct sock_ctx *sc = (size_t)s < c->nbyfd ? c->byfd[s] : NULL;
   if (action == CURL_POLL_REMOVE) {
     if (sc != NULL) {
-      curl_multi_assign(c->multi, s, NULL);
-      sock_drop(c, sc);
+      sc->wanted = false;
+      if (!sc->owned)
+        sock_drop(c, sc);
+      else if (sc->ev != UV_READABLE)
+        sock_watch(sc, UV_READABLE); /* idle: see a close by the peer */
     }
     return 0;
   }
   if (sc == NULL) {
-    sc = xcalloc(1, sizeof *sc);
-    sc->fd = s;
-    sc->c = c;
-    if (uv_poll_init_socket(c->loop, &sc->poll, s) != 0) {
-      free(sc);
+    sc = sock_new(c, s);
+    if (sc == NULL)
       return -1;
-    }
-    sc->poll.data = sc;
-    c->open_handles++;
-    sc->next = c->socks;
-    if (c->socks)
-      c->socks->prev = sc;
-    c->socks = sc;
-    curl_multi_assign(c->multi, s, sc);
+    byfd_set(c, s, sc);
   }
+  sc->wanted = true;
   int ev = 0;
   if (action == CURL_POLL_IN || action == CURL_POLL_INOUT)
     ev |= UV_READABLE;
   if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT)
     ev |= UV_WRITABLE;
-  uv_poll_start(&sc->poll, ev, on_poll);
+  sock_watch(sc, ev);
   return 0;
+}
+
+/* The connection sockets are ours to open and close, so that their poll handles can live
+   as long as they do (struct sock_ctx). */
+static curl_socket_t opensocket_cb(void *clientp, curlsocktype purpose,
+                                   struct curl_sockaddr *a) {
+  struct httpc *c = clientp;
+  if (purpose != CURLSOCKTYPE_IPCXN)
+    return CURL_SOCKET_BAD;
+  int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+  if (fd < 0)
+    return CURL_SOCKET_BAD;
+  if ((size_t)fd < c->nbyfd && c->byfd[fd] != NULL)
+    sock_drop(c, c->byfd[fd]); /* a stale watch of a socket closed behind our back */
+  struct sock_ctx *sc = sock_new(c, fd);
+  if (sc == NULL) {
+    close(fd);
+    return CURL_SOCKET_BAD;
+  }
+  sc->owned = true;
+  byfd_set(c, fd, sc);
+  return fd;
+}
+
+static int closesocket_cb(void *clientp, curl_socket_t fd) {
+  struct httpc *c = clientp;
+  struct sock_ctx *sc = fd >= 0 && (size_t)fd < c->nbyfd ? c->byfd[fd] : NULL;
+  if (sc != NULL)
+    sock_drop(c, sc); /* the poll stops (epoll_ctl DEL) before the fd closes */
+  return close(fd);
 }
 
 static void multi_timer_cb(uv_timer_t *t) {
@@ -812,6 +911,7 @@ static void maybe_teardown(struct httpc *c) {
   }
   if (c->open_handles > 0)
     return;
+  free(c->byfd);
   void (*cb)(void *) = c->close_cb;
   void *ud = c->close_ud;
   c->close_cb = NULL;

@@ -3,13 +3,20 @@
  * the fake model server (tests/fakes/fake-llm.mjs, spawned once, reset per test):
  * buffered and streamed bodies, retries on 429/5xx (Retry-After, retry-after-ms),
  * connection errors, first-byte / idle / total timeouts, cancellation from inside and
- * outside callbacks, callback aborts, body caps, close with requests pending.
+ * outside callbacks, callback aborts, body caps, close with requests pending; and against
+ * a small keep-alive server of its own: connection reuse, and an idle connection closed by
+ * the peer (dropped, not polled in a loop, and the next request still succeeds).
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -659,6 +666,130 @@ static void test_many_concurrent(void **state) {
   env_free(&e);
 }
 
+/* ---- connection reuse against a keep-alive server ------------------------------------ */
+
+/* Serves connections one after another: each request (a head, no body) gets "ok" with
+   Content-Length. The first connection is closed by the server right after its first
+   answer (an idle connection the peer dropped); later ones stay open until the client
+   closes them. */
+struct ka_server {
+  int lfd;
+  int port;
+  int conns;    /* connections accepted */
+  int requests; /* requests answered */
+  int stop;
+  pthread_t th;
+};
+
+static void *ka_main(void *arg) {
+  struct ka_server *k = arg;
+  for (;;) {
+    int fd = accept(k->lfd, NULL, NULL);
+    if (fd < 0 || __atomic_load_n(&k->stop, __ATOMIC_SEQ_CST)) {
+      if (fd >= 0)
+        close(fd);
+      return NULL;
+    }
+    int conn = __atomic_add_fetch(&k->conns, 1, __ATOMIC_SEQ_CST);
+    char b[4096];
+    size_t have = 0;
+    for (;;) {
+      ssize_t n = read(fd, b + have, sizeof b - 1 - have);
+      if (n <= 0)
+        break;
+      have += (size_t)n;
+      b[have] = 0;
+      char *end = strstr(b, "\r\n\r\n");
+      if (end == NULL)
+        continue;
+      size_t used = (size_t)(end + 4 - b);
+      memmove(b, b + used, have - used);
+      have -= used;
+      static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+      if (write(fd, resp, sizeof resp - 1) != (ssize_t)(sizeof resp - 1))
+        break;
+      __atomic_add_fetch(&k->requests, 1, __ATOMIC_SEQ_CST);
+      if (conn == 1)
+        break;
+    }
+    close(fd);
+  }
+}
+
+static void ka_start(struct ka_server *k) {
+  memset(k, 0, sizeof *k);
+  k->lfd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(k->lfd >= 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  assert_int_equal(bind(k->lfd, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(listen(k->lfd, 16), 0);
+  socklen_t al = sizeof a;
+  assert_int_equal(getsockname(k->lfd, (struct sockaddr *)&a, &al), 0);
+  k->port = ntohs(a.sin_port);
+  assert_int_equal(pthread_create(&k->th, NULL, ka_main, k), 0);
+}
+
+static void ka_stop(struct ka_server *k) {
+  __atomic_store_n(&k->stop, 1, __ATOMIC_SEQ_CST);
+  int fd = socket(AF_INET, SOCK_STREAM, 0); /* wake accept */
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)k->port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  (void)connect(fd, (struct sockaddr *)&a, sizeof a);
+  close(fd);
+  pthread_join(k->th, NULL);
+  close(k->lfd);
+}
+
+static void ka_get(struct env *e, const char *u) {
+  struct call c;
+  call_init(&c);
+  struct httpc_request r = {.url = u, .on_done = on_done, .on_response = on_resp, .ud = &c};
+  assert_int_equal(httpc_start(e->h, &r, &c.req), 0);
+  run_until(e, &c, 1);
+  assert_int_equal(c.err, 0);
+  assert_int_equal(c.status, 200);
+  assert_string_equal(c.done_body, "ok");
+  call_free(&c);
+}
+
+static void on_tick(uv_timer_t *t) {
+  (void)t;
+}
+
+static void test_reuse_and_idle_close(void **state) {
+  (void)state;
+  struct ka_server k;
+  ka_start(&k);
+  struct env e;
+  env_init(&e);
+  char u[64];
+  snprintf(u, sizeof u, "http://127.0.0.1:%d/x", k.port);
+  ka_get(&e, u); /* connection 1, which the server then closes while it is idle */
+  for (int i = 0; i < 200 && __atomic_load_n(&k.conns, __ATOMIC_SEQ_CST) < 1; i++)
+    usleep(1000);
+  usleep(20000);
+  /* The peer's close makes the idle socket readable: the watch is dropped, so the loop
+     does not spin on it (a few iterations in 50 ms, not thousands). */
+  uv_timer_t t;
+  uv_timer_init(&e.loop, &t);
+  uv_timer_start(&t, on_tick, 50, 0);
+  int iters = 0;
+  while (uv_is_active((uv_handle_t *)&t) && iters < 100000) {
+    uv_run(&e.loop, UV_RUN_ONCE);
+    iters++;
+  }
+  assert_true(iters < 100);
+  uv_close((uv_handle_t *)&t, NULL);
+  ka_get(&e, u); /* a new connection (2) */
+  ka_get(&e, u); /* reuses connection 2 */
+  ka_get(&e, u);
+  assert_int_equal(__atomic_load_n(&k.conns, __ATOMIC_SEQ_CST), 2);
+  assert_int_equal(__atomic_load_n(&k.requests, __ATOMIC_SEQ_CST), 4);
+  env_free(&e);
+  ka_stop(&k);
+}
+
 static int setup(void **state) {
   (void)state;
   return fake_llm_start(&fake);
@@ -690,6 +821,7 @@ int main(void) {
       cmocka_unit_test(test_callback_abort_and_caps),
       cmocka_unit_test(test_invalid_and_close),
       cmocka_unit_test(test_many_concurrent),
+      cmocka_unit_test(test_reuse_and_idle_close),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
