@@ -224,21 +224,48 @@ static void send_error(struct chat *c, struct sio_socket *s, int64_t *ackid, con
        json_pack("{s:s,s:s,s:s}", "chat", chat ? chat : "", "error", msg, "code", code));
 }
 
-/* chat-message to the user's sockets other than the sender's. */
+/* chat-message to the user's sockets other than the sender's: {chat, message: {id, role,
+   content, createdAt, cancelled?}} as JSON text (the bytes the jansson tree it replaces
+   encoded to), or through jansson when the content is not valid UTF-8. */
 static void fan_out(struct job *j, const struct store_message_new *m) {
   struct sio_socket *s = job_socket(j);
   struct sio_nsp *nsp = j->c->nsp;
   if (nsp == NULL)
     return;
+  struct sio_bcast to = {.room = j->sock ? j->sock->room : NULL, .except = s};
   char room[ID_LEN + 6];
-  snprintf(room, sizeof room, "user:%s", j->user);
-  json_t *msg = json_pack("{s:s,s:s,s:s,s:o}", "id", m->id, "role", m->role, "content",
-                          m->content, "createdAt", iso(m->created_at));
-  if (m->cancelled)
-    json_object_set_new(msg, "cancelled", json_true());
-  struct sio_bcast to = {.room = room, .except = s};
-  int rc = sio_broadcast(nsp, &to, "chat-message",
-                         json_pack("[{s:s,s:o}]", "chat", j->chat, "message", msg));
+  if (to.room == NULL) {
+    snprintf(room, sizeof room, "user:%s", j->user);
+    to.room = room;
+  }
+  size_t clen = strlen(m->content);
+  int rc;
+  if (utf8_ok(m->content, clen)) {
+    struct jw w = {.rc = 0};
+    buf_init(&w.b, SIZE_MAX / 2);
+    jw_raw(&w, "{\"chat\":");
+    jw_str(&w, j->chat, strlen(j->chat));
+    jw_raw(&w, ",\"message\":{\"id\":");
+    jw_str(&w, m->id, strlen(m->id));
+    jw_raw(&w, ",\"role\":");
+    jw_str(&w, m->role, strlen(m->role));
+    jw_raw(&w, ",\"content\":");
+    jw_str(&w, m->content, clen);
+    jw_raw(&w, ",\"createdAt\":");
+    jw_iso(&w, m->created_at);
+    jw_raw(&w, m->cancelled ? ",\"cancelled\":true}}" : "}}");
+    rc = w.rc ? w.rc
+              : sio_broadcast_raw(nsp, &to, "chat-message",
+                                  (struct slice){(const char *)w.b.data, w.b.len});
+    buf_free(&w.b);
+  } else {
+    json_t *msg = json_pack("{s:s,s:s,s:s,s:o}", "id", m->id, "role", m->role, "content",
+                            m->content, "createdAt", iso(m->created_at));
+    if (m->cancelled)
+      json_object_set_new(msg, "cancelled", json_true());
+    rc = sio_broadcast(nsp, &to, "chat-message",
+                       json_pack("[{s:s,s:o}]", "chat", j->chat, "message", msg));
+  }
   if (rc < 0)
     log_warn("chat: chat-message fan-out failed: %s", eg_strerror(rc));
 }

@@ -1012,6 +1012,53 @@ int sio_emit_raw(struct sio_socket *s, const char *event, struct slice args) {
   return eio_send_packetv(s->c->es, parts, 5);
 }
 
+int sio_broadcast_raw(struct sio_nsp *n, const struct sio_bcast *to, const char *event,
+                      struct slice args) {
+  if (!event || is_reserved(event))
+    return EG_EINVAL;
+  size_t el = strlen(event);
+  for (size_t i = 0; i < el; i++) {
+    if (event[i] == '"' || event[i] == '\\' || (unsigned char)event[i] < 0x20)
+      return EG_EINVAL;
+  }
+  char head[SIO_NSP_MAX + 32];
+  size_t hl = raw_head(head, sizeof(head), '2', n->name, SIO_NO_ID);
+  if (hl == 0)
+    return EG_EINVAL;
+  size_t len = hl + 2 + el + 2 + args.len + 1;
+  char *text = xmalloc(len + 1);
+  size_t k = 0;
+  memcpy(text, head, hl);
+  k += hl;
+  text[k++] = '[';
+  text[k++] = '"';
+  memcpy(text + k, event, el);
+  k += el;
+  text[k++] = '"';
+  if (args.len) {
+    text[k++] = ',';
+    memcpy(text + k, args.p, args.len);
+    k += args.len;
+  }
+  text[k++] = ']';
+  text[k] = 0;
+  json_t *data = NULL;
+  if (n->ops != &local_ops) {
+    data = json_loadb(text + hl, k - hl, JSON_ALLOW_NUL, NULL);
+    if (data == NULL) {
+      free(text);
+      return EG_EINVAL;
+    }
+  }
+  uv_buf_t part = uv_buf_init(text, (unsigned)k);
+  struct sio_bpacket p = {text, k, ws_frame_new(WS_OP_TEXT, &part, 1), 0, NULL, data};
+  int rc = n->ops->broadcast(n->adapter, n, to, &p);
+  net_sbuf_unref(p.frame);
+  json_decref(data);
+  free(text);
+  return rc;
+}
+
 /* Tries to dispatch a text packet to a raw handler without building a tree. Returns
    false when the packet is not a plain EVENT for a connected socket with a raw handler,
    or its JSON is outside the scanner's subset: the caller then takes the slow path,

@@ -213,6 +213,12 @@ struct sio_bcast {
 /* Returns the number of sockets reached locally (>= 0) or an error. args stolen. */
 int sio_broadcast(struct sio_nsp *nsp, const struct sio_bcast *to, const char *event,
                   json_t *args);
+/* The same with the arguments as JSON text (as sio_emit_raw: the arguments without the
+   brackets, valid JSON the caller vouches for; the event name must not need escaping):
+   no tree is built or encoded. Only an adapter other than the local one (Redis) gets
+   pkt->data, parsed from the text for it (EG_EINVAL if that fails). */
+int sio_broadcast_raw(struct sio_nsp *nsp, const struct sio_bcast *to, const char *event,
+                      struct slice args);
 
 /* ---- adapter seam ------------------------------------------------------------------------------ */
 

@@ -1,6 +1,6 @@
 """The bytes of the chat events on the wire (python3-socketio's Engine.IO packet log): the
-ack, ai-response-chunk and ai-response are written as JSON text by the server (no jansson
-tree), so check that each packet is exactly the canonical form of what it carries (keys in
+ack, ai-response-chunk, ai-response and the chat-message fan-out (seen by a second socket of
+the same user) are written as JSON text by the server (no jansson tree), so check that each packet is exactly the canonical form of what it carries (keys in
 the documented order, JSON.stringify's separators and escaping, reals in their shortest
 round-trip form), with quotes, backslashes, control characters, non-ASCII and emoji in the
 texts, a memory recalled into the answer, and both transports."""
@@ -57,6 +57,15 @@ class ChatWireTest(EngramServerCase):
         elog.setLevel(logging.INFO)
         elog.propagate = False
         elog.addHandler(log)
+        log2 = PacketLog()
+        elog2 = logging.getLogger("wire2-" + transport)
+        elog2.setLevel(logging.INFO)
+        elog2.propagate = False
+        elog2.addHandler(log2)
+        other = socketio.Client(reconnection=False, engineio_logger=elog2)
+        fanned = threading.Semaphore(0)
+        other.on("chat-message", lambda m: fanned.release())
+        other.connect(self.url, headers={"Cookie": cookie}, transports=[transport], wait_timeout=10)
         sio = socketio.Client(reconnection=False, engineio_logger=elog)
         done = threading.Event()
         sio.on("ai-response", lambda r: done.set())
@@ -68,8 +77,22 @@ class ChatWireTest(EngramServerCase):
                 ack = sio.call("ai-message", {"chatId": chat_id, "content": content}, timeout=10)
                 self.assertTrue(ack["ok"])
                 self.assertTrue(done.wait(10), "no ai-response")
+            for _ in range(4):  # both sides of both exchanges
+                self.assertTrue(fanned.acquire(timeout=10), "no chat-message")
         finally:
             sio.disconnect()
+            other.disconnect()
+        fan = []
+        for p in log2.packets:
+            if p.startswith('2["chat-message'):
+                args = json.loads(p[1:])
+                self.assertEqual(p[1:], canonical(args), "not canonical: " + p)
+                self.assertEqual(list(args[1].keys()), ["chat", "message"])
+                self.assertEqual(list(args[1]["message"].keys()), ["id", "role", "content", "createdAt"])
+                fan.append((args[1]["chat"], args[1]["message"]["role"], args[1]["message"]["content"]))
+        self.assertEqual(len(fan), 4)
+        self.assertIn((chats[0], "user", fact), fan)
+        self.assertEqual([r for _, r, _ in fan], ["user", "model", "user", "model"])
         seen = {"ack": 0, "ai-response-chunk": 0, "ai-response": 0}
         memories = []
         for p in log.packets:

@@ -108,6 +108,21 @@ static void on_bcast(struct sio_socket *s, const char *ev, json_t *args, int64_t
   logf_("bcast reached %d", n);
 }
 
+/* The same as JSON text (sio_broadcast_raw): the args re-serialised without brackets. */
+static void on_rawbcast(struct sio_socket *s, const char *ev, json_t *args, int64_t ack,
+                        void *ud) {
+  (void)ev, (void)ud, (void)ack;
+  const char *rooms[] = {"r", "r2"};
+  struct sio_bcast to = {.rooms = rooms, .nrooms = 2, .except = s};
+  char *t = json_dumps(args, JSON_COMPACT);
+  size_t n = strlen(t);
+  int r = sio_broadcast_raw(sio_socket_nsp(s), &to, "room", (struct slice){t + 1, n - 2});
+  free(t);
+  logf_("rawbcast reached %d", r);
+  CHECK(sio_broadcast_raw(sio_socket_nsp(s), &to, "bad\"name", SLICE_LIT("1")) == EG_EINVAL);
+  CHECK(sio_broadcast_raw(sio_socket_nsp(s), &to, "connect", SLICE_LIT("1")) == EG_EINVAL);
+}
+
 static void on_answer(struct sio_socket *s, int status, json_t *args, void *ud) {
   (void)ud;
   if (status == 0) {
@@ -203,6 +218,7 @@ static int setup(void **state) {
   sio_on(root, "echo", on_echo, NULL);
   sio_on(root, "join", on_join, NULL);
   sio_on(root, "bcast", on_bcast, NULL);
+  sio_on(root, "rawbcast", on_rawbcast, NULL);
   sio_on(root, "ask", on_ask, NULL);
   sio_on(root, "kick", on_kick, NULL);
   sio_on_raw(root, "rawecho", on_raw_echo, NULL);
@@ -343,6 +359,16 @@ static void test_rooms(void **state) {
   poll_expect(&b, "42[\"room\",\"all\"]");
   post(&s, "421[\"echo\",1]"); /* s did not receive its own broadcast */
   poll_expect(&s, "431[1]");
+  /* The raw broadcast: the same bytes, the same recipients. */
+  post(&a, "42[\"rawbcast\",{\"k\":\"v\\\"q\"},2]");
+  assert_true(log_has("rawbcast reached 1", 1000));
+  poll_expect(&b, "42[\"room\",{\"k\":\"v\\\"q\"},2]");
+  post(&s, "42[\"rawbcast\"]");
+  assert_true(log_has("rawbcast reached 2", 1000));
+  poll_expect(&a, "42[\"room\"]");
+  poll_expect(&b, "42[\"room\"]");
+  post(&s, "421[\"echo\",2]");
+  poll_expect(&s, "431[2]");
   post(&a, "1");
   post(&b, "1");
   post(&s, "1");
