@@ -39,6 +39,7 @@
 #define MAX_HEADERS 128
 #define MAX_HEADER_BYTES (64u * 1024u)
 #define HTTPC_MAX_IDLE_CONNS 512 /* idle connections kept for reuse (all hosts) */
+#define HTTPC_SPARE_EASY 64      /* finished easy handles kept for the next attempts */
 
 enum phase { PH_QUEUED, PH_RUNNING, PH_BACKOFF, PH_DONE };
 
@@ -68,6 +69,10 @@ struct httpc {
   struct sock_ctx *socks;
   struct sock_ctx **byfd; /* the watched sockets by fd (nbyfd slots) */
   size_t nbyfd;
+  /* Easy handles of finished attempts, reset and reused (curl_easy_reset keeps their
+     buffers: no curl_easy_init, download buffer and header buffer per request). */
+  CURL *spare[HTTPC_SPARE_EASY];
+  size_t nspare;
   size_t active;
   int open_handles;
   bool closing;
@@ -446,8 +451,12 @@ static size_t on_write(char *p, size_t sz, size_t nm, void *ud) {
 static void detach(struct httpc_req *r) {
   if (r->easy == NULL)
     return;
-  curl_multi_remove_handle(r->c->multi, r->easy);
-  curl_easy_cleanup(r->easy);
+  struct httpc *c = r->c;
+  curl_multi_remove_handle(c->multi, r->easy);
+  if (!c->closing && c->nspare < HTTPC_SPARE_EASY)
+    c->spare[c->nspare++] = r->easy;
+  else
+    curl_easy_cleanup(r->easy);
   r->easy = NULL;
 }
 
@@ -517,7 +526,13 @@ static void start_attempt(struct httpc_req *r) {
   r->attempt++;
   reset_response(r);
   r->attempt_ms = clock_mono_ms();
-  CURL *e = curl_easy_init();
+  CURL *e;
+  if (c->nspare) {
+    e = c->spare[--c->nspare];
+    curl_easy_reset(e);
+  } else {
+    e = curl_easy_init();
+  }
   if (e == NULL) {
     complete(r, EG_ENOMEM);
     return;
@@ -901,6 +916,8 @@ static void maybe_teardown(struct httpc *c) {
     return;
   if (!c->torn_down) {
     c->torn_down = true;
+    while (c->nspare)
+      curl_easy_cleanup(c->spare[--c->nspare]);
     curl_multi_cleanup(c->multi); /* may report sockets to remove */
     c->multi = NULL;
     while (c->socks != NULL)
