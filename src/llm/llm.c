@@ -316,9 +316,35 @@ static size_t utf8_seq(const unsigned char *p, size_t n) {
   return len;
 }
 
+/* Length of the valid UTF-8 prefix of p[0..n) (n when it is all valid); ASCII 8 bytes at
+   a time. */
+static size_t utf8_valid_prefix(const unsigned char *u, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    while (i + 8 <= n) {
+      uint64_t w;
+      memcpy(&w, u + i, 8);
+      if (w & 0x8080808080808080ull)
+        break;
+      i += 8;
+    }
+    if (i >= n)
+      break;
+    size_t k = utf8_seq(u + i, n - i);
+    if (k == 0)
+      return i;
+    i += k;
+  }
+  return n;
+}
+
+bool llm__utf8_valid(const char *p, size_t n) {
+  return utf8_valid_prefix((const unsigned char *)p, n) == n;
+}
+
 int llm__utf8_sanitize(const char *p, size_t n, struct buf *out) {
   const unsigned char *u = (const unsigned char *)p;
-  size_t i = 0, run = 0;
+  size_t i = utf8_valid_prefix(u, n), run = 0;
   while (i < n) {
     size_t k = utf8_seq(u + i, n - i);
     if (k > 0) {

@@ -67,6 +67,8 @@ void llm__finish(struct llm_stream *s, int status);
 void llm__set_finish_reason(struct llm_stream *s, const char *reason);
 /* Replaces invalid UTF-8 sequences with U+FFFD; appends to out. */
 EG_WUR int llm__utf8_sanitize(const char *p, size_t n, struct buf *out);
+/* True when p[0..n) is valid UTF-8 (what llm__utf8_sanitize would copy unchanged). */
+bool llm__utf8_valid(const char *p, size_t n);
 /* Largest n <= max (and <= len) that does not cut a UTF-8 sequence of s. */
 size_t llm__utf8_cut(const char *s, size_t len, size_t max);
 /* Appends the system text + memories block (the "system" part of every prompt). */

@@ -154,8 +154,13 @@ const struct llm__dialect llm__openai_dialect = {
    valid UTF-8 (scratch is reused between calls). */
 static int add_msg(struct buf *body, struct buf *scratch, bool first, const char *role,
                    const char *text, size_t len) {
-  buf_reset(scratch);
-  int rc = llm__utf8_sanitize(text, len, scratch);
+  int rc = 0;
+  if (!llm__utf8_valid(text, len)) {
+    buf_reset(scratch);
+    rc = llm__utf8_sanitize(text, len, scratch);
+    text = scratch->len ? (const char *)scratch->data : "";
+    len = scratch->len;
+  }
   if (rc == 0)
     rc = buf_append_str(body, first ? "{\"role\":" : ",{\"role\":");
   if (rc == 0)
@@ -163,8 +168,7 @@ static int add_msg(struct buf *body, struct buf *scratch, bool first, const char
   if (rc == 0)
     rc = buf_append_str(body, ",\"content\":");
   if (rc == 0)
-    rc = buf_append_json_str(body, scratch->len ? (const char *)scratch->data : "",
-                             scratch->len);
+    rc = buf_append_json_str(body, text, len);
   if (rc == 0)
     rc = buf_append_byte(body, '}');
   return rc;

@@ -72,9 +72,14 @@ static void short_text(const char *t, char *out, size_t cap) {
 static int handle_json(struct llm_stream *s, const char *p, size_t n, bool at_eof) {
   struct buf clean;
   buf_init(&clean, SSE_EVENT_MAX * 3);
-  int rc = llm__utf8_sanitize(p, n, &clean);
+  int rc = 0;
+  if (!llm__utf8_valid(p, n)) { /* else parsed in place, without the copy */
+    rc = llm__utf8_sanitize(p, n, &clean);
+    p = (const char *)clean.data;
+    n = clean.len;
+  }
   json_error_t je;
-  json_t *j = rc == 0 ? json_loadb((const char *)clean.data, clean.len, 0, &je) : NULL;
+  json_t *j = rc == 0 ? json_loadb(p, n, 0, &je) : NULL;
   buf_free(&clean);
   if (j == NULL) {
     if (at_eof)

@@ -193,6 +193,50 @@ static const char *echo(void) {
 
 /* ---- gemini ------------------------------------------------------------------------- */
 
+/* llm__utf8_valid and llm__utf8_sanitize agree, at every position of a bad byte (the
+   ASCII fast path reads 8 bytes at a time), and sanitize replaces each bad byte by U+FFFD. */
+static void test_utf8_valid_and_sanitize(void **state) {
+  (void)state;
+  static const char *const bad[] = {"\x80", "\xC0\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80",
+                                    "\xE2\x82", "\xFF"};
+  static const char *const good[] = {"\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80", "a"};
+  for (size_t pos = 0; pos < 20; pos++) {
+    char t[64];
+    memset(t, 'x', pos);
+    for (size_t g = 0; g < sizeof good / sizeof good[0]; g++) {
+      size_t n = pos;
+      memcpy(t + n, good[g], strlen(good[g]));
+      n += strlen(good[g]);
+      memcpy(t + n, "tail-tail", 9);
+      n += 9;
+      assert_true(llm__utf8_valid(t, n));
+      struct buf b;
+      buf_init(&b, 1024);
+      assert_int_equal(llm__utf8_sanitize(t, n, &b), 0);
+      assert_int_equal(b.len, n);
+      assert_memory_equal(b.data, t, n);
+      buf_free(&b);
+    }
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+      size_t n = pos, bl = strlen(bad[k]);
+      memcpy(t + n, bad[k], bl);
+      n += bl;
+      memcpy(t + n, "tail-tail", 9);
+      n += 9;
+      assert_false(llm__utf8_valid(t, n));
+      struct buf b;
+      buf_init(&b, 1024);
+      assert_int_equal(llm__utf8_sanitize(t, n, &b), 0);
+      assert_true(llm__utf8_valid((const char *)b.data, b.len));
+      assert_memory_equal(b.data, t, pos);
+      assert_memory_equal(b.data + pos, "\xEF\xBF\xBD", 3);
+      assert_memory_equal(b.data + b.len - 9, "tail-tail", 9);
+      buf_free(&b);
+    }
+  }
+  assert_true(llm__utf8_valid("", 0));
+}
+
 static void test_gemini_stream_and_request(void **state) {
   (void)state;
   struct env e;
@@ -1021,6 +1065,7 @@ int main(void) {
       cmocka_unit_test(test_format_memories),
       cmocka_unit_test(test_config),
       cmocka_unit_test(test_offline),
+      cmocka_unit_test(test_utf8_valid_and_sanitize),
       cmocka_unit_test(test_gemini_stream_and_request),
       cmocka_unit_test(test_gemini_line_endings_and_splits),
       cmocka_unit_test(test_gemini_retry_429_retrydelay),
