@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -66,6 +67,52 @@ static void test_iso8601(void **state) {
   assert_int_equal(clock_parse_iso8601("2023-13-14", 10, &ms), EG_EINVAL);
   assert_int_equal(clock_parse_iso8601("2023-11-14T22:13", 16, &ms), EG_EINVAL);
   assert_int_equal(clock_parse_iso8601("2023-11-14T22:13:20.Z", 21, &ms), EG_EINVAL);
+}
+
+/* What clock_iso8601 wrote with gmtime_r and snprintf before: the reference. */
+static void iso_ref(int64_t wall_ms, char out[25]) {
+  int64_t secs = wall_ms >= 0 ? wall_ms / 1000 : (wall_ms - 999) / 1000;
+  int ms = (int)(wall_ms - secs * 1000);
+  time_t t = (time_t)secs;
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  snprintf(out, 25, "%04u-%02u-%02uT%02u:%02u:%02u.%03uZ",
+           (unsigned)(tm.tm_year + 1900) % 10000u, (unsigned)(tm.tm_mon + 1) % 100u,
+           (unsigned)tm.tm_mday % 100u, (unsigned)tm.tm_hour % 100u, (unsigned)tm.tm_min % 100u,
+           (unsigned)tm.tm_sec % 100u, (unsigned)ms % 1000u);
+}
+
+static void test_iso8601_matches_gmtime(void **state) {
+  (void)state;
+  char a[25], b[25];
+  /* Year 1 to 9999, leap days, century and 400-year boundaries, negative times. */
+  const int64_t fixed[] = {0,
+                           -1,
+                           -1000,
+                           -1001,
+                           -86400000,
+                           -86400001,
+                           951782400000,  /* 2000-02-29 */
+                           951868799999,  /* 2000-02-29T23:59:59.999 */
+                           4107542400000, /* 2100-03-01 */
+                           -2203891200000, /* 1900-03-01 */
+                           -62135596800000, /* 0001-01-01 */
+                           253402300799999, /* 9999-12-31T23:59:59.999 */
+                           1700000000123};
+  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+    clock_iso8601(fixed[i], a);
+    iso_ref(fixed[i], b);
+    assert_string_equal(a, b);
+  }
+  uint64_t x = 88172645463325252ull;
+  for (int i = 0; i < 200000; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    int64_t ms = (int64_t)(x % 315537897600000ull) - 62135596800000; /* years 1..9999 */
+    clock_iso8601(ms, a);
+    iso_ref(ms, b);
+    if (strcmp(a, b) != 0)
+      fail_msg("%lld: %s, gmtime %s", (long long)ms, a, b);
+  }
 }
 
 static void test_errors(void **state) {
@@ -227,7 +274,7 @@ static void test_json_str(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_ids),
-      cmocka_unit_test(test_iso8601), cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_iso8601), cmocka_unit_test(test_iso8601_matches_gmtime),cmocka_unit_test(test_errors),
       cmocka_unit_test(test_slices),  cmocka_unit_test(test_hmap),
       cmocka_unit_test(test_histo),   cmocka_unit_test(test_json_str),
   };
