@@ -23,6 +23,10 @@ struct llm__dialect {
      Calls llm__emit for text, sets s->finished when a finish marker is seen, may call
      llm__fail. Returns 0 or a negative code to stop reading. */
   int (*event)(struct llm_stream *s, json_t *obj);
+  /* Optional: the same from the event's text (valid UTF-8) without a jansson tree, for
+     the shapes it knows; returns LLM_EVENT_FALLBACK for the rest, which then go to
+     `event` through jansson (and the "error" checks of remote.c). */
+  int (*event_text)(struct llm_stream *s, const char *p, size_t n);
   /* At the end of a transfer that completed: decide success (may call llm__fail). */
   void (*end)(struct llm_stream *s);
   /* Classifies an HTTP error body: returns the EG_* status (ELIMIT, EAUTH, EUPSTREAM)
@@ -58,6 +62,27 @@ struct llm_stream {
   char *text;
   size_t len, pos;
 };
+
+#define LLM_EVENT_FALLBACK 1
+
+/* openai.c: one chat.completion.chunk (or chat.completion) read without jansson: what
+   openai_event would do with it, as steps in order (a text to emit, or a non-empty
+   finish_reason), the strings decoded into scratch (each NUL-terminated at off + len).
+   Returns 0, or LLM_EVENT_FALLBACK when the text is outside what it reads: not an object
+   that sio/jscan accepts (so ASCII only, no \u escapes), an "error" key, "object":"error",
+   a "usage" object, a repeated key it reads, an index beyond 18 digits, or more than
+   LLM_OAI_STEPS steps. */
+#define LLM_OAI_STEPS 8
+struct llm__oai_step {
+  bool finish; /* else a text */
+  size_t off, len;
+};
+struct llm__oai_chunk {
+  size_t n;
+  struct llm__oai_step step[LLM_OAI_STEPS];
+};
+int llm__openai_chunk_fast(const char *p, size_t n, struct buf *scratch,
+                           struct llm__oai_chunk *out);
 
 /* llm.c */
 struct llm_stream *llm__stream_new(struct llm_provider *p, const struct llm_callbacks *cb);

@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sio/jscan.h"
+
 static int openai_event(struct llm_stream *s, json_t *obj) {
   const char *kind = json_string_value(json_object_get(obj, "object"));
   if (kind != NULL && strcmp(kind, "error") == 0) {
@@ -74,6 +76,372 @@ static int openai_event(struct llm_stream *s, json_t *obj) {
     }
   }
   return 0;
+}
+
+/* ---- the common chunk without jansson ------------------------------------------------ */
+
+/* A cursor over text that sio/jscan accepted: valid JSON, ASCII, no \u escapes. The
+   checks below still keep every read in bounds. */
+struct oscan {
+  const char *p;
+  size_t n, i;
+  struct buf *sb;
+  struct llm__oai_chunk *out;
+};
+
+static void o_ws(struct oscan *o) {
+  while (o->i < o->n &&
+         (o->p[o->i] == ' ' || o->p[o->i] == '\t' || o->p[o->i] == '\n' || o->p[o->i] == '\r'))
+    o->i++;
+}
+
+static bool o_eat(struct oscan *o, char c) {
+  o_ws(o);
+  if (o->i < o->n && o->p[o->i] == c) {
+    o->i++;
+    return true;
+  }
+  return false;
+}
+
+static char o_peek(struct oscan *o) {
+  o_ws(o);
+  return o->i < o->n ? o->p[o->i] : 0;
+}
+
+/* The string at the cursor, decoded into sb (NUL-terminated). */
+static int o_str(struct oscan *o, size_t *off, size_t *len) {
+  if (!o_eat(o, '"'))
+    return -1;
+  *off = o->sb->len;
+  for (;;) {
+    size_t run = o->i;
+    while (o->i < o->n && o->p[o->i] != '"' && o->p[o->i] != '\\')
+      o->i++;
+    if (o->i >= o->n || buf_append(o->sb, o->p + run, o->i - run) != 0)
+      return -1;
+    if (o->p[o->i] == '"')
+      break;
+    if (o->i + 1 >= o->n)
+      return -1;
+    char c;
+    switch (o->p[o->i + 1]) {
+    case '"':
+      c = '"';
+      break;
+    case '\\':
+      c = '\\';
+      break;
+    case '/':
+      c = '/';
+      break;
+    case 'b':
+      c = '\b';
+      break;
+    case 'f':
+      c = '\f';
+      break;
+    case 'n':
+      c = '\n';
+      break;
+    case 'r':
+      c = '\r';
+      break;
+    case 't':
+      c = '\t';
+      break;
+    default:
+      return -1;
+    }
+    if (buf_append_byte(o->sb, (uint8_t)c) != 0)
+      return -1;
+    o->i += 2;
+  }
+  o->i++;
+  *len = o->sb->len - *off;
+  return buf_append_byte(o->sb, 0) == 0 ? 0 : -1;
+}
+
+/* A key without escapes and its colon: k, kl point into the text. */
+static int o_key(struct oscan *o, const char **k, size_t *kl) {
+  if (!o_eat(o, '"'))
+    return -1;
+  size_t start = o->i;
+  while (o->i < o->n && o->p[o->i] != '"' && o->p[o->i] != '\\')
+    o->i++;
+  if (o->i >= o->n || o->p[o->i] != '"')
+    return -1;
+  *k = o->p + start;
+  *kl = o->i - start;
+  o->i++;
+  return o_eat(o, ':') ? 0 : -1;
+}
+
+static bool key_is(const char *k, size_t kl, const char *name) {
+  return strlen(name) == kl && memcmp(k, name, kl) == 0;
+}
+
+/* Skips one value. */
+static int o_skip(struct oscan *o) {
+  o_ws(o);
+  int depth = 0;
+  while (o->i < o->n) {
+    char c = o->p[o->i];
+    if (c == '"') {
+      o->i++;
+      while (o->i < o->n && o->p[o->i] != '"')
+        o->i += o->p[o->i] == '\\' ? 2 : 1;
+      if (o->i >= o->n)
+        return -1;
+      o->i++;
+    } else if (c == '{' || c == '[') {
+      depth++;
+      o->i++;
+      continue;
+    } else if (c == '}' || c == ']') {
+      if (depth == 0)
+        return 0; /* the end of the enclosing container: the value was a scalar */
+      depth--;
+      o->i++;
+    } else if (c == ',' || c == ':' || c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+      if (depth == 0)
+        return 0;
+      o->i++;
+      continue;
+    } else {
+      o->i++;
+      continue;
+    }
+    if (depth == 0)
+      return 0;
+  }
+  return depth == 0 ? 0 : -1;
+}
+
+static int o_step(struct oscan *o, bool finish, size_t off, size_t len) {
+  if (o->out->n >= LLM_OAI_STEPS)
+    return -1;
+  o->out->step[o->out->n++] = (struct llm__oai_step){finish, off, len};
+  return 0;
+}
+
+/* "delta" or "message": an object's string "content" and "refusal". */
+struct otexts {
+  bool obj, has_c, has_r, seen_c, seen_r;
+  size_t c_off, c_len, r_off, r_len;
+};
+
+static int o_texts(struct oscan *o, struct otexts *t) {
+  if (o_peek(o) != '{')
+    return o_skip(o);
+  t->obj = true;
+  o->i++;
+  if (o_eat(o, '}'))
+    return 0;
+  for (;;) {
+    const char *k;
+    size_t kl;
+    if (o_key(o, &k, &kl) != 0)
+      return -1;
+    bool c = key_is(k, kl, "content"), r = key_is(k, kl, "refusal");
+    if ((c && t->seen_c) || (r && t->seen_r))
+      return -1; /* jansson keeps the last: leave it to jansson */
+    t->seen_c |= c;
+    t->seen_r |= r;
+    int rc;
+    if ((c || r) && o_peek(o) == '"') {
+      rc = c ? o_str(o, &t->c_off, &t->c_len) : o_str(o, &t->r_off, &t->r_len);
+      if (c)
+        t->has_c = true;
+      else
+        t->has_r = true;
+    } else {
+      rc = o_skip(o);
+    }
+    if (rc != 0)
+      return -1;
+    if (o_eat(o, ','))
+      continue;
+    return o_eat(o, '}') ? 0 : -1;
+  }
+}
+
+/* One element of "choices", as openai_event reads it. */
+static int o_choice(struct oscan *o) {
+  if (o_peek(o) != '{')
+    return o_skip(o); /* not an object: nothing to read in it */
+  o->i++;
+  struct otexts delta = {0}, msg = {0};
+  bool seen_idx = false, seen_delta = false, seen_msg = false, seen_fr = false;
+  bool skip = false, has_fr = false;
+  size_t fr_off = 0, fr_len = 0;
+  if (!o_eat(o, '}')) {
+    for (;;) {
+      const char *k;
+      size_t kl;
+      if (o_key(o, &k, &kl) != 0)
+        return -1;
+      int rc;
+      if (key_is(k, kl, "index")) {
+        if (seen_idx)
+          return -1;
+        seen_idx = true;
+        char c = o_peek(o);
+        if (c == '-' || (c >= '0' && c <= '9')) {
+          size_t start = o->i, digits = 0;
+          bool integer = true, nonzero = false;
+          while (o->i < o->n && o->p[o->i] != ',' && o->p[o->i] != '}' && o->p[o->i] != ' ' &&
+                 o->p[o->i] != '\t' && o->p[o->i] != '\n' && o->p[o->i] != '\r') {
+            char d = o->p[o->i++];
+            if (d >= '0' && d <= '9') {
+              digits++;
+              nonzero |= d != '0';
+            } else if (!(d == '-' && o->i - 1 == start)) {
+              integer = false; /* a fraction or an exponent: a real, not skipped */
+            }
+          }
+          if (digits > 18)
+            return -1;
+          skip = integer && nonzero;
+          rc = 0;
+        } else {
+          rc = o_skip(o);
+        }
+      } else if (key_is(k, kl, "delta")) {
+        if (seen_delta)
+          return -1;
+        seen_delta = true;
+        rc = o_texts(o, &delta);
+      } else if (key_is(k, kl, "message")) {
+        if (seen_msg)
+          return -1;
+        seen_msg = true;
+        rc = o_texts(o, &msg);
+      } else if (key_is(k, kl, "finish_reason")) {
+        if (seen_fr)
+          return -1;
+        seen_fr = true;
+        if (o_peek(o) == '"') {
+          has_fr = true;
+          rc = o_str(o, &fr_off, &fr_len);
+        } else {
+          rc = o_skip(o);
+        }
+      } else {
+        rc = o_skip(o);
+      }
+      if (rc != 0)
+        return -1;
+      if (o_eat(o, ','))
+        continue;
+      if (o_eat(o, '}'))
+        break;
+      return -1;
+    }
+  }
+  if (skip)
+    return 0; /* only the first choice is used */
+  const struct otexts *t = delta.obj ? &delta : &msg;
+  if (t->obj && t->has_c && o_step(o, false, t->c_off, t->c_len) != 0)
+    return -1;
+  if (t->obj && t->has_r && o_step(o, false, t->r_off, t->r_len) != 0)
+    return -1;
+  if (has_fr && fr_len > 0 && o_step(o, true, fr_off, fr_len) != 0)
+    return -1;
+  return 0;
+}
+
+int llm__openai_chunk_fast(const char *p, size_t n, struct buf *scratch,
+                           struct llm__oai_chunk *out) {
+  out->n = 0;
+  if (jscan_validate((const uint8_t *)p, n, 64) != 0)
+    return LLM_EVENT_FALLBACK;
+  struct oscan o = {p, n, 0, scratch, out};
+  if (!o_eat(&o, '{'))
+    return LLM_EVENT_FALLBACK;
+  if (o_eat(&o, '}'))
+    return 0;
+  bool seen_choices = false, seen_object = false, seen_usage = false;
+  for (;;) {
+    const char *k;
+    size_t kl;
+    if (o_key(&o, &k, &kl) != 0)
+      return LLM_EVENT_FALLBACK;
+    int rc;
+    if (key_is(k, kl, "error")) {
+      return LLM_EVENT_FALLBACK;
+    } else if (key_is(k, kl, "object")) {
+      if (seen_object)
+        return LLM_EVENT_FALLBACK;
+      seen_object = true;
+      size_t off, len;
+      if (o_peek(&o) == '"') {
+        rc = o_str(&o, &off, &len);
+        if (rc == 0 && strcmp((const char *)scratch->data + off, "error") == 0)
+          return LLM_EVENT_FALLBACK;
+      } else {
+        rc = o_skip(&o);
+      }
+    } else if (key_is(k, kl, "usage")) {
+      if (seen_usage || o_peek(&o) == '{')
+        return LLM_EVENT_FALLBACK;
+      seen_usage = true;
+      rc = o_skip(&o);
+    } else if (key_is(k, kl, "choices")) {
+      if (seen_choices)
+        return LLM_EVENT_FALLBACK;
+      seen_choices = true;
+      if (o_peek(&o) == '[') {
+        o.i++;
+        rc = 0;
+        if (!o_eat(&o, ']')) {
+          for (;;) {
+            rc = o_choice(&o);
+            if (rc != 0)
+              break;
+            if (o_eat(&o, ','))
+              continue;
+            if (!o_eat(&o, ']'))
+              rc = -1;
+            break;
+          }
+        }
+      } else {
+        rc = o_skip(&o);
+      }
+    } else {
+      rc = o_skip(&o);
+    }
+    if (rc != 0)
+      return LLM_EVENT_FALLBACK;
+    if (o_eat(&o, ','))
+      continue;
+    return o_eat(&o, '}') ? 0 : LLM_EVENT_FALLBACK;
+  }
+}
+
+static int openai_event_text(struct llm_stream *s, const char *p, size_t n) {
+  struct buf scratch;
+  buf_init(&scratch, n + 64);
+  struct llm__oai_chunk ch;
+  int rc = llm__openai_chunk_fast(p, n, &scratch, &ch);
+  for (size_t i = 0; rc == 0 && i < ch.n; i++) {
+    const char *t = (const char *)scratch.data + ch.step[i].off;
+    if (!ch.step[i].finish) {
+      llm__emit(s, t, ch.step[i].len);
+      continue;
+    }
+    s->finished = true;
+    llm__set_finish_reason(s, t);
+    if (strcmp(t, "content_filter") == 0) {
+      llm__fail(s, EG_EUPSTREAM,
+                "The answer was blocked by the model's content filter (finish_reason "
+                "content_filter).");
+      rc = EG_EUPSTREAM;
+    }
+  }
+  buf_free(&scratch);
+  return rc;
 }
 
 static void openai_end(struct llm_stream *s) {
@@ -145,6 +513,7 @@ static int64_t openai_retry_hint(int status, json_t *body) {
 const struct llm__dialect llm__openai_dialect = {
     .name = "openai",
     .event = openai_event,
+    .event_text = openai_event_text,
     .end = openai_end,
     .http_error = openai_http_error,
     .retry_hint = openai_retry_hint,

@@ -77,6 +77,13 @@ static int handle_json(struct llm_stream *s, const char *p, size_t n, bool at_eo
     rc = llm__utf8_sanitize(p, n, &clean);
     p = (const char *)clean.data;
     n = clean.len;
+  } else if (s->d->event_text != NULL) {
+    rc = s->d->event_text(s, p, n);
+    if (rc != LLM_EVENT_FALLBACK) {
+      buf_free(&clean);
+      return rc;
+    }
+    rc = 0;
   }
   json_error_t je;
   json_t *j = rc == 0 ? json_loadb(p, n, 0, &je) : NULL;

@@ -20,6 +20,8 @@
 #include "llm/llm_int.h"
 #include "test_time.h"
 
+#include "../../../fuzz/llmchunk/oai_ref.h"
+
 static struct fake_llm fake;
 
 /* ---- fixtures ----------------------------------------------------------------------- */
@@ -235,6 +237,77 @@ static void test_utf8_valid_and_sanitize(void **state) {
     }
   }
   assert_true(llm__utf8_valid("", 0));
+}
+
+/* The OpenAI chunk read without jansson: the steps it finds, what it leaves to jansson,
+   and agreement with the jansson reference (fuzz/llmchunk/oai_ref.h) on each input. */
+struct oai_case {
+  const char *text;
+  int fast; /* 0 or LLM_EVENT_FALLBACK */
+  const char *steps; /* "t:<text>|f:<reason>|..." when fast == 0 */
+};
+
+static void test_openai_chunk_fast(void **state) {
+  (void)state;
+  static const struct oai_case cases[] = {
+      {"{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"choices\":[{\"index\":0,"
+       "\"delta\":{\"role\":\"assistant\",\"content\":\"Noted. \"},\"finish_reason\":null}]}",
+       0, "t:Noted. |"},
+      {"{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}", 0, "f:stop|"},
+      {"{\"choices\":[{\"index\":1,\"delta\":{\"content\":\"other\"}},{\"index\":0,\"delta\":"
+       "{\"content\":\"a\\\"b\\\\c\\n\\/\"},\"finish_reason\":\"length\"}]}",
+       0, "t:a\"b\\c\n/|f:length|"},
+      {" { \"choices\" : [ { \"index\" : 0.0 , \"message\" : { \"refusal\" : \"r\" , \"content\" "
+       ": \"m\" } , \"finish_reason\" : \"content_filter\" } ] } ",
+       0, "t:m|t:r|f:content_filter|"},
+      {"{\"choices\":[1,\"s\",null,{\"delta\":\"str\",\"message\":{\"content\":\"from message\"}}],"
+       "\"x\":[{\"a\":[1,2,{}]}],\"usage\":null}",
+       0, "t:from message|"},
+      {"{\"choices\":[{\"index\":-0,\"delta\":{\"content\":\"\"},\"finish_reason\":\"\"}]}", 0,
+       "t:|"},
+      {"{}", 0, ""},
+      {"{\"choices\":[],\"usage\":{\"prompt_tokens\":3}}", LLM_EVENT_FALLBACK, NULL},
+      {"{\"object\":\"error\",\"message\":\"bad\"}", LLM_EVENT_FALLBACK, NULL},
+      {"{\"error\":null,\"choices\":[]}", LLM_EVENT_FALLBACK, NULL},
+      {"{\"choices\":[{\"delta\":{\"content\":\"x\",\"content\":\"y\"}}]}", LLM_EVENT_FALLBACK,
+       NULL},
+      {"{\"choices\":[{\"delta\":{\"content\":\"caf\\u00e9\"}}]}", LLM_EVENT_FALLBACK, NULL},
+      {"{\"choices\":[{\"delta\":{\"content\":\"caf\xc3\xa9\"}}]}", LLM_EVENT_FALLBACK, NULL},
+      {"{\"choices\":[{\"index\":12345678901234567890}]}", LLM_EVENT_FALLBACK, NULL},
+      {"[{\"choices\":[]}]", LLM_EVENT_FALLBACK, NULL},
+      {"{\"choices\":[}", LLM_EVENT_FALLBACK, NULL},
+      {"{\"choices\":[]} x", LLM_EVENT_FALLBACK, NULL},
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    const char *t = cases[c].text;
+    struct buf a, b, got;
+    buf_init(&a, 4096);
+    buf_init(&b, 4096);
+    buf_init(&got, 4096);
+    struct llm__oai_chunk fa, fb;
+    int fast = llm__openai_chunk_fast(t, strlen(t), &a, &fa);
+    if (fast != cases[c].fast)
+      fail_msg("case %zu: %d, expected %d", c, fast, cases[c].fast);
+    if (fast == 0) {
+      for (size_t i = 0; i < fa.n; i++) {
+        assert_int_equal(buf_printf(&got, "%s:", fa.step[i].finish ? "f" : "t"), 0);
+        assert_int_equal(buf_append(&got, a.data + fa.step[i].off, fa.step[i].len), 0);
+        assert_int_equal(buf_append_byte(&got, '|'), 0);
+      }
+      assert_int_equal(got.len, strlen(cases[c].steps));
+      assert_memory_equal(got.data, cases[c].steps, got.len);
+      assert_int_equal(oai_ref(t, strlen(t), &b, &fb), 0);
+      assert_int_equal(fa.n, fb.n);
+      for (size_t i = 0; i < fa.n; i++) {
+        assert_int_equal(fa.step[i].finish, fb.step[i].finish);
+        assert_int_equal(fa.step[i].len, fb.step[i].len);
+        assert_memory_equal(a.data + fa.step[i].off, b.data + fb.step[i].off, fa.step[i].len);
+      }
+    }
+    buf_free(&a);
+    buf_free(&b);
+    buf_free(&got);
+  }
 }
 
 static void test_gemini_stream_and_request(void **state) {
@@ -1066,6 +1139,7 @@ int main(void) {
       cmocka_unit_test(test_config),
       cmocka_unit_test(test_offline),
       cmocka_unit_test(test_utf8_valid_and_sanitize),
+      cmocka_unit_test(test_openai_chunk_fast),
       cmocka_unit_test(test_gemini_stream_and_request),
       cmocka_unit_test(test_gemini_line_endings_and_splits),
       cmocka_unit_test(test_gemini_retry_429_retrydelay),
