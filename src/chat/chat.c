@@ -292,7 +292,10 @@ static void job_free(struct job *j) {
     free(j->mem[i].context);
   }
   free(j->mem);
-  store_messages_free(&j->hist);
+  if (j->hist_cached)
+    chat_windows_release(&j->hist);
+  else
+    store_messages_free(&j->hist);
   buf_free(&j->answer);
   free(j);
 }

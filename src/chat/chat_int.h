@@ -22,9 +22,11 @@ struct chat_windows;
 
 struct chat_windows *chat_windows_new(size_t per_chat, size_t budget);
 void chat_windows_free(struct chat_windows *w);
-/* Copies chat's window (oldest first) into *out (free with store_messages_free) and
-   returns true; false (out empty) when it is not cached. */
+/* Copies chat's window (oldest first) into *out, in one allocation (free it with
+   chat_windows_release, not store_messages_free), and returns true; false (out empty)
+   when it is not cached. */
 bool chat_windows_get(struct chat_windows *w, const char *chat, struct store_messages *out);
+void chat_windows_release(struct store_messages *m);
 /* Caches the window just read from the store (copied). */
 void chat_windows_put(struct chat_windows *w, const char *chat, const struct store_messages *m);
 /* A message of chat was stored: appended to its window when cached. */

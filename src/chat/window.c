@@ -110,11 +110,37 @@ bool chat_windows_get(struct chat_windows *w, const char *chat, struct store_mes
     return false;
   lru_unlink(w, x);
   lru_front(w, x);
-  out->v = xcalloc(x->n ? x->n : 1, sizeof *out->v);
-  for (size_t i = 0; i < x->n; i++)
-    msg_copy(&out->v[i], &x->m[(x->head + i) % w->per_chat]);
+  /* One block: the messages, then their strings (chat_windows_release frees it). */
+  size_t bytes = (x->n ? x->n : 1) * sizeof *out->v;
+  for (size_t i = 0; i < x->n; i++) {
+    const struct store_message *m = &x->m[(x->head + i) % w->per_chat];
+    bytes += strlen(m->content) + 1 + (m->client_id ? strlen(m->client_id) + 1 : 0);
+  }
+  char *block = xmalloc(bytes);
+  out->v = (struct store_message *)(void *)block;
+  char *p = block + (x->n ? x->n : 1) * sizeof *out->v;
+  for (size_t i = 0; i < x->n; i++) {
+    const struct store_message *m = &x->m[(x->head + i) % w->per_chat];
+    out->v[i] = *m;
+    size_t n = strlen(m->content) + 1;
+    memcpy(p, m->content, n);
+    out->v[i].content = p;
+    p += n;
+    if (m->client_id) {
+      n = strlen(m->client_id) + 1;
+      memcpy(p, m->client_id, n);
+      out->v[i].client_id = p;
+      p += n;
+    }
+  }
   out->n = x->n;
   return true;
+}
+
+void chat_windows_release(struct store_messages *m) {
+  free(m->v);
+  m->v = NULL;
+  m->n = 0;
 }
 
 void chat_windows_put(struct chat_windows *w, const char *chat,

@@ -53,7 +53,7 @@ static void test_put_get_append_ring(void **state) {
   assert_string_equal(out.v[0].id, v[1].id);
   assert_string_equal(out.v[2].id, v[3].id);
   assert_string_equal(out.v[1].content, "");
-  store_messages_free(&out);
+  chat_windows_release(&out);
 
   /* Appends push the oldest out, in order; the copies are the cache's own. */
   char c1[] = "first new", c2[] = "second new";
@@ -71,7 +71,20 @@ static void test_put_get_append_ring(void **state) {
   assert_string_equal(out.v[2].role, "model");
   assert_true(out.v[2].cancelled);
   assert_int_equal(out.v[2].created_at, 1021);
-  store_messages_free(&out);
+  /* The copy is the caller's: pushing the window on (freeing its oldest) leaves it. */
+  char c3[] = "third new";
+  m = msg(22, c3, id);
+  m.client_id = "client-22";
+  chat_windows_append(w, &m);
+  assert_string_equal(out.v[0].content, "text");
+  assert_string_equal(out.v[1].content, "first new");
+  assert_null(out.v[1].client_id);
+  chat_windows_release(&out);
+  assert_true(chat_windows_get(w, CHAT, &out));
+  assert_string_equal(out.v[2].content, "third new");
+  assert_string_equal(out.v[2].client_id, "client-22");
+  assert_string_equal(out.v[1].content, "second new");
+  chat_windows_release(&out);
 
   chat_windows_drop(w, CHAT);
   assert_false(chat_windows_get(w, CHAT, &out));
@@ -102,11 +115,11 @@ static void test_budget(void **state) {
   for (int i = 0; i < 5; i++) {
     if (chat_windows_get(w, chats[i], &out))
       kept++;
-    store_messages_free(&out);
+    chat_windows_release(&out);
   }
   assert_true(kept >= 1 && kept <= 2);
   assert_true(chat_windows_get(w, chats[4], &out)); /* the newest */
-  store_messages_free(&out);
+  chat_windows_release(&out);
   assert_false(chat_windows_get(w, chats[0], &out));
   chat_windows_put(w, "short", &l); /* not a chat id: not cached */
   assert_false(chat_windows_get(w, "short", &out));
