@@ -375,16 +375,29 @@ size_t sio_format_real(double v, char tmp[SIO_REAL_MAX]) {
        round-trip interval is symmetric about v, and no decimal of 17 digits or fewer
        sits on its edge), so a binary search finds the same shortest precision as the
        linear scan below in about 4 tries instead of up to 17 (scores need 16-17). */
-    int lo = 1, hi = 17; /* 17 always reads back */
+    /* Scores (floats widened to double) need 16 or 17 digits: 16 and 15 are tried first,
+       so most take 2 printf and 1-2 strtod; the form found good is kept, not printed
+       again. */
+    int lo = 1, hi = 17, steps = 0, good_prec = 0, good_len = 0; /* 17 always reads back */
+    char good[SIO_REAL_MAX];
     while (lo < hi) {
-      int mid = (lo + hi) / 2;
-      snprintf(tmp, SIO_REAL_MAX, "%.*g", mid, v);
-      if (strtod(tmp, NULL) == v)
+      int mid = steps++ < 2 ? hi - 1 : (lo + hi) / 2;
+      int n = snprintf(tmp, SIO_REAL_MAX, "%.*g", mid, v);
+      if (strtod(tmp, NULL) == v) {
         hi = mid;
-      else
+        good_prec = mid;
+        good_len = n;
+        memcpy(good, tmp, (size_t)n + 1);
+      } else {
         lo = mid + 1;
+      }
     }
-    len = snprintf(tmp, SIO_REAL_MAX, "%.*g", lo, v);
+    if (good_prec == lo) {
+      memcpy(tmp, good, (size_t)good_len + 1);
+      len = good_len;
+    } else {
+      len = snprintf(tmp, SIO_REAL_MAX, "%.*g", lo, v);
+    }
   } else {
     for (int prec = 1; prec <= 17; prec++) {
       len = snprintf(tmp, SIO_REAL_MAX, "%.*g", prec, v);
