@@ -142,6 +142,13 @@ struct jw {
   int rc;
 };
 
+/* An empty writer with room for about hint bytes (one allocation, not a chain of
+   doublings from 64). */
+static void jw_init(struct jw *w, size_t hint) {
+  buf_init(&w->b, SIZE_MAX / 2);
+  w->rc = buf_reserve(&w->b, hint);
+}
+
 static void jw_raw(struct jw *w, const char *s) {
   if (w->rc == 0)
     w->rc = buf_append_str(&w->b, s);
@@ -241,8 +248,8 @@ static void fan_out(struct job *j, const struct store_message_new *m) {
   size_t clen = strlen(m->content);
   int rc;
   if (utf8_ok(m->content, clen)) {
-    struct jw w = {.rc = 0};
-    buf_init(&w.b, SIZE_MAX / 2);
+    struct jw w;
+    jw_init(&w, 160 + clen + clen / 8);
     jw_raw(&w, "{\"chat\":");
     jw_str(&w, j->chat, strlen(j->chat));
     jw_raw(&w, ",\"message\":{\"id\":");
@@ -428,9 +435,12 @@ static void emit_response(struct job *j, bool cancelled) {
     return;
   const char *content = j->answer.len ? (const char *)j->answer.data : "";
   bool ok = utf8_ok(content, j->answer.len);
-  for (size_t i = 0; ok && i < j->nmem; i++)
-    ok = utf8_ok(j->mem[i].text, strlen(j->mem[i].text)) &&
-         utf8_ok(j->mem[i].role, strlen(j->mem[i].role));
+  size_t texts = 0;
+  for (size_t i = 0; ok && i < j->nmem; i++) {
+    size_t tl = strlen(j->mem[i].text);
+    texts += tl;
+    ok = utf8_ok(j->mem[i].text, tl) && utf8_ok(j->mem[i].role, strlen(j->mem[i].role));
+  }
   if (!ok) {
     json_t *r =
         json_pack("{s:s,s:s%,s:s,s:o}", "chat", j->chat, "content", content, j->answer.len,
@@ -440,8 +450,8 @@ static void emit_response(struct job *j, bool cancelled) {
     emit(s, "ai-response", r);
     return;
   }
-  struct jw w = {.rc = 0};
-  buf_init(&w.b, SIZE_MAX / 2);
+  struct jw w;
+  jw_init(&w, 160 + (j->answer.len + texts) * 9 / 8 + 160 * j->nmem);
   jw_raw(&w, "{\"chat\":");
   jw_str(&w, j->chat, strlen(j->chat));
   jw_raw(&w, ",\"content\":");
@@ -508,8 +518,8 @@ static void on_delta(void *ud, const char *text, size_t len) {
                    (json_int_t)j->seq++, "delta", text, len));
     return;
   }
-  struct jw w = {.rc = 0};
-  buf_init(&w.b, SIZE_MAX / 2);
+  struct jw w;
+  jw_init(&w, 120 + len + len / 8);
   jw_raw(&w, "{\"chat\":");
   jw_str(&w, j->chat, strlen(j->chat));
   jw_raw(&w, ",\"messageId\":");
