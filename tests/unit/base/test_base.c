@@ -258,6 +258,23 @@ static void test_json_str(void **state) {
     free(want);
     json_decref(js);
   }
+  /* Every byte below 0x80 at every position of a 19-byte ASCII run (the 8-byte scan's
+     lanes and its tail). */
+  for (int c = 1; c < 0x80; c++) {
+    for (size_t pos = 0; pos < 19; pos++) {
+      char in[19];
+      memset(in, 'a', sizeof in);
+      in[pos] = (char)c;
+      json_t *js = json_stringn(in, sizeof in);
+      char *want = dump_lower(js);
+      buf_init(&b, 256);
+      assert_int_equal(buf_append_json_str(&b, in, sizeof in), 0);
+      assert_string_equal((char *)b.data, want);
+      buf_free(&b);
+      free(want);
+      json_decref(js);
+    }
+  }
   /* Past the cap: EG_ETOOBIG, the buffer as it was (also when only the escapes overflow). */
   buf_init(&b, 12);
   assert_int_equal(buf_append(&b, "ab", 2), 0);
