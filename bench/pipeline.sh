@@ -2,9 +2,10 @@
 # The ai-message pipeline benchmark (issue: language models and the pipeline).
 # With the instant fake model (bench/fake_model.c: an OpenAI-compatible server answering
 # at once), SQLite, the hash embedder and MEMORIES memories per user: ai-messages per
-# second, client-observed latency p50/p99, the server's share of the latency (model time
-# excluded, from /metrics engram_answer_overhead_seconds) and the server's CPU
-# microseconds per ai-message, with CONNS connections (each its own chat).
+# second, client-observed latency p50/p99, the server's share of it (model time excluded:
+# /metrics engram_answer_latency_seconds up to ai-response, _overhead_seconds up to the
+# answer stored) and the server's CPU microseconds per ai-message, with CONNS connections
+# (each its own chat).
 #
 #   bench/pipeline.sh [CONNS=100] [USERS=10] [MEMORIES=10000] [DURATION=15] [RATE=R] [PERF=out.data]
 # WARMUP: seconds before the window (default 5; each user's memories load into RAM on the
@@ -63,7 +64,8 @@ threadstat() {
   done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
 }
 answers() { curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^engram_answers_total //p'; }
-(sleep "${WARMUP:-5}"; threadstat >"$work/t1"; a1=$(answers); sleep "$DURATION"; threadstat >"$work/t2"; a2=$(answers)
+(sleep "${WARMUP:-5}"; threadstat >"$work/t1"; curl -s "http://127.0.0.1:$port/metrics" >"$work/metrics0"
+ a1=$(answers); sleep "$DURATION"; threadstat >"$work/t2"; a2=$(answers)
  [ "$a2" -gt "$a1" ] && join "$work/t1" "$work/t2" | awk -v n=$(( a2 - a1 )) -v hz="$(getconf CLK_TCK)" \
    '{s = s sprintf(" %s %d", $1, ($3 - $2) * 1000000 / hz / n)} END {print "pipeline: us of CPU per answer by thread over " n " answers:" s}') & loopjob=$!
 "$B/chatload" --port "$port" --pairs "$work/pairs" --secret "$SECRET" --conns "$CONNS" \
@@ -71,20 +73,29 @@ answers() { curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^engram_answers
 wait "$loopjob" || true
 curl -s "http://127.0.0.1:$port/metrics" >"$work/metrics"
 [ -n "${METRICS:-}" ] && cp "$work/metrics" "$METRICS"
-/usr/bin/python3 - "$work/metrics" <<'PY'
+/usr/bin/python3 - "$work/metrics0" "$work/metrics" <<'PY'
 import re, sys
-text = open(sys.argv[1]).read()
-b = [(float(m.group(1)) if m.group(1) != "+Inf" else float("inf"), int(m.group(2)))
-     for m in re.finditer(r'^engram_answer_overhead_seconds_bucket\{le="([^"]+)"\} (\d+)$', text, re.M)]
-total = b[-1][1] if b else 0
-def q(p):
-    want = p * total
-    for le, c in b:
-        if c >= want:
-            return le
-    return float("inf")
-if total:
-    print("pipeline: server overhead (model excluded, bucket upper bounds): p50 <= %.2f ms, p99 <= %.2f ms over %d answers"
-          % (q(0.5) * 1000, q(0.99) * 1000, total))
+# Quantiles of the answers since the window began (the warm-up's user loads left out), from
+# the difference of the histograms at its start and at the end.
+def buckets(path, name):
+    try:
+        text = open(path).read()
+    except OSError:
+        return []
+    return [(float(m.group(1)) if m.group(1) != "+Inf" else float("inf"), int(m.group(2)))
+            for m in re.finditer(r'^%s_bucket\{le="([^"]+)"\} (\d+)$' % name, text, re.M)]
+for name, what in (("engram_answer_latency_seconds", "to ai-response"),
+                   ("engram_answer_overhead_seconds", "to the answer stored")):
+    end, start = buckets(sys.argv[2], name), dict(buckets(sys.argv[1], name))
+    b = [(le, c - start.get(le, 0)) for le, c in end]
+    total = b[-1][1] if b else 0
+    def q(p):
+        for le, c in b:
+            if c >= p * total:
+                return le
+        return float("inf")
+    if total:
+        print("pipeline: server time %s, model excluded (bucket upper bounds): p50 <= %.2f ms, p99 <= %.2f ms over %d answers in the window"
+              % (what, q(0.5) * 1000, q(0.99) * 1000, total))
 PY
 echo "pipeline: load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

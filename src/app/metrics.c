@@ -91,11 +91,11 @@ int app_metrics_render(const struct app_metrics_src *m, struct buf *b) {
   struct mem_index_stats is;
   mem_index_stats(m->index, &is);
   int rc = 0;
-#define G(name, help, v)                                                                    \
-  if (!rc)                                                                                  \
+#define G(name, help, v)                                                                       \
+  if (!rc)                                                                                     \
   rc = gauge(b, name, help, "gauge", (double)(v))
-#define C(name, help, v)                                                                    \
-  if (!rc)                                                                                  \
+#define C(name, help, v)                                                                       \
+  if (!rc)                                                                                     \
   rc = gauge(b, name, help, "counter", (double)(v))
   G("engram_engineio_clients", "Connected Engine.IO clients.", sio_server_client_count(m->io));
   G("engram_socketio_sockets", "Connected Socket.IO sockets in the main namespace.",
@@ -113,8 +113,7 @@ int app_metrics_render(const struct app_metrics_src *m, struct buf *b) {
   C("engram_answers_total", "Answers completed.", cs.answers);
   C("engram_answers_cancelled_total", "Answers cancelled by the user.", cs.cancelled);
   C("engram_duplicates_total", "ai-messages repeated with a known clientId.", cs.duplicates);
-  C("engram_store_inserts_total", "Messages committed by the group-commit writer.",
-    ss.inserts);
+  C("engram_store_inserts_total", "Messages committed by the group-commit writer.", ss.inserts);
   C("engram_store_transactions_total", "Transactions of the group-commit writer.",
     ss.transactions);
   G("engram_store_max_batch", "Largest group commit.", ss.max_batch);
@@ -131,20 +130,19 @@ int app_metrics_render(const struct app_metrics_src *m, struct buf *b) {
   if (!rc)
     rc = render_db_pool(m, b);
   if (!rc)
-    rc = buf_printf(b, "# HELP engram_errors_total ai-message errors by code.\n"
-                       "# TYPE engram_errors_total counter\n"
-                       "engram_errors_total{code=\"bad_request\"} %llu\n"
-                       "engram_errors_total{code=\"not_found\"} %llu\n"
-                       "engram_errors_total{code=\"too_large\"} %llu\n"
-                       "engram_errors_total{code=\"rate_limited\"} %llu\n"
-                       "engram_errors_total{code=\"llm_unavailable\"} %llu\n"
-                       "engram_errors_total{code=\"internal\"} %llu\n",
-                    (unsigned long long)cs.errors_bad_request,
-                    (unsigned long long)cs.errors_not_found,
-                    (unsigned long long)cs.errors_too_large,
-                    (unsigned long long)cs.errors_rate_limited,
-                    (unsigned long long)cs.errors_llm_unavailable,
-                    (unsigned long long)cs.errors_internal);
+    rc = buf_printf(
+        b,
+        "# HELP engram_errors_total ai-message errors by code.\n"
+        "# TYPE engram_errors_total counter\n"
+        "engram_errors_total{code=\"bad_request\"} %llu\n"
+        "engram_errors_total{code=\"not_found\"} %llu\n"
+        "engram_errors_total{code=\"too_large\"} %llu\n"
+        "engram_errors_total{code=\"rate_limited\"} %llu\n"
+        "engram_errors_total{code=\"llm_unavailable\"} %llu\n"
+        "engram_errors_total{code=\"internal\"} %llu\n",
+        (unsigned long long)cs.errors_bad_request, (unsigned long long)cs.errors_not_found,
+        (unsigned long long)cs.errors_too_large, (unsigned long long)cs.errors_rate_limited,
+        (unsigned long long)cs.errors_llm_unavailable, (unsigned long long)cs.errors_internal);
   static const struct {
     const char *name, *help;
     size_t off;
@@ -156,8 +154,11 @@ int app_metrics_render(const struct app_metrics_src *m, struct buf *b) {
       {"engram_recall_seconds", "Memory recall (search and fusion).",
        offsetof(struct chat_stats, recall)},
       {"engram_answer_overhead_seconds",
-       "Server time of an answered ai-message, model time excluded.",
+       "Server time of an answered ai-message up to its answer stored, model time excluded.",
        offsetof(struct chat_stats, overhead)},
+      {"engram_answer_latency_seconds",
+       "ai-message received to ai-response written, model time excluded.",
+       offsetof(struct chat_stats, latency)},
   };
   for (size_t i = 0; i < EG_ARRAY_LEN(hs) && !rc; i++) {
     rc = buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", hs[i].name, hs[i].help,

@@ -545,6 +545,9 @@ static void on_llm_done(void *ud, const struct llm_result *res) {
     else
       c->st.answers++;
     emit_response(j, cancelled);
+    if (!cancelled) /* what the client waits for: the answer is stored after it */
+      histo_add(&c->st.latency,
+                ((j->t_llm_start - j->t_recv) + (clock_mono_ns() - j->t_llm_end)) / 1000);
     store_answer(j, cancelled);
     return;
   }

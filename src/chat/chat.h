@@ -110,6 +110,8 @@ struct chat_stats {
   struct histo overhead;       /* server time of an answered ai-message, model time
                                   excluded: receive -> model start, plus model end ->
                                   answer stored */
+  struct histo latency;        /* the same up to ai-response written (what the client
+                                  waits for; the answer is stored after it) */
 };
 void chat_stats(const struct chat *c, struct chat_stats *st);
 

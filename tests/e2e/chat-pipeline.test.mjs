@@ -404,9 +404,11 @@ test("/metrics reports messages, answers, errors by code and latency histograms"
   assert.ok(value("engram_answers_total") >= 1);
   assert.ok(value('engram_errors_total\\{code="bad_request"\\}') >= 1);
   assert.ok(value("engram_answer_overhead_seconds_count") >= 1);
+  assert.ok(value("engram_answer_latency_seconds_count") >= 1);
   assert.ok(value("engram_model_seconds_count") >= 1);
   assert.ok(value("engram_recall_seconds_count") >= 1);
   assert.ok(value("engram_store_inserts_total") >= 2);
   assert.match(text, /^engram_model_seconds_bucket\{le="\+Inf"\} \d+$/m);
   assert.match(text, /^# TYPE engram_answer_overhead_seconds histogram$/m);
+  assert.match(text, /^# TYPE engram_answer_latency_seconds histogram$/m);
 });
