@@ -111,6 +111,21 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n) {
   return h;
 }
 
+/* The checksum of a recall's results (ids, scores, texts, neighbours): equal sums, equal
+   results. */
+static uint64_t found_sum(uint64_t sum, const struct mem_found *f, size_t nf) {
+  for (size_t i = 0; i < nf; i++) {
+    sum = fnv(sum, f[i].id, ID_LEN);
+    sum = fnv(sum, &f[i].score, sizeof f[i].score);
+    sum = fnv(sum, f[i].text, strlen(f[i].text));
+    if (f[i].before)
+      sum = fnv(sum, f[i].before, strlen(f[i].before));
+    if (f[i].after)
+      sum = fnv(sum, f[i].after, strlen(f[i].after));
+  }
+  return sum;
+}
+
 /* This thread's CPU time (the machine may be busy: wall time would count the waits). */
 static uint64_t cpu_ns(void) {
   struct timespec ts;
@@ -179,15 +194,7 @@ static int chat_bench(size_t n) {
       return 1;
     rec_ns += (double)(cpu_ns() - t);
     nfound += nf;
-    for (size_t i = 0; i < nf; i++) {
-      sum = fnv(sum, f[i].id, ID_LEN);
-      sum = fnv(sum, &f[i].score, sizeof f[i].score);
-      sum = fnv(sum, f[i].text, strlen(f[i].text));
-      if (f[i].before)
-        sum = fnv(sum, f[i].before, strlen(f[i].before));
-      if (f[i].after)
-        sum = fnv(sum, f[i].after, strlen(f[i].after));
-    }
+    sum = found_sum(sum, f, nf);
     mem_found_free(f, nf);
   }
   struct mem_index_stats st;
@@ -312,15 +319,7 @@ static int pipeline_bench(size_t users, size_t n) {
     rec_ns += (double)(t3 - t2);
     add_ns += (double)(t1 - t + t5 - t4);
     nfound += nf;
-    for (size_t i = 0; i < nf; i++) {
-      sum = fnv(sum, f[i].id, ID_LEN);
-      sum = fnv(sum, &f[i].score, sizeof f[i].score);
-      sum = fnv(sum, f[i].text, strlen(f[i].text));
-      if (f[i].before)
-        sum = fnv(sum, f[i].before, strlen(f[i].before));
-      if (f[i].after)
-        sum = fnv(sum, f[i].after, strlen(f[i].after));
-    }
+    sum = found_sum(sum, f, nf);
     mem_found_free(f, nf);
   }
   struct mem_index_stats st;
