@@ -663,6 +663,7 @@ int main(int argc, char **argv) {
          "(by exact score; equal-score rows are interchangeable)\n",
          want ? (double)agree / (double)want : 0);
   free(allv);
+  free(all);
   printf("\nuser isolation: %d results of another user (must be 0)\n", leaks);
   mem_index_free(ix);
   store_close(st);
