@@ -175,7 +175,7 @@ static void on_backfill_timer(uv_timer_t *t) {
   recall_backfill_kick(e->recall);
 }
 
-/* ---- shutdown: chat -> sio -> http -> store -> llm/httpc ------------------------------------ */
+/* ---- shutdown: chat -> sio -> http -> cluster -> store -> llm/httpc ------------------------ */
 
 static void on_httpc_closed(void *ud) {
   struct engram *e = ud;
@@ -195,22 +195,24 @@ static void on_async_closed(void *ud) {
   httpc_close(e->httpc, on_httpc_closed, e);
 }
 
-static void on_http_closed(void *ud) {
+static void on_cluster_closed(void *ud) {
   struct engram *e = ud;
   store_async_close(e->async, on_async_closed, e);
 }
 
-static void on_cluster_closed(void *ud) {
-  struct engram *e = ud;
-  http_server_stop(e->http, on_http_closed, e);
-}
-
-static void on_sio_closed(void *ud) {
+static void on_http_closed(void *ud) {
   struct engram *e = ud;
   if (e->cluster)
     cluster_close(e->cluster, on_cluster_closed, e);
   else
-    http_server_stop(e->http, on_http_closed, e);
+    store_async_close(e->async, on_async_closed, e);
+}
+
+/* The HTTP server stops dispatching at once (http_server_stop), in the same turn as the
+   Socket.IO server is freed: no request reaches its handlers after that. */
+static void on_sio_closed(void *ud) {
+  struct engram *e = ud;
+  http_server_stop(e->http, on_http_closed, e);
 }
 
 static void on_chat_idle(void *ud) {

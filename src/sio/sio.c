@@ -1320,6 +1320,11 @@ int sio_server_new(uv_loop_t *loop, const struct sio_opts *o, struct sio_server 
 
 void sio_http_handler(struct http_req *req, void *ud) {
   struct sio_server *io = ud;
+  if (io->closing) { /* the Engine.IO server may be freed already (sio_server_close) */
+    if (http_respond(req, 503, NULL, NULL, 0) != 0)
+      log_debug("sio: 503 while closing not sent");
+    return;
+  }
   eio_http_handler(req, io->eio);
 }
 
