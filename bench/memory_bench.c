@@ -133,6 +133,24 @@ static uint64_t cpu_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Adds one turn (id number idn) to the user's index: its CPU time in ns, or UINT64_MAX
+   when the add fails. id gets the turn's id. */
+static uint64_t turn_add(struct mem_index *ix, const char *user, const char *chat, uint64_t idn,
+                         const char *text, const float *vec, enum mem_role role,
+                         char id[ID_LEN + 1]) {
+  struct mem_row row = {.created_at = 1000000 + (int64_t)idn * 1000,
+                        .vec = vec,
+                        .text = text,
+                        .chat_id = chat,
+                        .role = role};
+  snprintf(id, ID_LEN + 1, "66%022llx", (unsigned long long)idn);
+  memcpy(row.id, id, ID_LEN + 1);
+  uint64_t t = cpu_ns();
+  if (mem_index_add(ix, user, MEM_HASH_MODEL, &row) != 0)
+    return UINT64_MAX;
+  return cpu_ns() - t;
+}
+
 static int chat_bench(size_t n) {
   const char *chat = "650000000000000000000001";
   const size_t nhist = 500, nq = 2000, window = 21;
@@ -275,17 +293,9 @@ static int pipeline_bench(size_t users, size_t n) {
     question(s, q, sizeof q);
     float qv[MEM_DIM];
     mem_hash_embed(q, strlen(q), qv);
-    snprintf(qid, sizeof qid, "66%022llx", (unsigned long long)++idn);
-    struct mem_row row = {.created_at = 1000000 + (int64_t)idn * 1000,
-                          .vec = qv,
-                          .text = q,
-                          .chat_id = chat,
-                          .role = MEM_ROLE_USER};
-    memcpy(row.id, qid, sizeof qid);
-    uint64_t t = cpu_ns();
-    if (mem_index_add(ix, user, MEM_HASH_MODEL, &row) != 0)
+    uint64_t qns = turn_add(ix, user, chat, ++idn, q, qv, MEM_ROLE_USER, qid);
+    if (qns == UINT64_MAX)
       return 1;
-    uint64_t t1 = cpu_ns();
     memcpy(win[wc * window + wn[wc]++ % window], qid, sizeof qid);
     const char *ex[32];
     size_t nex = EG_MIN(wn[wc], window);
@@ -300,24 +310,16 @@ static int pipeline_bench(size_t users, size_t n) {
     if (mem_index_recall(ix, user, MEM_HASH_MODEL, qv, q, 28, &o, true, f, &nf) != 0)
       return 1;
     uint64_t t3 = cpu_ns();
-    snprintf(aid, sizeof aid, "66%022llx", (unsigned long long)++idn);
-    row = (struct mem_row){.created_at = 1000000 + (int64_t)idn * 1000,
-                           .vec = avec,
-                           .text = answer,
-                           .chat_id = chat,
-                           .role = MEM_ROLE_MODEL};
-    memcpy(row.id, aid, sizeof aid);
-    uint64_t t4 = cpu_ns();
-    if (mem_index_add(ix, user, MEM_HASH_MODEL, &row) != 0)
+    uint64_t ans = turn_add(ix, user, chat, ++idn, answer, avec, MEM_ROLE_MODEL, aid);
+    if (ans == UINT64_MAX)
       return 1;
-    uint64_t t5 = cpu_ns();
     memcpy(win[wc * window + wn[wc]++ % window], aid, sizeof aid);
     if (s < warm) {
       mem_found_free(f, nf);
       continue;
     }
     rec_ns += (double)(t3 - t2);
-    add_ns += (double)(t1 - t + t5 - t4);
+    add_ns += (double)(qns + ans);
     nfound += nf;
     sum = found_sum(sum, f, nf);
     mem_found_free(f, nf);
