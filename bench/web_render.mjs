@@ -9,6 +9,10 @@
 //   chat     cold   a new context per load with the user's cookie: `/` opens the most
 //                   recent chat, its history rendered
 //   chat     warm   new tabs of one signed-in context
+//   (both)   same   the page loaded again in the tab that showed it (as a reload or a link
+//                   to it: the browser keeps that tab's renderer process, while each new
+//                   tab above starts one, ~50 ms of the floor on this machine; not for
+//                   the floor: a data: URL always gets a new process)
 //   floor    cold/warm  the same for a data: URL page of one line of text: the browser's
 //                   own cost of a new tab's first paint on this machine (its "ready" is
 //                   its first contentful paint)
@@ -68,9 +72,10 @@ const pct = (xs, p) => {
 };
 const f1 = (x) => (x === undefined || x === null ? "-" : x.toFixed(1));
 
-// One load of `/` in a new tab of ctx: the figures of the Performance API.
-async function load(ctx, url, expect, tracePath) {
-  const page = await ctx.newPage();
+// One load of `/` in a new tab of ctx (or again in the tab `keep`): the figures of the
+// Performance API.
+async function load(ctx, url, expect, tracePath, keep) {
+  const page = keep || (await ctx.newPage());
   const problems = [];
   page.on("pageerror", (e) => problems.push(e.message));
   try {
@@ -113,7 +118,7 @@ async function load(ctx, url, expect, tracePath) {
       throw new Error(`the open chat shows ${r.msgs} messages at engram:ready, expected ${expect.msgs}`);
     return r;
   } finally {
-    await page.close();
+    if (!keep) await page.close();
   }
 }
 
@@ -196,7 +201,7 @@ async function main() {
     // The cases are interleaved (one load of each in turn) so that a change of the
     // machine's load during the run weighs on all of them alike.
     const url = (c) => c.url || c.s.url + "/";
-    const warmCtx = [], res = chosen.map(() => ({ cold: [], warm: [] }));
+    const warmCtx = [], sameCtx = [], samePage = [], res = chosen.map(() => ({ cold: [], warm: [], same: [] }));
     for (const c of chosen) {
       // Warm-up: the first load of a fresh browser pays process start-up; not counted.
       const ctx0 = await newCtx(c.signedIn, c.s);
@@ -205,6 +210,12 @@ async function main() {
       const ctx = await newCtx(c.signedIn, c.s);
       await load(ctx, url(c), c.expect); // fills the HTTP cache
       warmCtx.push(ctx);
+      // its own context: an open tab of the site would let the new tabs of the warm case
+      // reuse its renderer process (~30 ms less than a tab of a site with no open tab)
+      const sctx = await newCtx(c.signedIn, c.s);
+      samePage.push(c.base === "floor" ? null : await sctx.newPage());
+      sameCtx.push(sctx);
+      if (samePage[samePage.length - 1]) await load(sctx, url(c), c.expect, undefined, samePage[samePage.length - 1]);
     }
     for (let i = 0; i < RUNS; i++) {
       for (const [k, c] of chosen.entries()) {
@@ -214,19 +225,21 @@ async function main() {
         res[k].cold.push(await load(ctx, url(c), c.expect, trace("cold")));
         await ctx.close();
         res[k].warm.push(await load(warmCtx[k], url(c), c.expect, trace("warm")));
+        if (samePage[k]) res[k].same.push(await load(sameCtx[k], url(c), c.expect, trace("same"), samePage[k]));
       }
     }
-    for (const ctx of warmCtx) await ctx.close();
+    for (const ctx of [...warmCtx, ...sameCtx]) await ctx.close();
     const out = [];
     for (const [k, c] of chosen.entries()) {
-      for (const cache of ["cold", "warm"]) {
+      for (const cache of ["cold", "warm", "same"]) {
         const rs = res[k][cache];
+        if (!rs.length) continue; // the floor, a data: URL, has no same-tab case
         const fcp = rs.map((r) => r.fcp), ready = rs.map((r) => r.ready);
         const row = { screen: c.name, cache, fcp50: pct(fcp, 50), fcp90: pct(fcp, 90), ready50: pct(ready, 50), ready90: pct(ready, 90), max: Math.max(...fcp, ...ready) };
         out.push(row);
         if (WATERFALL && c.base !== "floor") waterfall(`${c.name} ${cache}`, rs[rs.length - 1]);
-        if (cache === "warm" && rs.some((r) => r.resources.some((e) => e.size > 1000 && !e.name.startsWith("/api/") && !e.name.startsWith("/socket.io/?"))))
-          console.log(`  note: a warm ${c.name} load fetched a whole file again (no 304)`);
+        if (cache !== "cold" && rs.some((r) => r.resources.some((e) => e.size > 1000 && !e.name.startsWith("/api/") && !e.name.startsWith("/socket.io/?"))))
+          console.log(`  note: a ${cache} ${c.name} load fetched a whole file again (no 304)`);
       }
     }
     console.log("");
