@@ -276,6 +276,12 @@ static int setup(struct engram *e) {
     log_error("engram: cannot open the store (%s): %s", c->db, eg_strerror(rc));
     return rc;
   }
+  /* Only the Pinecone mode's keyword side searches the store's keyword index: without it,
+     every memory written costs less (store_keyword_index). */
+  if ((rc = store_keyword_index(e->store, strcmp(c->vectors, "pinecone") == 0)) != 0) {
+    log_error("engram: cannot set up the store's keyword index: %s", eg_strerror(rc));
+    return rc;
+  }
   if ((rc = store_async_new(e->loop, e->store, &e->async)) != 0)
     return rc;
   if ((rc = auth_jwt_init(&e->jwt, c->jwt_secret, c->data_dir, c->token_ttl_s)) != 0)

@@ -22,7 +22,10 @@
  * (the owner is indexed so a search ranks one user's memories only), keyed by
  * the integer alias memories.rid (stable across VACUUM, unlike an implicit rowid), kept in
  * step by triggers; foreign-key cascades fire those triggers too, so deleting a chat or a
- * user cleans the index.
+ * user cleans the index. Only the Pinecone mode searches it: with built-in vectors the
+ * server turns it off (store_keyword_index: the table and its triggers are dropped, which
+ * saves their writes for every memory), and turning it on again rebuilds it from memories.
+ * Whether memories_fts exists is the state, read at open.
  */
 #include "store/store_int.h"
 
@@ -39,6 +42,28 @@
 #define SQ_READERS 4
 
 /* ---- schema -------------------------------------------------------------------------- */
+
+/* The full-text index as migration 3 made it, built from every memory; and its removal.
+   sq_keyword_index uses both too: a later migration that changes the index must change
+   them (and cope with a store whose index is off: no memories_fts table). */
+#define SQ_FTS_CREATE                                                                          \
+  "CREATE VIRTUAL TABLE memories_fts USING fts5(text, user_id, content='memories',"            \
+  " content_rowid='rid', tokenize='porter unicode61');"                                        \
+  "INSERT INTO memories_fts(memories_fts) VALUES ('rebuild');"                                 \
+  "CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN"                                  \
+  " INSERT INTO memories_fts(rowid, text, user_id) VALUES (new.rid, new.text, new.user_id);"   \
+  " END;"                                                                                      \
+  "CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN"                                  \
+  " INSERT INTO memories_fts(memories_fts, rowid, text, user_id)"                              \
+  " VALUES ('delete', old.rid, old.text, old.user_id); END;"                                   \
+  "CREATE TRIGGER memories_au AFTER UPDATE OF text, user_id ON memories BEGIN"                 \
+  " INSERT INTO memories_fts(memories_fts, rowid, text, user_id)"                              \
+  " VALUES ('delete', old.rid, old.text, old.user_id);"                                        \
+  " INSERT INTO memories_fts(rowid, text, user_id) VALUES (new.rid, new.text, new.user_id);"   \
+  " END;"
+#define SQ_FTS_DROP                                                                            \
+  "DROP TRIGGER memories_ai; DROP TRIGGER memories_ad; DROP TRIGGER memories_au;"              \
+  "DROP TABLE memories_fts;"
 
 /* Migration N is sq_migrations[N - 1]; pg.c has the same numbering. */
 static const char *const sq_migrations[] = {
@@ -97,22 +122,7 @@ static const char *const sq_migrations[] = {
     /* 3: the owner in the full-text index, so that a search ranks one user's memories
        inside FTS5 (user_id:"<id>" AND text:(...)) and reads only the k rows it returns,
        instead of joining every matching memory of every user to filter afterwards */
-    "DROP TRIGGER memories_ai; DROP TRIGGER memories_ad; DROP TRIGGER memories_au;"
-    "DROP TABLE memories_fts;"
-    "CREATE VIRTUAL TABLE memories_fts USING fts5(text, user_id, content='memories',"
-    " content_rowid='rid', tokenize='porter unicode61');"
-    "INSERT INTO memories_fts(memories_fts) VALUES ('rebuild');"
-    "CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN"
-    " INSERT INTO memories_fts(rowid, text, user_id) VALUES (new.rid, new.text, new.user_id);"
-    " END;"
-    "CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN"
-    " INSERT INTO memories_fts(memories_fts, rowid, text, user_id)"
-    " VALUES ('delete', old.rid, old.text, old.user_id); END;"
-    "CREATE TRIGGER memories_au AFTER UPDATE OF text, user_id ON memories BEGIN"
-    " INSERT INTO memories_fts(memories_fts, rowid, text, user_id)"
-    " VALUES ('delete', old.rid, old.text, old.user_id);"
-    " INSERT INTO memories_fts(rowid, text, user_id) VALUES (new.rid, new.text, new.user_id);"
-    " END;",
+    SQ_FTS_DROP SQ_FTS_CREATE,
 };
 
 /* ---- statements ---------------------------------------------------------------------- */
@@ -509,6 +519,49 @@ out:
   return rc;
 }
 
+/* ---- the keyword index --------------------------------------------------------------- */
+
+/* Whether memories_fts exists (the index is on), on connection c. */
+static int sq_fts_exists(struct sq_conn *c, bool *exists) {
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2(
+      c->db, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'memories_fts'", -1,
+      &st, NULL);
+  if (rc != SQLITE_OK)
+    return sq_err(c->db, rc, "keyword index lookup");
+  rc = sqlite3_step(st);
+  *exists = rc == SQLITE_ROW;
+  sqlite3_finalize(st);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sq_err(c->db, rc, "keyword index lookup");
+}
+
+/* Drops the FTS5 table and its triggers (off), or creates them and indexes every memory
+   (on), in one transaction; nothing when the index is already so. */
+static int sq_keyword_index(struct store *s, bool on) {
+  struct sq_conn *c = sq_writer(s);
+  int rc = sq_exec(c, "BEGIN IMMEDIATE");
+  if (rc != 0)
+    goto out;
+  bool exists = false;
+  rc = sq_fts_exists(c, &exists);
+  if (rc == 0 && exists != on) {
+    uint64_t t0 = clock_mono_ns();
+    rc = sq_exec(c, on ? SQ_FTS_CREATE : SQ_FTS_DROP);
+    if (rc == 0)
+      log_info("store: sqlite keyword index %s in %.0f ms", on ? "built" : "dropped",
+               (double)(clock_mono_ns() - t0) / 1e6);
+  }
+  if (rc == 0)
+    rc = sq_exec(c, "COMMIT");
+  if (rc != 0) {
+    (void)sq_exec(c, "ROLLBACK");
+    log_error("store: sqlite keyword index could not be turned %s", on ? "on" : "off");
+  }
+out:
+  sq_writer_put(s);
+  return rc;
+}
+
 /* ---- open / close -------------------------------------------------------------------- */
 
 static const struct store_ops sq_ops;
@@ -549,6 +602,11 @@ int store__sqlite_open(const char *path, struct store **out) {
   if (rc == 0) {
     int v;
     rc = sq_migrate(&q->base, &v);
+  }
+  if (rc == 0) { /* the index is off when an earlier process turned it off */
+    bool fts = false;
+    rc = sq_fts_exists(&q->writer, &fts);
+    q->base.keyword_off = !fts;
   }
   if (rc == 0) /* after the migrations: its statements need the tables */
     rc = sq_conn_open(&q->bwriter, path, SQ_ROLE_BATCH);
@@ -1483,4 +1541,5 @@ static const struct store_ops sq_ops = {
     .memory_list = sq_mem_list,
     .memory_get_many = sq_mem_get_many,
     .memory_search = sq_mem_search,
+    .keyword_index = sq_keyword_index,
 };

@@ -647,6 +647,8 @@ int store_memory_search(struct store *s, const char *user_id, const char *query,
   memset(out, 0, sizeof(*out));
   if (!idok(user_id) || !query)
     return EG_EINVAL;
+  if (s->keyword_off)
+    return EG_EUNSUPPORTED;
   if (k == 0)
     k = 10;
   k = clamp_limit(k);
@@ -662,4 +664,15 @@ int store_memory_search(struct store *s, const char *user_id, const char *query,
   int rc = n ? s->ops->memory_search(s, user_id, terms, n, k, out) : 0;
   free(buf);
   return rc;
+}
+
+int store_keyword_index(struct store *s, bool on) {
+  int rc = s->ops->keyword_index ? s->ops->keyword_index(s, on) : 0;
+  if (rc == 0)
+    s->keyword_off = !on;
+  return rc;
+}
+
+bool store_keyword_index_on(const struct store *s) {
+  return !s->keyword_off;
 }

@@ -381,4 +381,17 @@ void store_hits_free(struct store_hits *h);
 EG_WUR int store_memory_search(struct store *s, const char *user_id, const char *query,
                                size_t k, struct store_hits *out);
 
+/* The keyword index behind store_memory_search costs every memory written (SQLite: an
+   FTS5 table kept by triggers, about a fifth of the writer's work per memory), and only
+   the Pinecone mode's keyword side reads it. store_keyword_index(s, false) stops keeping
+   it: SQLite drops its FTS5 table, and store_memory_search answers EG_EUNSUPPORTED on
+   either back end. store_keyword_index(s, true) keeps it again; SQLite then builds it
+   from every memory at once (FTS5 'rebuild': seconds for a million memories), so the
+   memories written meanwhile are found. Call it at start-up, before other threads use
+   the store. The state is the file's on SQLite: a store opened after a process turned
+   the index off starts with it off (store_keyword_index_on says so); PostgreSQL keeps its
+   index (a generated column) always, and starts on. Returns 0, EG_EDB. */
+EG_WUR int store_keyword_index(struct store *s, bool on);
+bool store_keyword_index_on(const struct store *s);
+
 #endif

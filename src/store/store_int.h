@@ -65,6 +65,9 @@ struct store_ops {
   /* terms: sanitised words (letters, digits, non-ASCII bytes only), 1..32 of them. */
   int (*memory_search)(struct store *s, const char *user_id, const char *const *terms,
                        size_t n_terms, size_t k, struct store_hits *out);
+  /* Optional: start (on) or stop (off) keeping the keyword index of memory_search. NULL:
+     the index is part of the table and always kept (PostgreSQL). */
+  int (*keyword_index)(struct store *s, bool on);
   /* Non-blocking (see store_pool_stats). */
   void (*pool_stats)(struct store *s, struct store_pool_stats *out);
 };
@@ -73,6 +76,7 @@ struct store_ops {
 struct store {
   const struct store_ops *ops;
   char desc[256];
+  bool keyword_off; /* store_keyword_index(s, false): memory_search answers EG_EUNSUPPORTED */
 };
 
 /* Back-end constructors (they apply the migrations). */

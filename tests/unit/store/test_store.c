@@ -7,8 +7,9 @@
  * messages (client_id idempotency, ownership, paging by id and by time, last N,
  * neighbours, batches with mixed outcomes), memories (notes, pending/backfill, vectors,
  * re-embedding, lists, get-many, delete one/all), keyword search (stemming, ranking,
- * per-user isolation, FTS/SQL injection attempts), cascades (chat, user; FTS index
- * integrity on SQLite), concurrency from threads, the async layer and group commit.
+ * per-user isolation, FTS/SQL injection attempts, the index off and rebuilt), cascades (chat,
+ * user; FTS index integrity on SQLite), concurrency from threads, the async layer and group
+ * commit.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1067,6 +1068,71 @@ static void t_cascades(void **state) {
   fts_integrity(C);
 }
 
+/* The keyword index turned off and on again: searches are refused while it is off, writes
+   go on; turned on, it is built from every memory (those written while it was off
+   included, the deleted ones not) and kept by every write again. On SQLite the state is
+   the file's: another handle opened meanwhile finds it off. */
+static void t_keyword_index(void **state) {
+  STORE_OR_SKIP(state);
+  char u[ID_LEN + 1], c[ID_LEN + 1], a[ID_LEN + 1], b[ID_LEN + 1], d[ID_LEN + 1], e[ID_LEN + 1];
+  mk_user(s, u);
+  mk_chat(s, u, c, T0);
+  mk_msg(s, u, c, "user", "zebras graze on the savanna", NULL, T0 + 1, a);
+  assert_true(store_keyword_index_on(s));
+  assert_int_equal(store_keyword_index(s, false), 0);
+  assert_false(store_keyword_index_on(s));
+  assert_int_equal(store_keyword_index(s, false), 0); /* already off: nothing to do */
+  struct store_hits h;
+  assert_int_equal(store_memory_search(s, u, "zebras", 10, &h), EG_EUNSUPPORTED);
+  assert_int_equal(h.n, 0);
+
+  /* Writes without the index: a message (its memory), a batch, a note, a deletion. */
+  mk_msg(s, u, c, "model", "giraffes browse acacia trees", NULL, T0 + 2, b);
+  struct store_message_new m[2] = {
+      {.chat_id = c, .user_id = u, .role = "user", .content = "zebras and giraffes"},
+      {.chat_id = c, .user_id = u, .role = "model", .content = "okapis hide in forests"}};
+  int st[2] = {0, 0};
+  assert_int_equal(store_message_insert_batch(s, m, 2, st), 0);
+  assert_int_equal(st[0], 0);
+  assert_int_equal(st[1], 0);
+  memcpy(d, m[0].id, sizeof(d));
+  struct store_memory note = {.role = "note", .text = "zebras have stripes"};
+  store__id_copy(note.user_id, u);
+  assert_int_equal(store_memory_add(s, &note), 0);
+  assert_int_equal(store_memory_delete(s, u, d), 0);
+  if (!C->pg) {
+    struct store *s2;
+    assert_int_equal(store_open(C->url, NULL, &s2), 0);
+    assert_false(store_keyword_index_on(s2));
+    assert_int_equal(store_memory_search(s2, u, "zebras", 10, &h), EG_EUNSUPPORTED);
+    store_close(s2);
+  }
+
+  /* On again: everything stored is found, the deleted memory is not. */
+  assert_int_equal(store_keyword_index(s, true), 0);
+  assert_true(store_keyword_index_on(s));
+  assert_int_equal(store_keyword_index(s, true), 0);
+  assert_int_equal(store_memory_search(s, u, "zebras", 10, &h), 0);
+  assert_int_equal(h.n, 2);
+  assert_true(hit(&h, a) && hit(&h, note.id));
+  assert_false(hit(&h, d));
+  store_hits_free(&h);
+  assert_int_equal(store_memory_search(s, u, "okapis giraffes", 10, &h), 0);
+  assert_int_equal(h.n, 2);
+  assert_true(hit(&h, b) && hit(&h, m[1].id));
+  store_hits_free(&h);
+  fts_integrity(C);
+
+  /* Kept again by the writes: a new memory is found, a deleted one is gone. */
+  mk_msg(s, u, c, "user", "zebras again", NULL, T0 + 3, e);
+  assert_int_equal(store_memory_delete(s, u, a), 0);
+  assert_int_equal(store_memory_search(s, u, "zebras", 10, &h), 0);
+  assert_int_equal(h.n, 2);
+  assert_true(hit(&h, e) && hit(&h, note.id));
+  store_hits_free(&h);
+  fts_integrity(C);
+}
+
 /* ---- threads ------------------------------------------------------------------------- */
 
 struct thr {
@@ -1365,7 +1431,8 @@ static void t_open_errors(void **state) {
   cmocka_unit_test(t_migrations), cmocka_unit_test(t_users), cmocka_unit_test(t_chats),        \
       cmocka_unit_test(t_messages), cmocka_unit_test(t_client_id), cmocka_unit_test(t_batch),  \
       cmocka_unit_test(t_memories), cmocka_unit_test(t_insert_vectors),                        \
-      cmocka_unit_test(t_search), cmocka_unit_test(t_cascades), cmocka_unit_test(t_threads),   \
+      cmocka_unit_test(t_search), cmocka_unit_test(t_cascades),                                \
+      cmocka_unit_test(t_keyword_index), cmocka_unit_test(t_threads),                          \
       cmocka_unit_test(t_async), cmocka_unit_test(t_sqlite_open),                              \
       cmocka_unit_test(t_sqlite_sync_fails)
 
