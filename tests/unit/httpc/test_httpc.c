@@ -676,7 +676,7 @@ struct ka_server {
   int lfd;
   int port;
   int conns;    /* connections accepted */
-  int requests; /* requests answered */
+  int requests; /* requests read (counted before each answer is written) */
   int stop;
   pthread_t th;
 };
@@ -705,10 +705,11 @@ static void *ka_main(void *arg) {
       size_t used = (size_t)(end + 4 - b);
       memmove(b, b + used, have - used);
       have -= used;
+      /* counted before the answer goes out: once the client has it, the count is in */
+      __atomic_add_fetch(&k->requests, 1, __ATOMIC_SEQ_CST);
       static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
       if (write(fd, resp, sizeof resp - 1) != (ssize_t)(sizeof resp - 1))
         break;
-      __atomic_add_fetch(&k->requests, 1, __ATOMIC_SEQ_CST);
       if (conn == 1)
         break;
     }
