@@ -33,9 +33,15 @@
  * (index.html) gets a second asset, path "<path>?signed-in", the same bytes with
  * that one attribute set to `data-screen="app"` (its own gzip copy and ETag; the inline
  * blocks, hence the CSP hashes, are unchanged). src/web serves it to a request carrying the
- * session cookie; the page's inline script shows that screen (index.html: each screen is a
- * <template>, put into the document in the first animation frame) and the first frame
- * paints it, with no request or module before it.
+ * session cookie, so the page paints the right screen without running a script first.
+ *
+ * Screen templates: each screen of such a file is written inside
+ * `<template data-screen="auth">` or `<template data-screen="app">` (exactly so; templates
+ * may nest). Each variant unwraps its own screen's template (the open tag and its matching
+ * `</template>` removed: the markup is live DOM) and keeps the other screen's as a template,
+ * which the browser parses but neither styles, lays out nor hands to its autofill agents;
+ * web/app.js instantiates it when it first shows that screen. A screen template that is
+ * missing or unclosed is an error.
  */
 #include <errno.h>
 #include <openssl/evp.h>
@@ -367,8 +373,45 @@ static int version_refs(struct file *fs, int nf) {
 
 static const char screen_auth[] = "data-screen=\"auth\"", screen_app[] = "data-screen=\"app\"";
 
+/* Removes the tags of the screen template `<template data-screen="<screen>">` (see the top)
+   from *p[0..*n), keeping its content. 0, or -1 with a message (missing or unclosed). */
+static int unwrap_screen(const char *file, unsigned char *p, size_t *n, const char *screen) {
+  char open[64];
+  snprintf(open, sizeof open, "<template data-screen=\"%s\">", screen);
+  static const char any[] = "<template", close[] = "</template>";
+  unsigned char *end = p + *n, *at = (unsigned char *)find(p, end, open);
+  if (at == NULL) {
+    fprintf(stderr, "webgen: %s: no %s\n", file, open);
+    return -1;
+  }
+  size_t ol = strlen(open), cl = strlen(close);
+  const unsigned char *scan = at + ol, *c = NULL;
+  for (int depth = 1; depth > 0;) {
+    const unsigned char *o = find(scan, end, any);
+    c = find(scan, end, close);
+    if (c == NULL) {
+      fprintf(stderr, "webgen: %s: %s without %s\n", file, open, close);
+      return -1;
+    }
+    if (o != NULL && o < c) {
+      depth++;
+      scan = o + strlen(any);
+    } else {
+      depth--;
+      scan = c + cl;
+    }
+  }
+  /* [at, at+ol) and [c, c+cl) go; the bytes between and after move up */
+  size_t body = (size_t)(c - (at + ol)), tail = (size_t)(end - (c + cl));
+  memmove(at, at + ol, body);
+  memmove(at + body, c + cl, tail);
+  *n -= ol + cl;
+  return 0;
+}
+
 /* The signed-in variant of the HTML file f (see the top) into *v, or v->p NULL when its
-   <html> tag has no `data-screen="auth"`. 0, or -1 (out of memory). */
+   <html> tag has no `data-screen="auth"`. 0, or -1 (out of memory). The app's screen
+   template is still wrapped: see unwrap_screens. */
 static int signed_in_variant(const struct file *f, struct file *v) {
   memset(v, 0, sizeof *v);
   const unsigned char *end = f->p + f->n, *tag = find(f->p, end, "<html"), *gt, *at;
@@ -457,6 +500,22 @@ int main(int argc, char **argv) {
         fs[nfiles++] = v;
       }
     }
+  }
+  /* 2c. screen templates: each variant's own screen live (see the top) */
+  for (int i = 0; i < nfiles && status == 0; i++) {
+    if (!ends_with(fs[i].file, ".html"))
+      continue;
+    const unsigned char *tag = find(fs[i].p, fs[i].p + fs[i].n, "<html"), *gt;
+    if (tag == NULL || (gt = find(tag, fs[i].p + fs[i].n, ">")) == NULL)
+      continue;
+    const char *screen = find(tag, gt, screen_auth) != NULL  ? "auth"
+                         : find(tag, gt, screen_app) != NULL ? "app"
+                                                             : NULL;
+    if (screen == NULL)
+      continue;
+    if (unwrap_screen(fs[i].file, fs[i].p, &fs[i].n, screen) != 0)
+      status = 1;
+    fs[i].tag = fnv1a(fs[i].p, fs[i].n);
   }
   /* 3. the C source */
   FILE *o = status == 0 ? fopen(tmp, "w") : NULL;

@@ -3,9 +3,9 @@
 // builds Text nodes), never innerHTML.
 //
 // First render: the server picks the screen (index.html comes with <html data-screen="app">
-// when the request carries the session cookie, else "auth"). Every screen is a <template>:
-// the inline script of index.html shows that one in the first animation frame, the others
-// (and the Memory page) are instantiated here when first shown (mount). The inline script at
+// when the request carries the session cookie, else "auth"), so the first paint needs no
+// script. Only that screen's markup is live DOM; the other screen and the Memory page are
+// <template>s (webgen), instantiated here when first shown (mount). The inline script at
 // the end of index.html imports this module on the first paint and, signed in, just before
 // that starts fetching /api/auth/me, the chat list and the messages of the last chat opened
 // (its id is the "engram:chat" hint kept here in localStorage): window.engramBoot. Nothing
