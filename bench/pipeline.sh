@@ -15,11 +15,20 @@
 # connection sends its next message as soon as the answer is in, i.e. saturation).
 # METRICS=file: keep the server's /metrics at the end (its latency histograms).
 # PERF: also record a CPU profile of the server (perf, DWARF call graphs) during the window.
+# SERVER=floor LEVEL=wire|store|embed: run bench/pipeline_floor instead of engram (the floor:
+# only the wire part of an ai-message, plus the store / the embedder; see bench/README.md,
+# "Floor"); FANOUT=0 adds --no-fanout. SYSCALLS=1: also count the server's system calls
+# during the window (perf stat on syscalls:sys_enter_*) and print them per answer.
 # Expects `make build`. Everything on 127.0.0.1; every process is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${ENGRAM_BUILD:-build}
 E=${ENGRAM_BIN:-$B/engram} # the server under test (ENGRAM_BIN: compare two builds)
+EARGS=()
+if [ "${SERVER:-engram}" = floor ]; then
+  E=${FLOOR_BIN:-$B/pipeline_floor}; EARGS=(--level "${LEVEL:-wire}")
+  [ "${FANOUT:-1}" = 0 ] && EARGS+=(--no-fanout)
+fi
 CONNS=${CONNS:-100}; USERS=${USERS:-10}; MEMORIES=${MEMORIES:-10000}; DURATION=${DURATION:-15}
 SECRET=bench-pipeline-secret-0123456789abcdef
 work=$(mktemp -d /tmp/engram-pipeline.XXXXXX)
@@ -43,7 +52,7 @@ fport=$(sed -n 's/^PORT=//p' "$work/fake.out")
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 PORT=$port ENGRAM_DB="$work/engram.db" ENGRAM_DATA_DIR="$work" JWT_SECRET=$SECRET \
   ENGRAM_LLM=openai OPENAI_BASE_URL="http://127.0.0.1:$fport/v1" ENGRAM_LLM_MODEL=fake \
-  ENGRAM_RATE_MESSAGES=0 ENGRAM_LOG_LEVEL=warn "$E" 2>"$work/engram.log" & epid=$!
+  ENGRAM_RATE_MESSAGES=0 ENGRAM_LOG_LEVEL=warn "$E" "${EARGS[@]}" >/dev/null 2>"$work/engram.log" & epid=$!
 pids+=($epid)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 
@@ -60,14 +69,28 @@ threadstat() {
     local n; n=$(cat "$t/comm" 2>/dev/null) || continue
     [ "${t##*/}" = "$epid" ] && n=loop
     case $n in loop | engram-writer | engram-syncer) ;; *) n=pool ;; esac
-    echo "$n $(cut -d' ' -f14,15 "$t/stat" 2>/dev/null | awk '{print $1 + $2}')"
-  done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
+    echo "$n $(cut -d' ' -f14,15 "$t/stat" 2>/dev/null)"
+  done | awk 'NF == 3 {u[$1] += $2; s[$1] += $3} END {for (k in u) print k, u[k] + s[k], u[k], s[k]}' | sort
 }
+# The system calls counted, one perf stat event each (SYSCALLS=1).
+SCS="read write writev readv recvfrom sendto recvmsg sendmsg epoll_wait epoll_pwait epoll_ctl poll ppoll futex fdatasync fsync pwrite64 pread64 lseek fcntl openat close mmap munmap madvise brk getrandom clock_gettime"
 answers() { curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^engram_answers_total //p'; }
 (sleep "${WARMUP:-5}"; threadstat >"$work/t1"; curl -s "http://127.0.0.1:$port/metrics" >"$work/metrics0"
- a1=$(answers); sleep "$DURATION"; threadstat >"$work/t2"; a2=$(answers)
+ a1=$(answers)
+ if [ -n "${SYSCALLS:-}" ]; then
+   ev=$(for c in $SCS; do [ -d /sys/kernel/tracing/events/syscalls/sys_enter_$c ] && printf 'syscalls:sys_enter_%s,' "$c"; done)
+   timeout -s INT "$DURATION" perf stat -x, -e "${ev%,}" -p "$epid" -o "$work/perfstat" >/dev/null 2>&1 &
+ fi
+ sleep "$DURATION"; threadstat >"$work/t2"; a2=$(answers)
  [ "$a2" -gt "$a1" ] && join "$work/t1" "$work/t2" | awk -v n=$(( a2 - a1 )) -v hz="$(getconf CLK_TCK)" \
-   '{s = s sprintf(" %s %d", $1, ($3 - $2) * 1000000 / hz / n)} END {print "pipeline: us of CPU per answer by thread over " n " answers:" s}') & loopjob=$!
+   '{s = s sprintf(" %s %d", $1, ($5 - $2) * 1000000 / hz / n); us = us sprintf(" %s %d/%d", $1, ($6 - $3) * 1000000 / hz / n, ($7 - $4) * 1000000 / hz / n)}
+    END {print "pipeline: us of CPU per answer by thread over " n " answers:" s; print "pipeline: us per answer by thread, user/system:" us}'
+ if [ -n "${SYSCALLS:-}" ]; then
+   wait
+   [ "$a2" -gt "$a1" ] && awk -F, -v n=$(( a2 - a1 )) '$3 ~ /^syscalls:sys_enter_/ && $1 + 0 > 0 {
+       sub("syscalls:sys_enter_", "", $3); t += $1; s = s sprintf(" %s %.2f", $3, $1 / n)}
+     END {printf "pipeline: system calls per answer: %.2f:%s\n", t / n, s}' "$work/perfstat"
+ fi) & loopjob=$!
 "$B/chatload" --port "$port" --pairs "$work/pairs" --secret "$SECRET" --conns "$CONNS" \
   --warmup "${WARMUP:-5}" --duration "$DURATION" --server-pid "$epid" ${RATE:+--rate "$RATE"} | tee "$work/result"
 wait "$loopjob" || true
