@@ -79,7 +79,7 @@ answers() { curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^engram_answers
  a1=$(answers)
  if [ -n "${SYSCALLS:-}" ]; then
    ev=$(for c in $SCS; do [ -d /sys/kernel/tracing/events/syscalls/sys_enter_$c ] && printf 'syscalls:sys_enter_%s,' "$c"; done)
-   timeout -s INT "$DURATION" perf stat -x, -e "${ev%,}" -p "$epid" -o "$work/perfstat" >/dev/null 2>&1 &
+   timeout -s INT "$DURATION" perf stat -x, -e "raw_syscalls:sys_enter,${ev%,}" -p "$epid" -o "$work/perfstat" >/dev/null 2>&1 &
  fi
  sleep "$DURATION"; threadstat >"$work/t2"; a2=$(answers)
  [ "$a2" -gt "$a1" ] && join "$work/t1" "$work/t2" | awk -v n=$(( a2 - a1 )) -v hz="$(getconf CLK_TCK)" \
@@ -87,9 +87,10 @@ answers() { curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^engram_answers
     END {print "pipeline: us of CPU per answer by thread over " n " answers:" s; print "pipeline: us per answer by thread, user/system:" us}'
  if [ -n "${SYSCALLS:-}" ]; then
    wait
-   [ "$a2" -gt "$a1" ] && awk -F, -v n=$(( a2 - a1 )) '$3 ~ /^syscalls:sys_enter_/ && $1 + 0 > 0 {
+   [ "$a2" -gt "$a1" ] && awk -F, -v n=$(( a2 - a1 )) '$3 == "raw_syscalls:sys_enter" {all = $1}
+     $3 ~ /^syscalls:sys_enter_/ && $1 + 0 > 0 {
        sub("syscalls:sys_enter_", "", $3); t += $1; s = s sprintf(" %s %.2f", $3, $1 / n)}
-     END {printf "pipeline: system calls per answer: %.2f:%s\n", t / n, s}' "$work/perfstat"
+     END {printf "pipeline: system calls per answer: %.2f (others %.2f):%s\n", all / n, (all - t) / n, s}' "$work/perfstat"
  fi) & loopjob=$!
 "$B/chatload" --port "$port" --pairs "$work/pairs" --secret "$SECRET" --conns "$CONNS" \
   --warmup "${WARMUP:-5}" --duration "$DURATION" --server-pid "$epid" ${RATE:+--rate "$RATE"} | tee "$work/result"
