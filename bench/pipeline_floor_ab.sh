@@ -10,7 +10,9 @@
 #   bench/pipeline_floor_ab.sh [ROUNDS=3] [VARIANTS="engram wire store embed"]
 #     [DURATION=10] [PRE=/tmp/pl/pre] [SYSCALLS=1]
 # Variants: engram (build/engram), wire, store, embed (pipeline_floor --level ...),
-# wire-nofanout (level wire without the chat-message fan-out). PRE: the prefilled store
+# wire-nofanout (level wire without the chat-message fan-out); VARIANT@R paces chatload to R
+# ai-messages/s in all (pipeline.sh RATE: the CPU per message at a given load, where the
+# loop's writes coalesce less than at saturation). PRE: the prefilled store
 # (pipeline.sh's PREFILL_DIR: copied for every run, never modified). Expects `make build`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,11 +22,12 @@ out=$(mktemp /tmp/engram-floor-ab.XXXXXX)
 trap 'rm -f "$out"' EXIT
 
 run() { # variant syscalls
-  local v=$1 env=()
+  local v=${1%@*} env=()
+  [ "$1" != "$v" ] && env+=(RATE="${1#*@}")
   case $v in
-  engram) env=(SERVER=engram) ;;
-  wire-nofanout) env=(SERVER=floor LEVEL=wire FANOUT=0) ;;
-  *) env=(SERVER=floor LEVEL=$v) ;;
+  engram) env+=(SERVER=engram) ;;
+  wire-nofanout) env+=(SERVER=floor LEVEL=wire FANOUT=0) ;;
+  *) env+=(SERVER=floor LEVEL=$v) ;;
   esac
   [ "$2" = 1 ] && env+=(SYSCALLS=1)
   env "${env[@]}" CONNS=100 USERS=10 MEMORIES=10000 DURATION=${DURATION:-10} \
