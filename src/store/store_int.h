@@ -83,6 +83,19 @@ struct store {
 int store__sqlite_open(const char *path, struct store **out);
 int store__pg_open(const char *url, struct store **out);
 
+/* The SQLite VFS of the store's writer connections (sqlite_walbuf.c: the unix VFS, with
+   each commit's WAL frames written by a few large pwrites), registered on first call; NULL when
+   it cannot be (the default VFS is used then). Thread-safe. */
+const char *store__walbuf_vfs(void);
+
+/* Counters of that VFS since the process started, over all its -wal files: xWrite calls
+   (writes), writes that reached the file (pwrites: flushes included), buffer flushes and
+   commit frames seen. */
+struct store_walbuf_stats {
+  uint64_t writes, pwrites, flushes, commits;
+};
+void store__walbuf_stats(struct store_walbuf_stats *out);
+
 /* Splits user text into at most STORE_FTS_TERMS_MAX words (runs of ASCII letters and
    digits and bytes >= 0x80, at most 64 bytes each, ASCII lowered), written as
    NUL-terminated strings into buf (which needs strlen(q) + STORE_FTS_TERMS_MAX + 1 bytes);
