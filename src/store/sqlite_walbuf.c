@@ -24,16 +24,18 @@
  * and only then appends the frames to the wal-index (shm) and publishes the new mxFrame in
  * its header, which is where readers on other connections learn that the frames exist.
  * So:
- *   - Buffering starts at a write that continues the previous transaction (the offset right
- *     after the last commit frame) or at the WAL header (32 bytes at offset 0, written when
- *     the WAL restarts). Consecutive writes are appended to the buffer.
+ *   - Appends are buffered: a write at the offset where the last buffered write ended or
+ *     where the last commit frame ended (the next transaction's first frame), or the WAL
+ *     header (32 bytes at offset 0, written when the WAL restarts).
  *   - The write that completes a commit frame (the page after a frame header with a
  *     non-zero commit size) flushes the buffer before it returns: every byte of the commit
  *     is in the file before SQLite touches the wal-index, and before COMMIT returns (the
  *     store's syncer then fdatasyncs the file: store.h "Durability").
  *   - Any other write flushes the buffer first, then goes straight to the file: in-place
  *     rewrites of a frame of the current transaction (a page written again after a cache
- *     spill) and walRewriteChecksums' header rewrites after the commit frame.
+ *     spill), walRewriteChecksums' header rewrites after the commit frame (all behind the
+ *     commit frame's end), the frames after a rolled-back transaction until they reach
+ *     where the buffered ones had ended.
  *   - xRead, xSync, xTruncate, xFileSize, xFileControl, xLock, xUnlock,
  *     xCheckReservedLock and xClose on the -wal file flush first, and so does releasing
  *     the WAL write lock on the database file: what a rolled-back transaction had spilled
@@ -80,8 +82,8 @@ struct wb_file {
   /* -wal file only */
   unsigned char *buf;
   size_t len, cap;
-  sqlite3_int64 off;         /* file offset of buf[0] */
-  sqlite3_int64 tail;        /* offset after the last commit frame written; -1: unknown */
+  sqlite3_int64 off;  /* file offset of buf[0] */
+  sqlite3_int64 tail; /* after the last append buffered or commit frame written; -1: none */
   sqlite3_int64 commit_page; /* where the page of the commit frame just begun goes; -1 */
 };
 
@@ -134,16 +136,18 @@ static int wb_wal_write(sqlite3_file *f, const void *p, int amt, sqlite3_int64 o
   size_t n = (size_t)amt;
   int rc = SQLITE_OK;
   atomic_fetch_add_explicit(&wb.writes, 1, memory_order_relaxed);
+  /* An append (at the end of what was buffered last, or the header of a restarted WAL) is
+     buffered; the buffer is flushed first when it would grow past WB_BUF_MAX. Any other
+     write flushes the buffer, then goes to the file. */
+  bool append = (off == w->tail || (off == 0 && n == WB_WAL_HDR)) && n <= WB_BUF_MAX;
   bool contiguous = w->len > 0 && off == w->off + (sqlite3_int64)w->len;
-  if (contiguous && w->len + n > WB_BUF_MAX)
-    rc = wb_flush(w); /* keep buffering from this write on */
-  else if (!contiguous && w->len > 0)
+  if (w->len > 0 && (!contiguous || w->len + n > WB_BUF_MAX))
     rc = wb_flush(w);
   if (rc != SQLITE_OK)
     return rc;
-  bool buffer = contiguous || off == w->tail || (off == 0 && n == WB_WAL_HDR);
-  if (buffer && n <= WB_BUF_MAX) {
+  if (append) {
     wb_append(w, p, n, off);
+    w->tail = off + amt;
   } else {
     rc = w->real->pMethods->xWrite(w->real, p, amt, off);
     atomic_fetch_add_explicit(&wb.pwrites, 1, memory_order_relaxed);
@@ -154,7 +158,8 @@ static int wb_wal_write(sqlite3_file *f, const void *p, int amt, sqlite3_int64 o
     const unsigned char *h = p;
     w->commit_page = (h[4] | h[5] | h[6] | h[7]) != 0 ? off + WB_FRAME_HDR : -1;
   } else if (off == w->commit_page) {
-    /* The commit frame's page: everything of the transaction goes to the file now. */
+    /* The commit frame's page: everything of the transaction goes to the file now, and the
+       next transaction's frames follow it. */
     w->commit_page = -1;
     w->tail = off + amt;
     atomic_fetch_add_explicit(&wb.commits, 1, memory_order_relaxed);
