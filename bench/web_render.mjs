@@ -16,6 +16,9 @@
 //   floor    cold/warm  the same for a data: URL page of one line of text: the browser's
 //                   own cost of a new tab's first paint on this machine (its "ready" is
 //                   its first contentful paint)
+//   form     cold/warm  the same for a data: URL page of the barest sign-in form (a
+//                   heading, two labelled inputs and a button; no style, no script): what
+//                   any sign-in screen costs the browser before its own style and script
 //
 // For each load it reads first-contentful-paint (paint timing) and the app's own
 // `engram:ready` mark (web/app.js sets it once the usable screen is in the DOM: the
@@ -27,7 +30,7 @@
 // `--waterfall` also prints the resource timing of the last load of each case (where
 // the time goes).
 //
-//   node bench/web_render.mjs [--runs 30] [--waterfall] [--trace DIR] [--cases floor,chat]
+//   node bench/web_render.mjs [--runs 30] [--waterfall] [--trace DIR] [--cases floor,form,chat]
 //                             [--trace-all] [--against BUILD_DIR]
 // (--trace DIR: a Chrome trace of the last load of each case, DIR/<screen>-<cache>.json,
 // for chrome://tracing or Perfetto, with the compositor's categories: commit, raster
@@ -64,6 +67,15 @@ const CHATS = 4;
 // The floor: what the browser alone needs to show a new tab with one line of text (no
 // network, no script), to read the figures of a busy machine against.
 const FLOOR = "data:text/html,<!doctype html><title>floor</title><p>engram floor: one line of text</p>";
+// The form floor: the same for the barest sign-in form the browser can show.
+const FORM_FLOOR =
+  "data:text/html," +
+  encodeURIComponent(
+    '<!doctype html><html lang="en"><meta charset="utf-8"><title>form floor</title><form method="post"><h1>engram</h1>' +
+      '<label>Email <input name="email" type="email" autocomplete="email" required></label><br>' +
+      '<label>Password <input name="password" type="password" autocomplete="current-password" required></label><br>' +
+      '<button type="submit">Sign in</button></form>'
+  );
 const QUESTIONS = 3;
 
 const pct = (xs, p) => {
@@ -181,7 +193,10 @@ async function main() {
             }
           : undefined,
       });
-    const cases = [{ name: "floor", signedIn: false, url: FLOOR, expect: { screen: "floor" } }];
+    const cases = [
+      { name: "floor", signedIn: false, url: FLOOR, expect: { screen: "floor" } },
+      { name: "form", signedIn: false, url: FORM_FLOOR, expect: { screen: "floor" } },
+    ];
     for (const [k, s] of servers.entries()) {
       const tag = k ? "@B" : "";
       cases.push({ name: "sign-in" + tag, signedIn: false, s, expect: { screen: "sign-in" } });
@@ -213,7 +228,7 @@ async function main() {
       // its own context: an open tab of the site would let the new tabs of the warm case
       // reuse its renderer process (~30 ms less than a tab of a site with no open tab)
       const sctx = await newCtx(c.signedIn, c.s);
-      samePage.push(c.base === "floor" ? null : await sctx.newPage());
+      samePage.push(c.url ? null : await sctx.newPage()); // a data: URL: no same-tab case
       sameCtx.push(sctx);
       if (samePage[samePage.length - 1]) await load(sctx, url(c), c.expect, undefined, samePage[samePage.length - 1]);
     }
@@ -233,11 +248,11 @@ async function main() {
     for (const [k, c] of chosen.entries()) {
       for (const cache of ["cold", "warm", "same"]) {
         const rs = res[k][cache];
-        if (!rs.length) continue; // the floor, a data: URL, has no same-tab case
+        if (!rs.length) continue; // the floors, data: URLs, have no same-tab case
         const fcp = rs.map((r) => r.fcp), ready = rs.map((r) => r.ready);
         const row = { screen: c.name, cache, fcp50: pct(fcp, 50), fcp90: pct(fcp, 90), ready50: pct(ready, 50), ready90: pct(ready, 90), max: Math.max(...fcp, ...ready) };
         out.push(row);
-        if (WATERFALL && c.base !== "floor") waterfall(`${c.name} ${cache}`, rs[rs.length - 1]);
+        if (WATERFALL && !c.url) waterfall(`${c.name} ${cache}`, rs[rs.length - 1]);
         if (cache !== "cold" && rs.some((r) => r.resources.some((e) => e.size > 1000 && !e.name.startsWith("/api/") && !e.name.startsWith("/socket.io/?"))))
           console.log(`  note: a ${cache} ${c.name} load fetched a whole file again (no 304)`);
       }
