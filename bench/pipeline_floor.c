@@ -57,6 +57,7 @@
 
 #include <uv.h>
 
+#include "api/api.h"
 #include "auth/auth.h"
 #include "base/base.h"
 #include "http/http.h"
@@ -737,14 +738,8 @@ static void pending_unlink(struct fsock *fs) {
    lookup engram then makes (once per connection) is left out. */
 static void on_handshake(struct sio_socket *s, const json_t *auth, void *ud) {
   struct floor *f = ud;
-  struct slice cookie = {"", 0}, authz = {"", 0}, tok = {"", 0};
-  (void)sio_socket_header(s, "cookie", &cookie);
-  (void)sio_socket_header(s, "authorization", &authz);
-  json_t *t = json_is_object(auth) ? json_object_get(auth, "token") : NULL;
-  if (json_is_string(t)) {
-    tok.p = json_string_value(t);
-    tok.len = json_string_length(t);
-  }
+  struct slice cookie, tok, authz;
+  api_sio_credentials(s, auth, &cookie, &tok, &authz);
   char uid[ID_LEN + 1];
   const char *msg;
   if (auth_handshake(&f->jwt, cookie, tok, authz, clock_wall_ms() / 1000, uid, &msg) != 0) {

@@ -146,6 +146,12 @@ EG_WUR int api_handshake(struct api *a, struct slice cookie_header, struct slice
 void api_socketio_handler(struct http_req *req, void *api);
 void api_sio_middleware(struct sio_socket *s, const json_t *auth, void *api);
 
+/* The credentials a Socket.IO handshake may carry, as api_sio_middleware reads them: the
+   `cookie` and `authorization` headers (empty when absent; the namespace must keep them)
+   and auth.token (empty unless a string). The slices point into s and auth. */
+void api_sio_credentials(struct sio_socket *s, const json_t *auth, struct slice *cookie,
+                         struct slice *token, struct slice *authorization);
+
 /* ---- request bodies (pure; exposed for tests and fuzzing) ------------------------------ */
 
 struct api_register_body {

@@ -56,15 +56,19 @@ static void hs_done(void *arg, int status, const char *user_id, const char *mess
   free(h);
 }
 
-void api_sio_middleware(struct sio_socket *s, const json_t *auth, void *ud) {
-  struct slice cookie = {"", 0}, authz = {"", 0}, tok = {"", 0};
-  (void)sio_socket_header(s, "cookie", &cookie);
-  (void)sio_socket_header(s, "authorization", &authz);
+void api_sio_credentials(struct sio_socket *s, const json_t *auth, struct slice *cookie,
+                         struct slice *token, struct slice *authorization) {
+  *cookie = *token = *authorization = (struct slice){"", 0};
+  (void)sio_socket_header(s, "cookie", cookie);
+  (void)sio_socket_header(s, "authorization", authorization);
   json_t *t = json_is_object(auth) ? json_object_get(auth, "token") : NULL;
-  if (json_is_string(t)) {
-    tok.p = json_string_value(t);
-    tok.len = json_string_length(t);
-  }
+  if (json_is_string(t))
+    *token = (struct slice){json_string_value(t), json_string_length(t)};
+}
+
+void api_sio_middleware(struct sio_socket *s, const json_t *auth, void *ud) {
+  struct slice cookie, tok, authz;
+  api_sio_credentials(s, auth, &cookie, &tok, &authz);
   struct hs *h = xmalloc(sizeof *h);
   h->s = s;
   h->a = ud;
